@@ -1,0 +1,140 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/lib/pq"
+)
+
+// MigrateOptions says where and how to migrate.
+type MigrateOptions struct {
+	// Schema holds every object; DefaultSchema when empty. Must satisfy ValidSchemaName.
+	Schema string
+	// NotifyTrigger keeps the statement-level NOTIFY trigger on the outbox when true and drops
+	// it when false (the relay then runs on polling alone).
+	NotifyTrigger bool
+}
+
+// MigrateResult reports what Migrate did.
+type MigrateResult struct {
+	// Applied lists the migrations run by this call, in order; empty when up to date.
+	Applied []string
+	// Version is the schema version after the call.
+	Version int
+}
+
+// ErrSchemaTooNew means the database was migrated by a newer relay than this one: running
+// against it could misread columns, so start-up stops.
+var ErrSchemaTooNew = errors.New("database schema is newer than this relay")
+
+const migrationsTable = `CREATE TABLE IF NOT EXISTS {{schema}}.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`
+
+// Migrate creates or upgrades the schema. It is idempotent and safe when several processes
+// call it at once: everything runs in one transaction holding an advisory lock derived from
+// the schema name, and a failure rolls back whole.
+func Migrate(ctx context.Context, db *sql.DB, opts MigrateOptions) (MigrateResult, error) {
+	schema := opts.Schema
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	if !ValidSchemaName(schema) {
+		return MigrateResult{}, fmt.Errorf("invalid schema name %q", schema)
+	}
+	all, err := migrations()
+	if err != nil {
+		return MigrateResult{}, err
+	}
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return MigrateResult{}, fmt.Errorf("beginning migration: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('outbox-relay migrate ' || $1))`, schema); err != nil {
+		return MigrateResult{}, fmt.Errorf("taking migration lock: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+pq.QuoteIdentifier(schema)); err != nil {
+		return MigrateResult{}, fmt.Errorf("creating schema %s: %w", schema, err)
+	}
+	if _, err := tx.ExecContext(ctx, Qualify(schema, migrationsTable)); err != nil {
+		return MigrateResult{}, fmt.Errorf("creating migrations table: %w", err)
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, Qualify(schema, `SELECT coalesce(max(version), 0) FROM {{schema}}.schema_migrations`)).Scan(&current); err != nil {
+		return MigrateResult{}, fmt.Errorf("reading schema version: %w", err)
+	}
+	latest := all[len(all)-1].version
+	if current > latest {
+		return MigrateResult{}, fmt.Errorf("%w: database at version %d, this relay knows up to %d", ErrSchemaTooNew, current, latest)
+	}
+
+	res := MigrateResult{Version: current}
+	for _, m := range all {
+		if m.version <= current {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, Qualify(schema, m.sql)); err != nil {
+			return MigrateResult{}, fmt.Errorf("applying migration %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, Qualify(schema, `INSERT INTO {{schema}}.schema_migrations (version, name) VALUES ($1, $2)`), m.version, m.name); err != nil {
+			return MigrateResult{}, fmt.Errorf("recording migration %s: %w", m.name, err)
+		}
+		res.Applied = append(res.Applied, m.name)
+		res.Version = m.version
+	}
+
+	if err := syncNotifyTrigger(ctx, tx, schema, opts.NotifyTrigger); err != nil {
+		return MigrateResult{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return MigrateResult{}, fmt.Errorf("committing migration: %w", err)
+	}
+	return res, nil
+}
+
+// syncNotifyTrigger creates or drops the outbox NOTIFY trigger. It touches the trigger only
+// when its presence must change: creating or dropping a trigger locks the outbox against
+// the application's inserts, which every replica's start-up should not do.
+func syncNotifyTrigger(ctx context.Context, tx *sql.Tx, schema string, want bool) error {
+	var exists bool
+	err := tx.QueryRowContext(ctx, `SELECT EXISTS (
+		SELECT 1 FROM pg_trigger t
+		JOIN pg_class c ON c.oid = t.tgrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = 'outbox' AND t.tgname = 'outbox_notify')`, schema).Scan(&exists)
+	if err != nil {
+		return fmt.Errorf("checking notify trigger: %w", err)
+	}
+	switch {
+	case want && !exists:
+		fn := Qualify(schema, `CREATE OR REPLACE FUNCTION {{schema}}.outbox_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Empty payload: folded per transaction and never too large to fail the insert.
+    PERFORM pg_notify(`+pq.QuoteLiteral(Channel(schema))+`, '');
+    RETURN NULL;
+END
+$$`)
+		if _, err := tx.ExecContext(ctx, fn); err != nil {
+			return fmt.Errorf("creating notify function: %w", err)
+		}
+		trg := Qualify(schema, `CREATE TRIGGER outbox_notify AFTER INSERT ON {{schema}}.outbox
+FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.outbox_notify()`)
+		if _, err := tx.ExecContext(ctx, trg); err != nil {
+			return fmt.Errorf("creating notify trigger: %w", err)
+		}
+	case !want && exists:
+		if _, err := tx.ExecContext(ctx, Qualify(schema, `DROP TRIGGER outbox_notify ON {{schema}}.outbox`)); err != nil {
+			return fmt.Errorf("dropping notify trigger: %w", err)
+		}
+	}
+	return nil
+}

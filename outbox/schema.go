@@ -1,0 +1,90 @@
+package outbox
+
+import (
+	"embed"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/lib/pq"
+)
+
+// DefaultSchema is the PostgreSQL schema that holds the relay's objects unless RELAY_SCHEMA
+// names another.
+const DefaultSchema = "relay"
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// schemaPlaceholder stands for the quoted schema name in SQL text.
+const schemaPlaceholder = "{{schema}}"
+
+var schemaNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// ValidSchemaName reports whether name can be used as the relay's schema: lower-case letters,
+// digits and underscores, so that it is also a valid part of a NOTIFY channel name.
+func ValidSchemaName(name string) bool { return schemaNameRE.MatchString(name) }
+
+// Qualify replaces every {{schema}} in query with the quoted schema name. The name is an
+// identifier, never a value: values always travel as bind parameters.
+func Qualify(schema, query string) string {
+	return strings.ReplaceAll(query, schemaPlaceholder, pq.QuoteIdentifier(schema))
+}
+
+// Channel is the NOTIFY channel the outbox trigger signals for schema.
+func Channel(schema string) string { return schema + "_outbox" }
+
+// migration is one embedded, versioned SQL file.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in version order.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded migrations: %w", err)
+	}
+	var out []migration
+	for _, e := range entries {
+		name := e.Name()
+		num, _, ok := strings.Cut(name, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil || !strings.HasSuffix(name, ".sql") {
+			return nil, fmt.Errorf("migration %q: name must be NNNN_description.sql", name)
+		}
+		body, err := fs.ReadFile(migrationFiles, "migrations/"+name)
+		if err != nil {
+			return nil, fmt.Errorf("reading migration %s: %w", name, err)
+		}
+		out = append(out, migration{version: version, name: name, sql: string(body)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
+		}
+	}
+	return out, nil
+}
+
+// MigrationsFingerprint identifies the embedded migrations' content, so that a cached copy of
+// the schema (a test template database) is rebuilt whenever a migration changes.
+func MigrationsFingerprint() string {
+	ms, err := migrations()
+	if err != nil {
+		return "invalid"
+	}
+	h := fnv.New64a()
+	for _, m := range ms {
+		h.Write([]byte(m.name))
+		h.Write([]byte(m.sql))
+	}
+	return strconv.FormatUint(h.Sum64(), 16)
+}
