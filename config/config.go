@@ -1,0 +1,713 @@
+package config
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"text/template"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// KeySize is the length in bytes of RELAY_ENCRYPTION_KEY and
+// RELAY_ENCRYPTION_KEY_PREVIOUS once decoded (AES-256).
+const KeySize = 32
+
+// maxSchemaLen keeps the NOTIFY channel "<schema>_outbox" within PostgreSQL's
+// 63-byte identifier limit; pg_notify refuses longer channel names.
+const maxSchemaLen = 63 - len("_outbox")
+
+// Config is the relay's whole configuration, read from the environment by
+// Load. Struct tags are the single source of every variable's name, default
+// and description (see Usage). Tags: envconfig is the full variable name,
+// secret marks values that must never be printed ("password": a database
+// URL or DSN whose password must never be printed), usagedefault overrides the
+// DEFAULT column of Usage when the real default is not a literal.
+type Config struct {
+	// DatabaseURL is where the outbox and the relay's tables live. Required.
+	DatabaseURL string `envconfig:"RELAY_DATABASE_URL" required:"true" secret:"password" desc:"PostgreSQL URL (postgres://...) or key=value DSN"`
+	// ListenDatabaseURL is the direct connection used for LISTEN, for setups
+	// behind PgBouncer in transaction pooling. Load fills it with DatabaseURL
+	// when it is unset or empty.
+	ListenDatabaseURL string `envconfig:"RELAY_LISTEN_DATABASE_URL" secret:"password" usagedefault:"RELAY_DATABASE_URL" desc:"direct connection for LISTEN (bypass PgBouncer)"`
+
+	// APIToken is the bearer token of the management API. Required; empty
+	// only together with InsecureNoAuth.
+	APIToken string `envconfig:"RELAY_API_TOKEN" required:"true" secret:"true" desc:"bearer token for the management API"`
+	// InsecureNoAuth turns authentication off; only valid with an empty
+	// APIToken.
+	InsecureNoAuth bool `envconfig:"RELAY_INSECURE_NO_AUTH" default:"false" desc:"run the API without auth (needs RELAY_API_TOKEN set empty)"`
+
+	// Schema is the PostgreSQL schema of every relay object.
+	Schema string `envconfig:"RELAY_SCHEMA" default:"relay" desc:"PostgreSQL schema for the relay's tables"`
+	// AutoMigrate runs the migrations when serve starts.
+	AutoMigrate bool `envconfig:"RELAY_AUTO_MIGRATE" default:"true" desc:"migrate the schema when serve starts"`
+	// NotifyTrigger installs (true) or drops (false) the NOTIFY trigger at
+	// migrate time.
+	NotifyTrigger bool `envconfig:"RELAY_NOTIFY_TRIGGER" default:"true" desc:"install the NOTIFY trigger at migrate time"`
+
+	// ListenAddr serves the management API (the public port in
+	// reverse-proxy mode).
+	ListenAddr string `envconfig:"RELAY_LISTEN_ADDR" default:":8080" desc:"management API (or reverse proxy) address"`
+	// OpsAddr serves /healthz, /readyz and /metrics without auth.
+	OpsAddr string `envconfig:"RELAY_OPS_ADDR" default:":9090" desc:"health and metrics address (no auth)"`
+	// AdminAddr serves the operator API in reverse-proxy mode.
+	AdminAddr string `envconfig:"RELAY_ADMIN_ADDR" default:"127.0.0.1:8081" desc:"operator API address in reverse-proxy mode"`
+
+	// PollInterval is how often the outbox is polled whatever NOTIFY says.
+	PollInterval time.Duration `envconfig:"RELAY_POLL_INTERVAL" default:"1s" desc:"outbox polling interval"`
+	// BatchSize is the number of rows claimed per query.
+	BatchSize int `envconfig:"RELAY_BATCH_SIZE" default:"100" desc:"rows claimed per batch (1-10000)"`
+	// Workers is the number of concurrent delivery requests.
+	Workers int `envconfig:"RELAY_WORKERS" default:"64" desc:"concurrent deliveries (1-10000)"`
+	// DeliveryTimeout bounds one webhook request.
+	DeliveryTimeout time.Duration `envconfig:"RELAY_DELIVERY_TIMEOUT" default:"5s" desc:"timeout of one webhook request"`
+	// RetrySchedule holds the delays before each retry; empty means no
+	// retries. Assignable to []time.Duration.
+	RetrySchedule DurationList `envconfig:"RELAY_RETRY_SCHEDULE" default:"1m,5m,15m,1h" desc:"delays between attempts, comma-separated (empty: no retries)"`
+	// MaxPayloadBytes is the largest payload that is sent.
+	MaxPayloadBytes int `envconfig:"RELAY_MAX_PAYLOAD_BYTES" default:"262144" desc:"largest payload sent; larger ones fail"`
+	// DisableAfter disables a subscription whose attempts all failed for
+	// this long.
+	DisableAfter time.Duration `envconfig:"RELAY_DISABLE_AFTER" default:"120h" desc:"disable an endpoint failing for this long"`
+	// MaxInFlightPerSubscription caps concurrent requests to one
+	// subscription.
+	MaxInFlightPerSubscription int `envconfig:"RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION" default:"16" desc:"concurrent requests per subscription"`
+	// SecretRotationOverlap is how long the old secret keeps signing after a
+	// rotation.
+	SecretRotationOverlap time.Duration `envconfig:"RELAY_SECRET_ROTATION_OVERLAP" default:"24h" desc:"old secret keeps signing this long after rotation"`
+	// Retention is the age after which finished work is deleted.
+	Retention time.Duration `envconfig:"RELAY_RETENTION" default:"168h" desc:"delete finished deliveries and outbox rows after"`
+	// ShutdownGrace bounds the drain of in-flight attempts on SIGTERM.
+	ShutdownGrace time.Duration `envconfig:"RELAY_SHUTDOWN_GRACE" default:"25s" desc:"time to finish in-flight attempts on SIGTERM"`
+
+	// AllowHTTP accepts http:// target URLs.
+	AllowHTTP bool `envconfig:"RELAY_ALLOW_HTTP" default:"false" desc:"accept http:// target URLs"`
+	// AllowPrivateTargets accepts targets on loopback, private and metadata
+	// addresses.
+	AllowPrivateTargets bool `envconfig:"RELAY_ALLOW_PRIVATE_TARGETS" default:"false" desc:"accept private, loopback and metadata targets"`
+
+	// EncryptionKey encrypts subscription secrets at rest (AES-256-GCM);
+	// nil means they are stored in plain text. Assignable to []byte.
+	EncryptionKey Key `envconfig:"RELAY_ENCRYPTION_KEY" secret:"true" desc:"base64 of 32 bytes; encrypts secrets at rest (empty: off)"`
+	// EncryptionKeyPrevious still decrypts during a key rotation; only with
+	// EncryptionKey.
+	EncryptionKeyPrevious Key `envconfig:"RELAY_ENCRYPTION_KEY_PREVIOUS" secret:"true" desc:"previous key, still decrypts during a rotation"`
+
+	// LogFormat is "json" or "console".
+	LogFormat string `envconfig:"RELAY_LOG_FORMAT" default:"json" desc:"json or console"`
+	// LogLevel is one of trace, debug, info, warn, error.
+	LogLevel string `envconfig:"RELAY_LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
+
+	// UpstreamURL turns reverse-proxy mode on: the application behind the
+	// relay. Empty means off.
+	UpstreamURL string `envconfig:"RELAY_UPSTREAM_URL" desc:"application to proxy to (empty: no reverse proxy)"`
+	// ProxyPrefix is the path under which the relay serves its API in
+	// reverse-proxy mode.
+	ProxyPrefix string `envconfig:"RELAY_PROXY_PREFIX" default:"/webhooks" desc:"path of the relay's API in reverse-proxy mode"`
+	// AuthURL is the forward-auth endpoint; required in reverse-proxy mode.
+	AuthURL string `envconfig:"RELAY_AUTH_URL" desc:"forward-auth URL (required with RELAY_UPSTREAM_URL)"`
+	// AuthCacheTTL is how long a forward-auth answer is reused per
+	// credential; 0 disables the cache.
+	AuthCacheTTL time.Duration `envconfig:"RELAY_AUTH_CACHE_TTL" default:"10s" desc:"cache forward-auth answers this long (0: off)"`
+}
+
+// Error is a configuration error: one line naming the variable.
+type Error struct {
+	Var string // the variable, e.g. RELAY_POLL_INTERVAL
+	Msg string // what is wrong and what is wanted; never contains a secret
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Msg }
+
+func errorf(name, format string, args ...any) *Error {
+	return &Error{Var: name, Msg: oneLine(fmt.Sprintf(format, args...))}
+}
+
+// Load reads the process environment, fills in defaults and validates the
+// result. The error, if any, is an *Error.
+func Load() (Config, error) {
+	var c Config
+	for _, f := range fields() {
+		if f.required {
+			if _, ok := os.LookupEnv(f.name); !ok {
+				return Config{}, requiredError(f.name)
+			}
+		}
+	}
+	// The empty prefix is deliberate: the tags hold the full names, and a
+	// prefix would make envconfig fall back to unprefixed variables.
+	if err := envconfig.Process("", &c); err != nil {
+		return Config{}, convertError(err)
+	}
+
+	c.DatabaseURL = strings.TrimSpace(c.DatabaseURL)
+	c.ListenDatabaseURL = strings.TrimSpace(c.ListenDatabaseURL)
+	if c.ListenDatabaseURL == "" {
+		c.ListenDatabaseURL = c.DatabaseURL
+	}
+	// A token read from a file often ends in a newline that no client sends.
+	c.APIToken = strings.TrimSpace(c.APIToken)
+	c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat))
+	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
+
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func requiredError(name string) *Error {
+	switch name {
+	case "RELAY_API_TOKEN":
+		return errorf(name, "is required (or set it empty together with RELAY_INSECURE_NO_AUTH=true to run without auth)")
+	case "RELAY_DATABASE_URL":
+		return errorf(name, "is required (want postgres://user:password@host:5432/db or a key=value DSN)")
+	}
+	return errorf(name, "is required")
+}
+
+var schemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// Validate checks values and the rules between them, in field order, and
+// returns the first problem as an *Error. Load calls it; call it again on a
+// Config built by hand.
+func (c Config) Validate() error {
+	if c.DatabaseURL == "" {
+		return requiredError("RELAY_DATABASE_URL")
+	}
+	if msg := checkDatabaseURL(c.DatabaseURL); msg != "" {
+		return errorf("RELAY_DATABASE_URL", "%s", msg)
+	}
+	if c.ListenDatabaseURL != "" {
+		if msg := checkDatabaseURL(c.ListenDatabaseURL); msg != "" {
+			return errorf("RELAY_LISTEN_DATABASE_URL", "%s", msg)
+		}
+	}
+
+	switch {
+	case c.APIToken == "" && !c.InsecureNoAuth:
+		return requiredError("RELAY_API_TOKEN")
+	case c.APIToken != "" && c.InsecureNoAuth:
+		return errorf("RELAY_INSECURE_NO_AUTH", "is true but RELAY_API_TOKEN is set; to run without auth set RELAY_API_TOKEN empty, otherwise remove RELAY_INSECURE_NO_AUTH")
+	}
+
+	if !schemaRe.MatchString(c.Schema) {
+		return errorf("RELAY_SCHEMA", "invalid schema name %q (want lowercase letters, digits and _, not starting with a digit)", c.Schema)
+	}
+	if len(c.Schema) > maxSchemaLen {
+		return errorf("RELAY_SCHEMA", "schema name is %d characters, want at most %d (the NOTIFY channel %s_outbox must fit in 63)", len(c.Schema), maxSchemaLen, c.Schema)
+	}
+	if strings.HasPrefix(c.Schema, "pg_") {
+		return errorf("RELAY_SCHEMA", "schema name %q starts with pg_, which PostgreSQL reserves", c.Schema)
+	}
+
+	if msg := checkAddr(c.ListenAddr, ":8080"); msg != "" {
+		return errorf("RELAY_LISTEN_ADDR", "%s", msg)
+	}
+	if msg := checkAddr(c.OpsAddr, ":9090"); msg != "" {
+		return errorf("RELAY_OPS_ADDR", "%s", msg)
+	}
+	if msg := checkAddr(c.AdminAddr, "127.0.0.1:8081"); msg != "" {
+		return errorf("RELAY_ADMIN_ADDR", "%s", msg)
+	}
+	if sameListener(c.ListenAddr, c.OpsAddr) {
+		return errorf("RELAY_OPS_ADDR", "%q is also RELAY_LISTEN_ADDR; use another port", c.OpsAddr)
+	}
+
+	if c.PollInterval <= 0 {
+		return errorf("RELAY_POLL_INTERVAL", "must be greater than 0, got %s", c.PollInterval)
+	}
+	if c.BatchSize < 1 || c.BatchSize > 10000 {
+		return errorf("RELAY_BATCH_SIZE", "must be between 1 and 10000, got %d", c.BatchSize)
+	}
+	if c.Workers < 1 || c.Workers > 10000 {
+		return errorf("RELAY_WORKERS", "must be between 1 and 10000, got %d", c.Workers)
+	}
+	if c.DeliveryTimeout <= 0 {
+		return errorf("RELAY_DELIVERY_TIMEOUT", "must be greater than 0, got %s", c.DeliveryTimeout)
+	}
+	for i, d := range c.RetrySchedule {
+		if d <= 0 {
+			return errorf("RELAY_RETRY_SCHEDULE", "delay %d is %s, want greater than 0", i+1, d)
+		}
+	}
+	if c.MaxPayloadBytes <= 0 {
+		return errorf("RELAY_MAX_PAYLOAD_BYTES", "must be greater than 0, got %d", c.MaxPayloadBytes)
+	}
+	if c.DisableAfter <= 0 {
+		return errorf("RELAY_DISABLE_AFTER", "must be greater than 0, got %s", c.DisableAfter)
+	}
+	if c.MaxInFlightPerSubscription < 1 {
+		return errorf("RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION", "must be at least 1, got %d", c.MaxInFlightPerSubscription)
+	}
+	if c.SecretRotationOverlap < 0 {
+		return errorf("RELAY_SECRET_ROTATION_OVERLAP", "must not be negative, got %s", c.SecretRotationOverlap)
+	}
+	if c.Retention <= 0 {
+		return errorf("RELAY_RETENTION", "must be greater than 0, got %s", c.Retention)
+	}
+	if c.ShutdownGrace < 0 {
+		return errorf("RELAY_SHUTDOWN_GRACE", "must not be negative, got %s", c.ShutdownGrace)
+	}
+
+	if len(c.EncryptionKey) != 0 && len(c.EncryptionKey) != KeySize {
+		return errorf("RELAY_ENCRYPTION_KEY", "key is %d bytes, want exactly %d", len(c.EncryptionKey), KeySize)
+	}
+	if len(c.EncryptionKeyPrevious) != 0 {
+		if len(c.EncryptionKey) == 0 {
+			return errorf("RELAY_ENCRYPTION_KEY_PREVIOUS", "is set but RELAY_ENCRYPTION_KEY is not; set the new key in RELAY_ENCRYPTION_KEY")
+		}
+		if len(c.EncryptionKeyPrevious) != KeySize {
+			return errorf("RELAY_ENCRYPTION_KEY_PREVIOUS", "key is %d bytes, want exactly %d", len(c.EncryptionKeyPrevious), KeySize)
+		}
+	}
+
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		return errorf("RELAY_LOG_FORMAT", "invalid log format %q (want json or console)", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		return errorf("RELAY_LOG_LEVEL", "invalid log level %q (want trace, debug, info, warn or error)", c.LogLevel)
+	}
+
+	if c.UpstreamURL != "" {
+		if msg := checkHTTPURL(c.UpstreamURL, "http://127.0.0.1:3000"); msg != "" {
+			return errorf("RELAY_UPSTREAM_URL", "%s", msg)
+		}
+	}
+	if msg := checkPrefix(c.ProxyPrefix); msg != "" {
+		return errorf("RELAY_PROXY_PREFIX", "%s", msg)
+	}
+	switch {
+	case c.UpstreamURL != "" && c.AuthURL == "":
+		return errorf("RELAY_AUTH_URL", "is required when RELAY_UPSTREAM_URL is set (want e.g. http://127.0.0.1:3000/auth/webhooks)")
+	case c.UpstreamURL == "" && c.AuthURL != "":
+		return errorf("RELAY_AUTH_URL", "is set but RELAY_UPSTREAM_URL is not; forward auth is only used in reverse-proxy mode")
+	case c.AuthURL != "":
+		if msg := checkHTTPURL(c.AuthURL, "http://127.0.0.1:3000/auth/webhooks"); msg != "" {
+			return errorf("RELAY_AUTH_URL", "%s", msg)
+		}
+	}
+	if c.UpstreamURL != "" && sameListener(c.ListenAddr, c.AdminAddr) {
+		return errorf("RELAY_ADMIN_ADDR", "%q is also RELAY_LISTEN_ADDR; the operator API must not share the public port", c.AdminAddr)
+	}
+	if c.AuthCacheTTL < 0 {
+		return errorf("RELAY_AUTH_CACHE_TTL", "must not be negative, got %s", c.AuthCacheTTL)
+	}
+	return nil
+}
+
+// checkDatabaseURL accepts what lib/pq and pgx accept without connecting. Its
+// message never contains the value, which may hold a password.
+func checkDatabaseURL(s string) string {
+	const want = "want postgres://user:password@host:5432/db or a key=value DSN"
+	if i := strings.Index(s, "://"); i >= 0 {
+		switch strings.ToLower(s[:i]) {
+		case "postgres", "postgresql":
+		default:
+			return "invalid URL: scheme must be postgres:// or postgresql:// (" + want + ")"
+		}
+		if _, err := url.Parse(s); err != nil {
+			return "invalid URL (" + want + ")"
+		}
+		return ""
+	}
+	if !strings.Contains(s, "=") {
+		return "invalid URL (" + want + ")"
+	}
+	return ""
+}
+
+func checkAddr(s, example string) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Sprintf("invalid address %q (want host:port, e.g. %s)", s, example)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Sprintf("invalid host in address %q (want host:port, e.g. %s)", s, example)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Sprintf("invalid port in address %q (want host:port, e.g. %s)", s, example)
+	}
+	return ""
+}
+
+// sameListener reports whether two valid addresses would collide. It is
+// conservative: only identical ports where one host is the wildcard or both
+// hosts are equal.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	return ha == hb || ha == "" || hb == ""
+}
+
+// checkHTTPURL wants an absolute http(s) URL with a host. Only the redacted
+// form of the URL is echoed, so user info never reaches a log.
+func checkHTTPURL(s, example string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Sprintf("invalid URL (want an absolute http(s) URL, e.g. %s)", example)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Sprintf("invalid URL %q (want an absolute http(s) URL, e.g. %s)", u.Redacted(), example)
+	}
+	return ""
+}
+
+func checkPrefix(p string) string {
+	const want = `want a path like /webhooks: starting with "/", not ending with "/"`
+	switch {
+	case !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/"):
+		return fmt.Sprintf("invalid prefix %q (%s)", p, want)
+	case strings.ContainsAny(p, "?#%* \t") || path.Clean(p) != p:
+		return fmt.Sprintf("invalid prefix %q (%s, a clean path without ?, #, %%, * or spaces)", p, want)
+	}
+	return ""
+}
+
+// DurationList is a comma-separated list of Go durations, such as
+// RELAY_RETRY_SCHEDULE. Spaces around elements are ignored; the empty string
+// is the empty list. It is assignable to and from []time.Duration.
+type DurationList []time.Duration
+
+// Decode implements envconfig.Decoder.
+func (l *DurationList) Decode(value string) error {
+	if strings.TrimSpace(value) == "" {
+		*l = DurationList{}
+		return nil
+	}
+	parts := strings.Split(value, ",")
+	out := make(DurationList, 0, len(parts))
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			return decodeErrorf("delay %d is empty (want comma-separated durations, e.g. 1m,5m,15m,1h)", i+1)
+		}
+		d, err := time.ParseDuration(p)
+		if err != nil {
+			return decodeErrorf("invalid duration %q in position %d (want comma-separated durations, e.g. 1m,5m,15m,1h)", p, i+1)
+		}
+		out = append(out, d)
+	}
+	*l = out
+	return nil
+}
+
+// String formats the list as it is written in the environment.
+func (l DurationList) String() string {
+	s := make([]string, len(l))
+	for i, d := range l {
+		s[i] = shortDuration(d)
+	}
+	return strings.Join(s, ",")
+}
+
+// Key is an encryption key decoded from base64 (standard or URL-safe alphabet,
+// with or without padding). It is assignable to and from []byte. Its String
+// and GoString never show the key.
+type Key []byte
+
+var keyEncodings = []*base64.Encoding{
+	base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding,
+}
+
+// Decode implements envconfig.Decoder. The error never contains the value.
+func (k *Key) Decode(value string) error {
+	value = strings.TrimSpace(value)
+	if value == "" {
+		*k = nil
+		return nil
+	}
+	for _, enc := range keyEncodings {
+		b, err := enc.DecodeString(value)
+		if err != nil {
+			continue
+		}
+		if len(b) != KeySize {
+			return decodeErrorf("key decodes to %d bytes, want exactly %d (generate one with: openssl rand -base64 32)", len(b), KeySize)
+		}
+		*k = b
+		return nil
+	}
+	return decodeErrorf("not valid base64 (want base64 of 32 random bytes; generate one with: openssl rand -base64 32)")
+}
+
+// String masks the key.
+func (k Key) String() string {
+	if len(k) == 0 {
+		return ""
+	}
+	return redacted
+}
+
+// GoString masks the key for %#v.
+func (k Key) GoString() string { return "config.Key(" + strconv.Quote(k.String()) + ")" }
+
+// MarshalJSON masks the key; without it encoding/json would write it out in
+// base64.
+func (k Key) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
+
+const redacted = "[redacted]"
+
+// Redacted returns every variable's effective value keyed by its name, with
+// secrets masked: the API token and keys become "[redacted]" when set, the
+// database URLs keep everything but their password. Meant for start-up logs.
+func (c Config) Redacted() map[string]string {
+	m := make(map[string]string)
+	for _, kv := range c.redactedPairs() {
+		m[kv[0]] = kv[1]
+	}
+	return m
+}
+
+// String is Redacted as NAME=value pairs in field order, so that printing a
+// Config with %v never shows a secret.
+func (c Config) String() string {
+	pairs := c.redactedPairs()
+	s := make([]string, len(pairs))
+	for i, kv := range pairs {
+		s[i] = kv[0] + "=" + strconv.Quote(kv[1])
+	}
+	return strings.Join(s, " ")
+}
+
+// GoString makes %#v as safe as %v.
+func (c Config) GoString() string { return "config.Config{" + c.String() + "}" }
+
+// MarshalJSON writes Redacted, so that a Config handed to a JSON logger
+// (zerolog's Interface, say) never shows a secret either.
+func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.Redacted()) }
+
+func (c Config) redactedPairs() [][2]string {
+	v := reflect.ValueOf(c)
+	var out [][2]string
+	for _, f := range fields() {
+		fv := v.Field(f.index)
+		var s string
+		switch {
+		case f.secret == "password":
+			s = redactDatabaseURL(fv.String())
+		case f.secret != "":
+			if fv.Len() > 0 {
+				s = redacted
+			}
+		default:
+			s = formatValue(fv)
+		}
+		out = append(out, [2]string{f.name, s})
+	}
+	return out
+}
+
+func formatValue(v reflect.Value) string {
+	switch x := v.Interface().(type) {
+	case time.Duration:
+		return shortDuration(x)
+	case fmt.Stringer:
+		return x.String()
+	}
+	switch v.Kind() {
+	case reflect.String:
+		s := v.String()
+		if u, err := url.Parse(s); err == nil && u.User != nil {
+			return u.Redacted()
+		}
+		return s
+	case reflect.Bool:
+		return strconv.FormatBool(v.Bool())
+	case reflect.Int:
+		return strconv.FormatInt(v.Int(), 10)
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+var dsnPasswordRe = regexp.MustCompile(`(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
+
+func redactDatabaseURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	if !strings.Contains(s, "://") {
+		return dsnPasswordRe.ReplaceAllString(s, "${1}xxxxx")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(invalid URL, hidden)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	changed := false
+	for k := range q {
+		if strings.EqualFold(k, "password") || strings.EqualFold(k, "sslpassword") {
+			q.Set(k, "xxxxx")
+			changed = true
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// shortDuration drops the zero tails of time.Duration.String: 1h, not 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// Usage writes the table of every variable: name, type, default (or
+// "required") and description, aligned in columns.
+func Usage(w io.Writer) error {
+	tmpl, err := template.New("usage").Funcs(template.FuncMap{
+		"typeName":     typeName,
+		"defaultValue": defaultValue,
+	}).Parse(usageTemplate)
+	if err != nil {
+		return fmt.Errorf("parsing usage template: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if err := envconfig.Usaget("", &Config{}, tw, tmpl); err != nil {
+		return fmt.Errorf("writing usage: %w", err)
+	}
+	return tw.Flush()
+}
+
+const usageTemplate = "VARIABLE\tTYPE\tDEFAULT\tDESCRIPTION\n" +
+	`{{range .}}{{.Key}}	{{typeName .Field}}	{{defaultValue .Tags}}	{{.Tags.Get "desc"}}` + "\n{{end}}"
+
+func typeName(v reflect.Value) string {
+	switch v.Type() {
+	case reflect.TypeFor[time.Duration]():
+		return "duration"
+	case reflect.TypeFor[DurationList]():
+		return "durations"
+	case reflect.TypeFor[Key]():
+		return "base64"
+	}
+	switch v.Kind() {
+	case reflect.Bool:
+		return "bool"
+	case reflect.Int:
+		return "int"
+	}
+	return "string"
+}
+
+func defaultValue(tags reflect.StructTag) string {
+	if d := tags.Get("usagedefault"); d != "" {
+		return d
+	}
+	if d := tags.Get("default"); d != "" {
+		return d
+	}
+	if tags.Get("required") == "true" {
+		return "(required)"
+	}
+	return "-"
+}
+
+// field is what Load, Redacted and the tests need to know of a Config field.
+type field struct {
+	index    int
+	name     string // the variable
+	required bool
+	secret   string // the secret tag: "", "true" or "password"
+}
+
+func fields() []field {
+	t := reflect.TypeFor[Config]()
+	out := make([]field, 0, t.NumField())
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		out = append(out, field{
+			index:    i,
+			name:     sf.Tag.Get("envconfig"),
+			required: sf.Tag.Get("required") == "true",
+			secret:   sf.Tag.Get("secret"),
+		})
+	}
+	return out
+}
+
+func isSecret(name string) bool {
+	for _, f := range fields() {
+		if f.name == name {
+			return f.secret != ""
+		}
+	}
+	return false
+}
+
+// convertError turns envconfig's long error into one line naming the
+// variable. The raw value is echoed only for variables that are not secret.
+func convertError(err error) error {
+	var pe *envconfig.ParseError
+	if !errors.As(err, &pe) {
+		// Not expected: Load checks required variables itself and Config is
+		// a valid specification. Keep it one line without envconfig's prefix.
+		return &Error{Var: "RELAY", Msg: oneLine(strings.TrimPrefix(err.Error(), "envconfig.Process: "))}
+	}
+	name := pe.KeyName
+	// The Decoders of this package write messages that are safe to show.
+	var de *decodeError
+	if errors.As(pe.Err, &de) {
+		return errorf(name, "%s", de.msg)
+	}
+	if isSecret(name) {
+		return errorf(name, "invalid value")
+	}
+	switch pe.TypeName {
+	case "time.Duration":
+		return errorf(name, "invalid duration %q (want e.g. 500ms, 1s)", pe.Value)
+	case "int":
+		if errors.Is(pe.Err, strconv.ErrRange) {
+			return errorf(name, "number %q is out of range", pe.Value)
+		}
+		return errorf(name, "invalid number %q (want a whole number, e.g. 100)", pe.Value)
+	case "bool":
+		return errorf(name, "invalid boolean %q (want true or false)", pe.Value)
+	}
+	return errorf(name, "invalid value %q", pe.Value)
+}
+
+// decodeError is returned by this package's Decoders; its message never
+// contains a secret and is shown as is after the variable's name.
+type decodeError struct{ msg string }
+
+func (e *decodeError) Error() string { return e.msg }
+
+func decodeErrorf(format string, args ...any) error {
+	return &decodeError{msg: fmt.Sprintf(format, args...)}
+}
+
+// oneLine keeps an error a single log line whatever went into it.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+}

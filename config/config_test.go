@@ -1,0 +1,547 @@
+package config
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Distinctive secrets, so a test can prove none of them leaks.
+const (
+	testToken    = "tok-SECRET-a1b2c3"
+	testPassword = "pw-SECRET-d4e5f6"
+	testDBURL    = "postgres://relay:" + testPassword + "@db.internal:5432/app?sslmode=disable"
+)
+
+// testKey encodes differently in the standard and URL-safe alphabets.
+var testKey = bytes.Repeat([]byte{0xfb, 0xff, 0xbf, 0x3e}, 8)
+
+// setEnv gives the test exactly env: every RELAY_ variable already in the
+// process is removed (and restored after the test), and so are the unprefixed
+// names envconfig could fall back to.
+func setEnv(t *testing.T, env map[string]string) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "RELAY_") {
+			unsetEnv(t, name)
+		}
+	}
+	for _, f := range fields() {
+		unsetEnv(t, strings.TrimPrefix(f.name, "RELAY_"))
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+}
+
+func unsetEnv(t *testing.T, name string) {
+	t.Helper()
+	t.Setenv(name, "") // registers the restore
+	require.NoError(t, os.Unsetenv(name))
+}
+
+// baseEnv is the smallest environment that loads.
+func baseEnv(extra map[string]string) map[string]string {
+	env := map[string]string{
+		"RELAY_DATABASE_URL": testDBURL,
+		"RELAY_API_TOKEN":    testToken,
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+func TestLoadDefaults(t *testing.T) {
+	setEnv(t, baseEnv(nil))
+
+	c, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, Config{
+		DatabaseURL:                testDBURL,
+		ListenDatabaseURL:          testDBURL,
+		APIToken:                   testToken,
+		InsecureNoAuth:             false,
+		Schema:                     "relay",
+		AutoMigrate:                true,
+		NotifyTrigger:              true,
+		ListenAddr:                 ":8080",
+		OpsAddr:                    ":9090",
+		AdminAddr:                  "127.0.0.1:8081",
+		PollInterval:               time.Second,
+		BatchSize:                  100,
+		Workers:                    64,
+		DeliveryTimeout:            5 * time.Second,
+		RetrySchedule:              DurationList{time.Minute, 5 * time.Minute, 15 * time.Minute, time.Hour},
+		MaxPayloadBytes:            262144,
+		DisableAfter:               120 * time.Hour,
+		MaxInFlightPerSubscription: 16,
+		SecretRotationOverlap:      24 * time.Hour,
+		Retention:                  168 * time.Hour,
+		ShutdownGrace:              25 * time.Second,
+		AllowHTTP:                  false,
+		AllowPrivateTargets:        false,
+		EncryptionKey:              nil,
+		EncryptionKeyPrevious:      nil,
+		LogFormat:                  "json",
+		LogLevel:                   "info",
+		UpstreamURL:                "",
+		ProxyPrefix:                "/webhooks",
+		AuthURL:                    "",
+		AuthCacheTTL:               10 * time.Second,
+	}, c)
+
+	// The named types stay usable where plain slices are expected.
+	var schedule []time.Duration = c.RetrySchedule
+	var key []byte = c.EncryptionKey
+	require.Len(t, schedule, 4)
+	require.Nil(t, key)
+}
+
+func TestLoadValues(t *testing.T) {
+	otherKey := bytes.Repeat([]byte{7}, KeySize)
+	setEnv(t, map[string]string{
+		"RELAY_DATABASE_URL":                   "  host=pgbouncer port=6432 dbname=app password='a b'  ",
+		"RELAY_LISTEN_DATABASE_URL":            "postgresql://relay@db.internal/app",
+		"RELAY_API_TOKEN":                      testToken + "\n",
+		"RELAY_SCHEMA":                         "_webhooks2",
+		"RELAY_AUTO_MIGRATE":                   "false",
+		"RELAY_NOTIFY_TRIGGER":                 "0",
+		"RELAY_LISTEN_ADDR":                    "0.0.0.0:80",
+		"RELAY_OPS_ADDR":                       "[::1]:9100",
+		"RELAY_ADMIN_ADDR":                     "localhost:81",
+		"RELAY_POLL_INTERVAL":                  "250ms",
+		"RELAY_BATCH_SIZE":                     "10000",
+		"RELAY_WORKERS":                        "1",
+		"RELAY_DELIVERY_TIMEOUT":               "30s",
+		"RELAY_RETRY_SCHEDULE":                 " 10s, 1m ,1h30m",
+		"RELAY_MAX_PAYLOAD_BYTES":              "1024",
+		"RELAY_DISABLE_AFTER":                  "72h",
+		"RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION": "1",
+		"RELAY_SECRET_ROTATION_OVERLAP":        "0s",
+		"RELAY_RETENTION":                      "720h",
+		"RELAY_SHUTDOWN_GRACE":                 "0",
+		"RELAY_ALLOW_HTTP":                     "true",
+		"RELAY_ALLOW_PRIVATE_TARGETS":          "TRUE",
+		"RELAY_ENCRYPTION_KEY":                 base64.URLEncoding.EncodeToString(testKey),
+		"RELAY_ENCRYPTION_KEY_PREVIOUS":        base64.RawStdEncoding.EncodeToString(otherKey),
+		"RELAY_LOG_FORMAT":                     "Console",
+		"RELAY_LOG_LEVEL":                      "DEBUG",
+		"RELAY_UPSTREAM_URL":                   "http://127.0.0.1:3000",
+		"RELAY_PROXY_PREFIX":                   "/api/hooks",
+		"RELAY_AUTH_URL":                       "http://127.0.0.1:3000/auth/check",
+		"RELAY_AUTH_CACHE_TTL":                 "0s",
+	})
+
+	c, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, "host=pgbouncer port=6432 dbname=app password='a b'", c.DatabaseURL)
+	require.Equal(t, "postgresql://relay@db.internal/app", c.ListenDatabaseURL)
+	require.Equal(t, testToken, c.APIToken, "surrounding whitespace is trimmed")
+	require.Equal(t, "_webhooks2", c.Schema)
+	require.False(t, c.AutoMigrate)
+	require.False(t, c.NotifyTrigger)
+	require.Equal(t, "0.0.0.0:80", c.ListenAddr)
+	require.Equal(t, "[::1]:9100", c.OpsAddr)
+	require.Equal(t, "localhost:81", c.AdminAddr)
+	require.Equal(t, 250*time.Millisecond, c.PollInterval)
+	require.Equal(t, 10000, c.BatchSize)
+	require.Equal(t, 1, c.Workers)
+	require.Equal(t, 30*time.Second, c.DeliveryTimeout)
+	require.Equal(t, DurationList{10 * time.Second, time.Minute, 90 * time.Minute}, c.RetrySchedule)
+	require.Equal(t, 1024, c.MaxPayloadBytes)
+	require.Equal(t, 72*time.Hour, c.DisableAfter)
+	require.Equal(t, 1, c.MaxInFlightPerSubscription)
+	require.Zero(t, c.SecretRotationOverlap)
+	require.Equal(t, 720*time.Hour, c.Retention)
+	require.Zero(t, c.ShutdownGrace)
+	require.True(t, c.AllowHTTP)
+	require.True(t, c.AllowPrivateTargets)
+	require.Equal(t, testKey, []byte(c.EncryptionKey))
+	require.Equal(t, otherKey, []byte(c.EncryptionKeyPrevious))
+	require.Equal(t, "console", c.LogFormat)
+	require.Equal(t, "debug", c.LogLevel)
+	require.Equal(t, "http://127.0.0.1:3000", c.UpstreamURL)
+	require.Equal(t, "/api/hooks", c.ProxyPrefix)
+	require.Equal(t, "http://127.0.0.1:3000/auth/check", c.AuthURL)
+	require.Zero(t, c.AuthCacheTTL)
+}
+
+func TestLoadEmptyRetryScheduleMeansNoRetries(t *testing.T) {
+	setEnv(t, baseEnv(map[string]string{"RELAY_RETRY_SCHEDULE": ""}))
+
+	c, err := Load()
+	require.NoError(t, err)
+	require.Empty(t, c.RetrySchedule)
+}
+
+func TestLoadEmptyListenDatabaseURLFallsBack(t *testing.T) {
+	setEnv(t, baseEnv(map[string]string{"RELAY_LISTEN_DATABASE_URL": ""}))
+
+	c, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, testDBURL, c.ListenDatabaseURL)
+}
+
+func TestLoadEncryptionKeyEncodings(t *testing.T) {
+	for name, enc := range map[string]*base64.Encoding{
+		"Std":    base64.StdEncoding,
+		"RawStd": base64.RawStdEncoding,
+		"URL":    base64.URLEncoding,
+		"RawURL": base64.RawURLEncoding,
+	} {
+		t.Run(name, func(t *testing.T) {
+			setEnv(t, baseEnv(map[string]string{"RELAY_ENCRYPTION_KEY": enc.EncodeToString(testKey) + "\n"}))
+
+			c, err := Load()
+			require.NoError(t, err)
+			require.Equal(t, testKey, []byte(c.EncryptionKey))
+		})
+	}
+}
+
+func TestLoadInsecureNoAuth(t *testing.T) {
+	t.Run("EmptyTokenAndInsecureIsAccepted", func(t *testing.T) {
+		setEnv(t, baseEnv(map[string]string{"RELAY_API_TOKEN": "", "RELAY_INSECURE_NO_AUTH": "true"}))
+
+		c, err := Load()
+		require.NoError(t, err)
+		require.True(t, c.InsecureNoAuth)
+		require.Empty(t, c.APIToken)
+	})
+
+	t.Run("UnsetTokenAndInsecureIsRefused", func(t *testing.T) {
+		env := baseEnv(map[string]string{"RELAY_INSECURE_NO_AUTH": "true"})
+		delete(env, "RELAY_API_TOKEN")
+		setEnv(t, env)
+
+		_, err := Load()
+		requireConfigError(t, err, "RELAY_API_TOKEN")
+	})
+}
+
+// TestLoadIgnoresUnprefixedNames guards against envconfig's fallback from
+// RELAY_X to X: an application's own DATABASE_URL or API_TOKEN in the same
+// pod must not configure the relay.
+func TestLoadIgnoresUnprefixedNames(t *testing.T) {
+	setEnv(t, map[string]string{
+		"DATABASE_URL": testDBURL,
+		"API_TOKEN":    testToken,
+	})
+	_, err := Load()
+	requireConfigError(t, err, "RELAY_DATABASE_URL")
+
+	setEnv(t, baseEnv(map[string]string{"SCHEMA": "other", "WORKERS": "3"}))
+	c, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, "relay", c.Schema)
+	require.Equal(t, 64, c.Workers)
+}
+
+func TestLoadErrors(t *testing.T) {
+	key16 := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xab}, 16))
+	key32 := base64.StdEncoding.EncodeToString(testKey)
+	badKey := "not*base64*" + testToken
+	noToken := baseEnv(nil)
+	delete(noToken, "RELAY_API_TOKEN")
+	noDB := baseEnv(nil)
+	delete(noDB, "RELAY_DATABASE_URL")
+
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantVar string
+		want    string // a part of the message
+	}{
+		{"MissingDatabaseURL", noDB, "RELAY_DATABASE_URL", "is required"},
+		{"EmptyDatabaseURL", baseEnv(map[string]string{"RELAY_DATABASE_URL": " "}), "RELAY_DATABASE_URL", "is required"},
+		{"DatabaseURLNotPostgres", baseEnv(map[string]string{"RELAY_DATABASE_URL": "mysql://root:" + testPassword + "@db/app?x=y"}), "RELAY_DATABASE_URL", "invalid URL"},
+		{"DatabaseURLUnparsable", baseEnv(map[string]string{"RELAY_DATABASE_URL": "postgres://relay:" + testPassword + "@db:port/app"}), "RELAY_DATABASE_URL", "invalid URL"},
+		{"DatabaseURLNoDSN", baseEnv(map[string]string{"RELAY_DATABASE_URL": testPassword}), "RELAY_DATABASE_URL", "invalid URL"},
+		{"BadListenDatabaseURL", baseEnv(map[string]string{"RELAY_LISTEN_DATABASE_URL": "http://x:" + testPassword + "@db"}), "RELAY_LISTEN_DATABASE_URL", "invalid URL"},
+		{"MissingToken", noToken, "RELAY_API_TOKEN", "is required (or set it empty together with RELAY_INSECURE_NO_AUTH=true"},
+		{"EmptyTokenWithoutInsecure", baseEnv(map[string]string{"RELAY_API_TOKEN": ""}), "RELAY_API_TOKEN", "is required"},
+		{"TokenWithInsecure", baseEnv(map[string]string{"RELAY_INSECURE_NO_AUTH": "true"}), "RELAY_INSECURE_NO_AUTH", "RELAY_API_TOKEN is set"},
+		{"BadInsecureBool", baseEnv(map[string]string{"RELAY_INSECURE_NO_AUTH": "yes"}), "RELAY_INSECURE_NO_AUTH", `invalid boolean "yes" (want true or false)`},
+		{"SchemaUppercase", baseEnv(map[string]string{"RELAY_SCHEMA": "Relay"}), "RELAY_SCHEMA", `invalid schema name "Relay"`},
+		{"SchemaDigitFirst", baseEnv(map[string]string{"RELAY_SCHEMA": "1relay"}), "RELAY_SCHEMA", "invalid schema name"},
+		{"SchemaInjection", baseEnv(map[string]string{"RELAY_SCHEMA": `relay"; drop table x; --`}), "RELAY_SCHEMA", "invalid schema name"},
+		{"SchemaEmpty", baseEnv(map[string]string{"RELAY_SCHEMA": ""}), "RELAY_SCHEMA", "invalid schema name"},
+		{"SchemaTooLongForChannel", baseEnv(map[string]string{"RELAY_SCHEMA": strings.Repeat("a", 57)}), "RELAY_SCHEMA", "at most 56"},
+		{"SchemaReserved", baseEnv(map[string]string{"RELAY_SCHEMA": "pg_relay"}), "RELAY_SCHEMA", "pg_"},
+		{"ListenAddrNoPort", baseEnv(map[string]string{"RELAY_LISTEN_ADDR": "8080"}), "RELAY_LISTEN_ADDR", `invalid address "8080"`},
+		{"OpsAddrBadPort", baseEnv(map[string]string{"RELAY_OPS_ADDR": ":http"}), "RELAY_OPS_ADDR", "invalid port"},
+		{"OpsAddrSameAsListen", baseEnv(map[string]string{"RELAY_OPS_ADDR": "127.0.0.1:8080"}), "RELAY_OPS_ADDR", "also RELAY_LISTEN_ADDR"},
+		{"AdminAddrBad", baseEnv(map[string]string{"RELAY_ADMIN_ADDR": "localhost"}), "RELAY_ADMIN_ADDR", "invalid address"},
+		{"PollIntervalNotDuration", baseEnv(map[string]string{"RELAY_POLL_INTERVAL": "abc"}), "RELAY_POLL_INTERVAL", `invalid duration "abc" (want e.g. 500ms, 1s)`},
+		{"PollIntervalNoUnit", baseEnv(map[string]string{"RELAY_POLL_INTERVAL": "5"}), "RELAY_POLL_INTERVAL", `invalid duration "5"`},
+		{"PollIntervalZero", baseEnv(map[string]string{"RELAY_POLL_INTERVAL": "0s"}), "RELAY_POLL_INTERVAL", "greater than 0"},
+		{"PollIntervalNegative", baseEnv(map[string]string{"RELAY_POLL_INTERVAL": "-1s"}), "RELAY_POLL_INTERVAL", "greater than 0"},
+		{"BatchSizeNotNumber", baseEnv(map[string]string{"RELAY_BATCH_SIZE": "lots"}), "RELAY_BATCH_SIZE", `invalid number "lots"`},
+		{"BatchSizeZero", baseEnv(map[string]string{"RELAY_BATCH_SIZE": "0"}), "RELAY_BATCH_SIZE", "between 1 and 10000"},
+		{"BatchSizeTooLarge", baseEnv(map[string]string{"RELAY_BATCH_SIZE": "10001"}), "RELAY_BATCH_SIZE", "between 1 and 10000"},
+		{"BatchSizeOverflow", baseEnv(map[string]string{"RELAY_BATCH_SIZE": "99999999999999999999"}), "RELAY_BATCH_SIZE", "out of range"},
+		{"WorkersNegative", baseEnv(map[string]string{"RELAY_WORKERS": "-4"}), "RELAY_WORKERS", "between 1 and 10000"},
+		{"WorkersFloat", baseEnv(map[string]string{"RELAY_WORKERS": "1.5"}), "RELAY_WORKERS", "invalid number"},
+		{"DeliveryTimeoutZero", baseEnv(map[string]string{"RELAY_DELIVERY_TIMEOUT": "0"}), "RELAY_DELIVERY_TIMEOUT", "greater than 0"},
+		{"RetryScheduleBadElement", baseEnv(map[string]string{"RELAY_RETRY_SCHEDULE": "1m,5x,1h"}), "RELAY_RETRY_SCHEDULE", `invalid duration "5x" in position 2`},
+		{"RetryScheduleEmptyElement", baseEnv(map[string]string{"RELAY_RETRY_SCHEDULE": "1m,,1h"}), "RELAY_RETRY_SCHEDULE", "delay 2 is empty"},
+		{"RetryScheduleZeroElement", baseEnv(map[string]string{"RELAY_RETRY_SCHEDULE": "1m,0s"}), "RELAY_RETRY_SCHEDULE", "delay 2 is 0s"},
+		{"RetryScheduleNegativeElement", baseEnv(map[string]string{"RELAY_RETRY_SCHEDULE": "-1m"}), "RELAY_RETRY_SCHEDULE", "delay 1 is -1m0s"},
+		{"MaxPayloadZero", baseEnv(map[string]string{"RELAY_MAX_PAYLOAD_BYTES": "0"}), "RELAY_MAX_PAYLOAD_BYTES", "greater than 0"},
+		{"MaxPayloadUnit", baseEnv(map[string]string{"RELAY_MAX_PAYLOAD_BYTES": "256KiB"}), "RELAY_MAX_PAYLOAD_BYTES", "invalid number"},
+		{"DisableAfterZero", baseEnv(map[string]string{"RELAY_DISABLE_AFTER": "0h"}), "RELAY_DISABLE_AFTER", "greater than 0"},
+		{"DisableAfterDays", baseEnv(map[string]string{"RELAY_DISABLE_AFTER": "5d"}), "RELAY_DISABLE_AFTER", `invalid duration "5d"`},
+		{"MaxInFlightZero", baseEnv(map[string]string{"RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION": "0"}), "RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION", "at least 1"},
+		{"RotationOverlapNegative", baseEnv(map[string]string{"RELAY_SECRET_ROTATION_OVERLAP": "-1h"}), "RELAY_SECRET_ROTATION_OVERLAP", "must not be negative"},
+		{"RetentionZero", baseEnv(map[string]string{"RELAY_RETENTION": "0s"}), "RELAY_RETENTION", "greater than 0"},
+		{"ShutdownGraceNegative", baseEnv(map[string]string{"RELAY_SHUTDOWN_GRACE": "-5s"}), "RELAY_SHUTDOWN_GRACE", "must not be negative"},
+		{"AllowHTTPBadBool", baseEnv(map[string]string{"RELAY_ALLOW_HTTP": "on"}), "RELAY_ALLOW_HTTP", "invalid boolean"},
+		{"EncryptionKeyNotBase64", baseEnv(map[string]string{"RELAY_ENCRYPTION_KEY": badKey}), "RELAY_ENCRYPTION_KEY", "not valid base64"},
+		{"EncryptionKey16Bytes", baseEnv(map[string]string{"RELAY_ENCRYPTION_KEY": key16}), "RELAY_ENCRYPTION_KEY", "decodes to 16 bytes, want exactly 32"},
+		{"PreviousKeyWithoutKey", baseEnv(map[string]string{"RELAY_ENCRYPTION_KEY_PREVIOUS": key32}), "RELAY_ENCRYPTION_KEY_PREVIOUS", "RELAY_ENCRYPTION_KEY is not"},
+		{"PreviousKeyNotBase64", baseEnv(map[string]string{"RELAY_ENCRYPTION_KEY": key32, "RELAY_ENCRYPTION_KEY_PREVIOUS": badKey}), "RELAY_ENCRYPTION_KEY_PREVIOUS", "not valid base64"},
+		{"PreviousKey16Bytes", baseEnv(map[string]string{"RELAY_ENCRYPTION_KEY": key32, "RELAY_ENCRYPTION_KEY_PREVIOUS": key16}), "RELAY_ENCRYPTION_KEY_PREVIOUS", "decodes to 16 bytes"},
+		{"LogFormatBad", baseEnv(map[string]string{"RELAY_LOG_FORMAT": "text"}), "RELAY_LOG_FORMAT", `invalid log format "text" (want json or console)`},
+		{"LogLevelBad", baseEnv(map[string]string{"RELAY_LOG_LEVEL": "verbose"}), "RELAY_LOG_LEVEL", `invalid log level "verbose"`},
+		{"LogLevelFatalNotOffered", baseEnv(map[string]string{"RELAY_LOG_LEVEL": "fatal"}), "RELAY_LOG_LEVEL", "invalid log level"},
+		{"UpstreamWithoutAuthURL", baseEnv(map[string]string{"RELAY_UPSTREAM_URL": "http://127.0.0.1:3000"}), "RELAY_AUTH_URL", "required when RELAY_UPSTREAM_URL is set"},
+		{"UpstreamNotAbsolute", baseEnv(map[string]string{"RELAY_UPSTREAM_URL": "127.0.0.1:3000", "RELAY_AUTH_URL": "http://127.0.0.1:3000/auth"}), "RELAY_UPSTREAM_URL", "absolute http(s) URL"},
+		{"UpstreamWrongScheme", baseEnv(map[string]string{"RELAY_UPSTREAM_URL": "ftp://app", "RELAY_AUTH_URL": "http://127.0.0.1:3000/auth"}), "RELAY_UPSTREAM_URL", "absolute http(s) URL"},
+		{"UpstreamUserInfoNotEchoed", baseEnv(map[string]string{"RELAY_UPSTREAM_URL": "ws://u:" + testPassword + "@app", "RELAY_AUTH_URL": "http://127.0.0.1:3000/auth"}), "RELAY_UPSTREAM_URL", "absolute http(s) URL"},
+		{"AuthURLRelative", baseEnv(map[string]string{"RELAY_UPSTREAM_URL": "http://127.0.0.1:3000", "RELAY_AUTH_URL": "/auth"}), "RELAY_AUTH_URL", "absolute http(s) URL"},
+		{"AuthURLWithoutUpstream", baseEnv(map[string]string{"RELAY_AUTH_URL": "http://127.0.0.1:3000/auth"}), "RELAY_AUTH_URL", "RELAY_UPSTREAM_URL is not"},
+		{"AdminAddrSameAsListenInProxyMode", baseEnv(map[string]string{"RELAY_UPSTREAM_URL": "http://127.0.0.1:3000", "RELAY_AUTH_URL": "http://127.0.0.1:3000/auth", "RELAY_ADMIN_ADDR": ":8080"}), "RELAY_ADMIN_ADDR", "public port"},
+		{"ProxyPrefixNoSlash", baseEnv(map[string]string{"RELAY_PROXY_PREFIX": "webhooks"}), "RELAY_PROXY_PREFIX", `invalid prefix "webhooks"`},
+		{"ProxyPrefixTrailingSlash", baseEnv(map[string]string{"RELAY_PROXY_PREFIX": "/webhooks/"}), "RELAY_PROXY_PREFIX", "invalid prefix"},
+		{"ProxyPrefixRoot", baseEnv(map[string]string{"RELAY_PROXY_PREFIX": "/"}), "RELAY_PROXY_PREFIX", "invalid prefix"},
+		{"ProxyPrefixUnclean", baseEnv(map[string]string{"RELAY_PROXY_PREFIX": "/a//b"}), "RELAY_PROXY_PREFIX", "clean path"},
+		{"AuthCacheTTLNegative", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "-1s"}), "RELAY_AUTH_CACHE_TTL", "must not be negative"},
+		{"AuthCacheTTLBad", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "ten"}), "RELAY_AUTH_CACHE_TTL", `invalid duration "ten"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			setEnv(t, tt.env)
+
+			c, err := Load()
+			requireConfigError(t, err, tt.wantVar)
+			require.Contains(t, err.Error(), tt.want)
+			require.Zero(t, c, "no partial Config on error")
+
+			for _, secret := range []string{testToken, testPassword, badKey, key16, key32} {
+				require.NotContains(t, err.Error(), secret, "error leaks a secret")
+			}
+		})
+	}
+}
+
+// requireConfigError checks the contract of every error of Load: an *Error
+// for the variable, one line, starting with the variable's name.
+func requireConfigError(t *testing.T, err error, wantVar string) {
+	t.Helper()
+	require.Error(t, err)
+	var ce *Error
+	require.True(t, errors.As(err, &ce), "want *config.Error, got %T: %v", err, err)
+	require.Equal(t, wantVar, ce.Var)
+	msg := err.Error()
+	require.True(t, strings.HasPrefix(msg, wantVar+": "), "error %q does not start with %s", msg, wantVar)
+	require.NotContains(t, msg, "\n")
+	require.NotContains(t, msg, "envconfig")
+}
+
+func TestValidateHandBuiltConfig(t *testing.T) {
+	require.Error(t, Config{}.Validate())
+
+	c := Config{
+		DatabaseURL:                "postgres://db/app",
+		APIToken:                   "t",
+		Schema:                     "relay",
+		ListenAddr:                 ":8080",
+		OpsAddr:                    ":9090",
+		AdminAddr:                  "127.0.0.1:8081",
+		PollInterval:               time.Second,
+		BatchSize:                  1,
+		Workers:                    1,
+		DeliveryTimeout:            time.Second,
+		MaxPayloadBytes:            1,
+		DisableAfter:               time.Hour,
+		MaxInFlightPerSubscription: 1,
+		Retention:                  time.Hour,
+		LogFormat:                  "json",
+		LogLevel:                   "info",
+		ProxyPrefix:                "/webhooks",
+	}
+	require.NoError(t, c.Validate())
+
+	c.EncryptionKey = make([]byte, 16)
+	err := c.Validate()
+	requireConfigError(t, err, "RELAY_ENCRYPTION_KEY")
+	require.Contains(t, err.Error(), "16 bytes")
+}
+
+func TestUsage(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, Usage(&buf))
+	out := buf.String()
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	require.Regexp(t, `^VARIABLE\s+TYPE\s+DEFAULT\s+DESCRIPTION$`, lines[0])
+
+	typ := reflect.TypeFor[Config]()
+	require.Len(t, lines, 1+typ.NumField(), "one line per field:\n%s", out)
+
+	descCol := strings.Index(lines[0], "DESCRIPTION")
+	for i := range typ.NumField() {
+		sf := typ.Field(i)
+		name := sf.Tag.Get("envconfig")
+		require.True(t, strings.HasPrefix(name, "RELAY_"), "field %s has variable %q", sf.Name, name)
+		require.NotEmpty(t, sf.Tag.Get("desc"), "field %s has no description", sf.Name)
+		require.LessOrEqual(t, len(sf.Tag.Get("desc")), 70, "description of %s is too long", name)
+
+		line := lines[1+i]
+		fieldsOfLine := strings.Fields(line)
+		require.Equal(t, name, fieldsOfLine[0])
+		require.Equal(t, defaultValue(sf.Tag), fieldsOfLine[2], "default of %s", name)
+		require.Equal(t, sf.Tag.Get("desc"), line[descCol:], "description of %s is aligned", name)
+	}
+
+	for _, want := range []string{
+		"RELAY_DATABASE_URL ", "(required)",
+		"RELAY_POLL_INTERVAL ", " 1s ",
+		"RELAY_RETRY_SCHEDULE ", " 1m,5m,15m,1h ",
+		"RELAY_MAX_PAYLOAD_BYTES ", " 262144 ",
+		"RELAY_DISABLE_AFTER ", " 120h ",
+		"RELAY_ADMIN_ADDR ", " 127.0.0.1:8081 ",
+		"RELAY_LISTEN_DATABASE_URL ", " RELAY_DATABASE_URL ",
+		"RELAY_PROXY_PREFIX ", " /webhooks ",
+	} {
+		require.Contains(t, out, want)
+	}
+}
+
+// TestDefaultTagsMatchDefaults keeps the documented defaults and the loaded
+// ones the same thing: every default tag must load and validate.
+func TestDefaultTagsMatchDefaults(t *testing.T) {
+	setEnv(t, baseEnv(nil))
+	c, err := Load()
+	require.NoError(t, err)
+
+	v := reflect.ValueOf(c)
+	for _, f := range fields() {
+		sf := reflect.TypeFor[Config]().Field(f.index)
+		def, ok := sf.Tag.Lookup("default")
+		if !ok {
+			continue
+		}
+		require.Equal(t, def, formatValue(v.Field(f.index)), "default of %s", f.name)
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	setEnv(t, baseEnv(map[string]string{
+		"RELAY_LISTEN_DATABASE_URL":     "host=db user=relay password='" + testPassword + "' dbname=app",
+		"RELAY_ENCRYPTION_KEY":          base64.StdEncoding.EncodeToString(testKey),
+		"RELAY_ENCRYPTION_KEY_PREVIOUS": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, KeySize)),
+	}))
+	c, err := Load()
+	require.NoError(t, err)
+
+	r := c.Redacted()
+	require.Len(t, r, reflect.TypeFor[Config]().NumField())
+	require.Equal(t, "postgres://relay:xxxxx@db.internal:5432/app?sslmode=disable", r["RELAY_DATABASE_URL"])
+	require.Equal(t, "host=db user=relay password=xxxxx dbname=app", r["RELAY_LISTEN_DATABASE_URL"])
+	require.Equal(t, "[redacted]", r["RELAY_API_TOKEN"])
+	require.Equal(t, "[redacted]", r["RELAY_ENCRYPTION_KEY"])
+	require.Equal(t, "[redacted]", r["RELAY_ENCRYPTION_KEY_PREVIOUS"])
+	require.Equal(t, "1m,5m,15m,1h", r["RELAY_RETRY_SCHEDULE"])
+	require.Equal(t, "100", r["RELAY_BATCH_SIZE"])
+	require.Equal(t, "false", r["RELAY_ALLOW_HTTP"])
+
+	asJSON, err := json.Marshal(c)
+	require.NoError(t, err)
+	keyJSON, err := json.Marshal(c.EncryptionKey)
+	require.NoError(t, err)
+	secrets := []string{testToken, testPassword, base64.StdEncoding.EncodeToString(testKey), base64.RawStdEncoding.EncodeToString(testKey)}
+	for name, out := range map[string]string{
+		"String": c.String(),
+		"%v":     fmt.Sprintf("%v", c),
+		"%+v":    fmt.Sprintf("%+v", c),
+		"%#v":    fmt.Sprintf("%#v", c),
+		"%v key": fmt.Sprintf("%v %#v", c.EncryptionKey, c.EncryptionKey),
+		"JSON":   string(asJSON) + string(keyJSON),
+	} {
+		for _, s := range secrets {
+			require.NotContains(t, out, s, "%s leaks a secret", name)
+		}
+	}
+	require.Contains(t, c.String(), `RELAY_WORKERS="64"`)
+}
+
+func TestRedactedEmptySecrets(t *testing.T) {
+	setEnv(t, baseEnv(map[string]string{"RELAY_API_TOKEN": "", "RELAY_INSECURE_NO_AUTH": "true"}))
+	c, err := Load()
+	require.NoError(t, err)
+
+	r := c.Redacted()
+	require.Empty(t, r["RELAY_API_TOKEN"], "an empty token shows as empty, so the log tells auth is off")
+	require.Empty(t, r["RELAY_ENCRYPTION_KEY"])
+}
+
+func TestRedactDatabaseURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"postgres://db/app", "postgres://db/app"},
+		{"postgres://relay@db/app", "postgres://relay@db/app"},
+		{"postgres://relay:pw@db/app", "postgres://relay:xxxxx@db/app"},
+		{"postgresql://db/app?password=pw&sslpassword=pw2", "postgresql://db/app?password=xxxxx&sslpassword=xxxxx"},
+		{"postgres://relay:p%ZZ@db/app", "(invalid URL, hidden)"},
+		{"host=db password=pw", "host=db password=xxxxx"},
+		{"host=db password = 'p w' sslpassword=x", "host=db password = xxxxx sslpassword=xxxxx"},
+		{`host=db password='it\'s' user=u`, "host=db password=xxxxx user=u"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, redactDatabaseURL(tt.in), "input %q", tt.in)
+	}
+}
+
+func FuzzDurationListDecode(f *testing.F) {
+	for _, s := range []string{"", "1m,5m,15m,1h", " 1s , 2s", "1m,,2m", "x", "-1s"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var l DurationList
+		if err := l.Decode(s); err != nil {
+			require.NotContains(t, err.Error(), "\n")
+			return
+		}
+		// What decodes, re-encodes to an equivalent list.
+		var again DurationList
+		require.NoError(t, again.Decode(l.String()))
+		require.Equal(t, l, again)
+	})
+}
+
+func FuzzKeyDecode(f *testing.F) {
+	for _, s := range []string{"", base64.StdEncoding.EncodeToString(testKey), base64.RawURLEncoding.EncodeToString(testKey), "not base64", "AAAA"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var k Key
+		err := k.Decode(s)
+		if err != nil {
+			// Only fixed texts and a byte count: the key is never echoed.
+			require.Regexp(t, `^(not valid base64|key decodes to \d+ bytes, want exactly 32) \([a-z0-9 :;-]+ openssl rand -base64 32\)$`, err.Error())
+			return
+		}
+		require.True(t, len(k) == 0 || len(k) == KeySize, "decoded %d bytes", len(k))
+	})
+}
