@@ -1,0 +1,301 @@
+package targets_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/referralloop/outbox-relay/relay/targets"
+)
+
+// fakeResolver answers from a fixed table; an unknown name does not exist.
+type fakeResolver map[string][]string
+
+func (f fakeResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+	addrs, ok := f[host]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	if addrs == nil {
+		return nil, &net.DNSError{Err: "i/o timeout", Name: host, IsTimeout: true}
+	}
+	out := make([]net.IPAddr, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, net.IPAddr{IP: net.ParseIP(a)})
+	}
+	return out, nil
+}
+
+var _ targets.Resolver = fakeResolver(nil)
+
+var resolver = fakeResolver{
+	"hooks.example.com":   {"93.184.216.34"},
+	"v6.example.com":      {"2606:2800:220:1:248:1893:25c8:1946"},
+	"mixed.example.com":   {"93.184.216.34", "10.0.0.7"},
+	"internal.example":    {"10.1.2.3"},
+	"rebind.example.com":  {"127.0.0.1"},
+	"metadata.example":    {"169.254.169.254"},
+	"mapped.example":      {"::ffff:192.168.1.1"},
+	"ula.example":         {"fd00:ec2::254"},
+	"empty.example.com":   {},
+	"timeout.example.com": nil,
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+
+	strict := targets.Policy{Resolver: resolver}
+	withHTTP := targets.Policy{AllowHTTP: true, Resolver: resolver}
+	private := targets.Policy{AllowPrivate: true, Resolver: resolver}
+	long := "https://hooks.example.com/" + strings.Repeat("a", targets.MaxURLLength-len("https://hooks.example.com/"))
+
+	tests := []struct {
+		name    string
+		policy  targets.Policy
+		url     string
+		wantErr string // substring of the message; empty means accepted
+	}{
+		// Syntax.
+		{"HTTPSPublicName", strict, "https://hooks.example.com/webhooks?x=1", ""},
+		{"UpperCaseScheme", strict, "HTTPS://HOOKS.EXAMPLE.COM/x", ""},
+		{"TrailingDot", strict, "https://hooks.example.com./x", ""},
+		{"Port", strict, "https://hooks.example.com:8443/x", ""},
+		{"FragmentAllowed", strict, "https://hooks.example.com/x#frag", ""},
+		{"IPv6Name", strict, "https://v6.example.com/", ""},
+		{"PublicIPv4Literal", strict, "https://93.184.216.34/hook", ""},
+		{"PublicIPv6Literal", strict, "https://[2606:2800:220:1:248:1893:25c8:1946]/hook", ""},
+		{"ExactlyMaxLength", strict, long, ""},
+		{"Empty", strict, "", "empty"},
+		{"TooLong", strict, long + "a", "2049 characters long"},
+		{"Relative", strict, "/webhooks", "absolute"},
+		{"SchemeRelative", strict, "//hooks.example.com/x", "absolute"},
+		{"NoScheme", strict, "hooks.example.com/x", "absolute"},
+		{"HTTPRefused", strict, "http://hooks.example.com/", "must use https"},
+		{"HTTPAllowed", withHTTP, "http://hooks.example.com/", ""},
+		{"FTP", strict, "ftp://hooks.example.com/", "scheme must be https"},
+		{"FTPWithHTTP", withHTTP, "ftp://hooks.example.com/", "https or http"},
+		{"JavaScript", strict, "javascript:alert(1)", "scheme must be https"},
+		{"Opaque", strict, "https:hooks.example.com", "form https://host/path"},
+		{"UserInfo", strict, "https://user:pass@hooks.example.com/", "user info"},
+		{"UserOnly", strict, "https://user@hooks.example.com/", "user info"},
+		{"NoHost", strict, "https:///path", "no host"},
+		{"PortOnly", strict, "https://:443/path", "no host"},
+		{"PortZero", strict, "https://hooks.example.com:0/", "port"},
+		{"PortTooLarge", strict, "https://hooks.example.com:65536/", "port"},
+		{"Space", strict, "https://hooks.example.com/a b", "spaces"},
+		{"LeadingSpace", strict, " https://hooks.example.com/", "spaces"},
+		{"NewLine", strict, "https://hooks.example.com/\n", "spaces"},
+		{"NotAURL", strict, "https://[::1", "not a valid URL"},
+		{"BadHostChars", strict, "https://hooks!.example.com/", "not a valid host name"},
+		{"EmptyLabel", strict, "https://hooks..example.com/", "not a valid host name"},
+		{"LongLabel", strict, "https://" + strings.Repeat("a", 64) + ".example.com/", "not a valid host name"},
+		{"NonASCII", strict, "https://hôoks.example.com/", "xn--"},
+
+		// Names that are IPv4 addresses to someone.
+		{"Decimal", strict, "https://2130706433/", "non-standard form"},
+		{"DecimalAllowPrivate", private, "https://2130706433/", "non-standard form"},
+		{"Shorthand", strict, "https://127.1/", "non-standard form"},
+		{"Hex", strict, "https://0x7f000001/", "non-standard form"},
+		{"HexParts", strict, "https://0x7f.1/", "non-standard form"},
+		{"Octal", strict, "https://0177.0.0.1/", "non-standard form"},
+		{"LeadingZeros", strict, "https://127.000.000.001/", "non-standard form"},
+		{"HexLookingButName", strict, "https://0x7f.example.com/", "does not resolve"},
+
+		// Loopback names and literals.
+		{"Localhost", strict, "https://localhost/", "loopback name"},
+		{"LocalhostUpper", strict, "https://LOCALHOST:8080/", "loopback name"},
+		{"LocalhostDot", strict, "https://localhost./", "loopback name"},
+		{"SubLocalhost", strict, "https://api.localhost/", "loopback name"},
+		{"LocalhostAllowed", private, "https://localhost:8080/", ""},
+		{"Loopback4", strict, "https://127.0.0.1/", "private"},
+		{"Loopback4Other", strict, "https://127.8.9.10/", "private"},
+		{"Loopback6", strict, "https://[::1]/", "private"},
+		{"Loopback6Long", strict, "https://[0:0:0:0:0:0:0:1]/", "private"},
+		{"LoopbackAllowed", private, "https://127.0.0.1:9000/", ""},
+
+		// Every class of private literal.
+		{"Unspecified4", strict, "https://0.0.0.0/", "private"},
+		{"ThisNetwork", strict, "https://0.1.2.3/", "private"},
+		{"Unspecified6", strict, "https://[::]/", "private"},
+		{"RFC1918Ten", strict, "https://10.0.0.1/", "private"},
+		{"RFC1918OneSevenTwo", strict, "https://172.16.5.4/", "private"},
+		{"RFC1918OneSevenTwoTop", strict, "https://172.31.255.255/", "private"},
+		{"NotRFC1918", strict, "https://172.32.0.1/", ""},
+		{"RFC1918OneNineTwo", strict, "https://192.168.1.1/", "private"},
+		{"ULA", strict, "https://[fd12:3456::1]/", "private"},
+		{"ULAfc", strict, "https://[fc00::1]/", "private"},
+		{"LinkLocal4", strict, "https://169.254.1.1/", "private"},
+		{"LinkLocal6", strict, "https://[fe80::1]/", "private"},
+		{"Zone", strict, "https://[fe80::1%25eth0]/", "zone"},
+		{"ZoneAllowPrivate", private, "https://[fe80::1%25eth0]/", "zone"},
+		{"SiteLocal6", strict, "https://[fec0::1]/", "private"},
+		{"Multicast4", strict, "https://224.0.0.1/", "private"},
+		{"Multicast4High", strict, "https://239.255.255.250/", "private"},
+		{"Multicast6", strict, "https://[ff02::1]/", "private"},
+		{"Broadcast", strict, "https://255.255.255.255/", "private"},
+		{"Reserved", strict, "https://240.0.0.1/", "private"},
+		{"CGNAT", strict, "https://100.64.0.1/", "private"},
+		{"CGNATTop", strict, "https://100.127.255.255/", "private"},
+		{"NotCGNAT", strict, "https://100.128.0.1/", ""},
+		{"MetadataAWS", strict, "https://169.254.169.254/latest/meta-data/", "private"},
+		{"MetadataAWS6", strict, "https://[fd00:ec2::254]/", "private"},
+		{"MetadataAlibaba", strict, "https://100.100.100.200/", "private"},
+		{"Benchmarking", strict, "https://198.18.0.1/", "private"},
+		{"Documentation", strict, "https://192.0.2.1/", "private"},
+		{"Mapped4Loopback", strict, "https://[::ffff:127.0.0.1]/", "private"},
+		{"Mapped4Private", strict, "https://[::ffff:10.0.0.1]/", "private"},
+		{"Mapped4Metadata", strict, "https://[::ffff:169.254.169.254]/", "private"},
+		{"Mapped4Hex", strict, "https://[::ffff:7f00:1]/", "private"},
+		{"Mapped4Public", strict, "https://[::ffff:93.184.216.34]/", ""},
+		{"Compatible4", strict, "https://[::127.0.0.1]/", "private"},
+		{"NAT64Loopback", strict, "https://[64:ff9b::7f00:1]/", "private"},
+		{"NAT64Public", strict, "https://[64:ff9b::5db8:d822]/", ""},
+		{"SixToFourPrivate", strict, "https://[2002:a00:1::1]/", "private"},
+		{"Teredo", strict, "https://[2001:0:4136:e378::1]/", "private"},
+
+		// Resolution.
+		{"ResolvesPrivate", strict, "https://internal.example/", "resolves to a private"},
+		{"ResolvesLoopback", strict, "https://rebind.example.com/", "resolves to a private"},
+		{"ResolvesMetadata", strict, "https://metadata.example/", "resolves to a private"},
+		{"ResolvesMapped", strict, "https://mapped.example/", "resolves to a private"},
+		{"ResolvesULA", strict, "https://ula.example/", "resolves to a private"},
+		{"OneOfManyPrivate", strict, "https://mixed.example.com/", "(10.0.0.7)"},
+		{"ResolvesPrivateAllowed", private, "https://internal.example/", ""},
+		{"DoesNotResolve", strict, "https://nowhere.example.com/", "does not resolve"},
+		{"NoAddresses", strict, "https://empty.example.com/", "does not resolve"},
+		{"LookupTimeout", strict, "https://timeout.example.com/", "could not be resolved"},
+		{"DoesNotResolveAllowPrivate", private, "https://nowhere.example.com/", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.policy.Validate(context.Background(), tt.url)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			var terr *targets.Error
+			require.ErrorAs(t, err, &terr)
+			require.Equal(t, targets.CodeInvalidTargetURL, terr.Code)
+			require.Contains(t, terr.Message, tt.wantErr)
+		})
+	}
+}
+
+func TestValidateDefaultResolver(t *testing.T) {
+	t.Parallel()
+	// "localhost" never reaches DNS; an IP literal neither. Nothing here needs the network.
+	err := targets.Policy{}.Validate(context.Background(), "https://127.0.0.1/")
+	require.Error(t, err)
+}
+
+func TestValidateCancelledContext(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	slow := resolverFunc(func(ctx context.Context, host string) ([]net.IPAddr, error) {
+		<-ctx.Done()
+		return nil, &net.DNSError{Err: ctx.Err().Error(), Name: host}
+	})
+	err := targets.Policy{Resolver: slow}.Validate(ctx, "https://hooks.example.com/")
+	require.ErrorContains(t, err, "could not be resolved")
+}
+
+type resolverFunc func(ctx context.Context, host string) ([]net.IPAddr, error)
+
+func (f resolverFunc) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	return f(ctx, host)
+}
+
+func TestIsPrivate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"8.8.8.8", false},
+		{"1.1.1.1", false},
+		{"93.184.216.34", false},
+		{"2606:4700:4700::1111", false},
+		{"2a00:1450:4001:80b::200e", false},
+		{"::ffff:8.8.8.8", false},
+		{"64:ff9b::808:808", false},
+		{"2002:808:808::1", false},
+		{"127.0.0.1", true},
+		{"127.255.255.255", true},
+		{"0.0.0.0", true},
+		{"10.255.255.255", true},
+		{"172.16.0.0", true},
+		{"192.168.0.1", true},
+		{"169.254.169.254", true},
+		{"100.64.0.0", true},
+		{"100.100.100.200", true},
+		{"224.0.0.251", true},
+		{"255.255.255.255", true},
+		{"::", true},
+		{"::1", true},
+		{"fe80::1", true},
+		{"fe80::1%eth0", true},
+		{"fc00::", true},
+		{"fdff:ffff::1", true},
+		{"fd00:ec2::254", true},
+		{"ff05::2", true},
+		{"::ffff:127.0.0.1", true},
+		{"::ffff:0.0.0.0", true},
+		{"::ffff:169.254.169.254", true},
+		{"::ffff:100.100.100.200", true},
+		{"::ffff:fd00:ec2", true}, // 253.0.14.194, in 240.0.0.0/4
+		{"64:ff9b::a9fe:a9fe", true},
+		{"64:ff9b:1::1", true},
+		{"2002:7f00:1::", true},
+		{"2001:db8::1", true},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, targets.IsPrivate(netip.MustParseAddr(tt.addr)), tt.addr)
+	}
+	require.True(t, targets.IsPrivate(netip.Addr{}), "the zero Addr fails closed")
+}
+
+func TestDialControl(t *testing.T) {
+	t.Parallel()
+	strict := targets.Policy{}
+	for _, addr := range []string{"127.0.0.1:443", "[::1]:443", "10.0.0.1:80", "[::ffff:169.254.169.254]:80", "[fe80::1%eth0]:443", "0.0.0.0:443"} {
+		err := strict.DialControl("tcp", addr, nil)
+		require.Error(t, err, addr)
+		require.ErrorIs(t, err, targets.ErrPrivateAddress)
+		require.True(t, strings.HasPrefix(err.Error(), "connection to private address "), err.Error())
+		require.True(t, strings.HasSuffix(err.Error(), " refused"), err.Error())
+	}
+	require.EqualError(t, strict.DialControl("tcp4", "127.0.0.1:8080", nil), "connection to private address 127.0.0.1 refused")
+	require.EqualError(t, strict.DialControl("tcp6", "[::ffff:10.0.0.1]:8080", nil), "connection to private address ::ffff:10.0.0.1 refused")
+	require.NoError(t, strict.DialControl("tcp4", "93.184.216.34:443", nil))
+	require.NoError(t, strict.DialControl("tcp6", "[2606:2800:220:1:248:1893:25c8:1946]:443", nil))
+	require.ErrorIs(t, strict.DialControl("unix", "/run/socket", nil), targets.ErrPrivateAddress, "fails closed")
+	require.NoError(t, targets.Policy{AllowPrivate: true}.DialControl("tcp", "127.0.0.1:80", nil))
+	require.False(t, errors.Is(errors.New("other"), targets.ErrPrivateAddress))
+}
+
+// TestDialControlRealDial proves the guard stops a real connection to a listener on
+// loopback, which is what DNS rebinding would reach.
+func TestDialControlRealDial(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+
+	d := net.Dialer{Control: targets.Policy{}.DialControl}
+	_, err = d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	require.ErrorIs(t, err, targets.ErrPrivateAddress)
+	require.ErrorContains(t, err, "connection to private address 127.0.0.1 refused")
+
+	d = net.Dialer{Control: targets.Policy{AllowPrivate: true}.DialControl}
+	conn, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	require.NoError(t, err)
+	_ = conn.Close()
+}
