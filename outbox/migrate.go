@@ -138,3 +138,28 @@ FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.outbox_notify()`)
 	}
 	return nil
 }
+
+// LatestVersion is the schema version this build migrates to.
+func LatestVersion() int {
+	ms, err := migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
+}
+
+// SchemaVersion reads the version the database's schema is at; 0 when it was never migrated.
+func SchemaVersion(ctx context.Context, db *sql.DB, schema string) (int, error) {
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT to_regclass($1) IS NOT NULL`, pq.QuoteIdentifier(schema)+".schema_migrations").Scan(&exists); err != nil {
+		return 0, fmt.Errorf("reading schema version: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int
+	if err := db.QueryRowContext(ctx, Qualify(schema, `SELECT coalesce(max(version), 0) FROM {{schema}}.schema_migrations`)).Scan(&v); err != nil {
+		return 0, fmt.Errorf("reading schema version: %w", err)
+	}
+	return v, nil
+}

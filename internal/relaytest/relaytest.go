@@ -1,0 +1,130 @@
+// Package relaytest holds what the relay's tests share: a freshly migrated database per test
+// and a real HTTP receiver that records every request it gets.
+package relaytest
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the PostgreSQL driver
+	"github.com/stretchr/testify/require"
+
+	"github.com/referralloop/outbox-relay/internal/pgtest"
+	"github.com/referralloop/outbox-relay/outbox"
+)
+
+// Migrated is the template of a database migrated to the latest schema, with the NOTIFY
+// trigger. Its name changes whenever a migration does, so the template is rebuilt.
+var Migrated = pgtest.Template{
+	Name: "migrated-" + outbox.MigrationsFingerprint(),
+	Setup: func(ctx context.Context, db *sql.DB) error {
+		_, err := outbox.Migrate(ctx, db, outbox.MigrateOptions{NotifyTrigger: true})
+		return err
+	},
+}
+
+// Empty is the template of a database with nothing in it.
+var Empty = pgtest.Template{
+	Name:  "empty",
+	Setup: func(context.Context, *sql.DB) error { return nil },
+}
+
+// NewDB returns a connection to a new, migrated database and its DSN; both are gone when the
+// test ends (the database stays, with its URL logged, when the test failed).
+func NewDB(t testing.TB) (*sqlx.DB, string) {
+	return Open(t, Migrated)
+}
+
+// Open returns a connection to a new database cloned from tpl, and its DSN.
+func Open(t testing.TB, tpl pgtest.Template) (*sqlx.DB, string) {
+	t.Helper()
+	dsn := pgtest.New(t, tpl)
+	db, err := sqlx.Open("postgres", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	return db, dsn
+}
+
+// Request is one request a Receiver got.
+type Request struct {
+	Header http.Header
+	Body   []byte
+	At     time.Time
+}
+
+// Receiver is a real HTTP server that records requests and answers with Respond.
+type Receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []Request
+	arrived  chan struct{}
+	// Respond decides the answer to each request; 204 when nil. Set it before traffic starts.
+	Respond func(w http.ResponseWriter, r *http.Request, body []byte)
+}
+
+// NewReceiver starts a Receiver that is closed when the test ends.
+func NewReceiver(t testing.TB) *Receiver {
+	rc := &Receiver{arrived: make(chan struct{}, 1)}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.requests = append(rc.requests, Request{Header: r.Header.Clone(), Body: body, At: time.Now()})
+		respond := rc.Respond
+		rc.mu.Unlock()
+		select {
+		case rc.arrived <- struct{}{}:
+		default:
+		}
+		if respond != nil {
+			respond(w, r, body)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rc.Server.Close)
+	return rc
+}
+
+// Requests returns a copy of every request so far.
+func (rc *Receiver) Requests() []Request {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]Request(nil), rc.requests...)
+}
+
+// WaitFor waits until at least n requests arrived and returns them; it fails the test after
+// timeout.
+func (rc *Receiver) WaitFor(t testing.TB, n int, timeout time.Duration) []Request {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		if reqs := rc.Requests(); len(reqs) >= n {
+			return reqs
+		}
+		select {
+		case <-rc.arrived:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			require.FailNowf(t, "receiver timed out", "got %d of %d requests within %s", len(rc.Requests()), n, timeout)
+		}
+	}
+}
+
+// Eventually polls cond until it holds or timeout passes, then fails the test with msg.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			require.FailNowf(t, "condition not met in time", msg, args...)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

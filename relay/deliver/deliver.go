@@ -1,0 +1,367 @@
+package deliver
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"github.com/rs/zerolog"
+
+	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/signature"
+)
+
+// Config configures a Deliverer.
+type Config struct {
+	// DB is the relay's database; required.
+	DB *sqlx.DB
+	// Schema holds the relay's tables; outbox.DefaultSchema when empty.
+	Schema string
+	// Owner names this replica in leases; required and unique per process.
+	Owner string
+	// Workers is the number of concurrent requests; 64 when zero.
+	Workers int
+	// BatchSize caps the deliveries one claim takes; 100 when zero.
+	BatchSize int
+	// PollInterval is how often due deliveries (retries) are looked for; 1s when zero.
+	PollInterval time.Duration
+	// DeliveryTimeout bounds one attempt, connection to last byte; 5s when zero.
+	DeliveryTimeout time.Duration
+	// LeaseMargin is added to DeliveryTimeout to form the lease; 5s when zero. A claim whose
+	// owner died is free again after the lease.
+	LeaseMargin time.Duration
+	// RetrySchedule holds the delays before attempts 2, 3, ...; empty means no retries.
+	RetrySchedule []time.Duration
+	// MaxPayloadBytes: larger payloads fail without a request; 256 KiB when zero.
+	MaxPayloadBytes int
+	// MaxInFlightPerSubscription caps concurrent requests per subscription across replicas;
+	// 16 when zero.
+	MaxInFlightPerSubscription int
+	// ShutdownGrace is how long requests in flight may finish after Run's context ends;
+	// zero cuts them at once.
+	ShutdownGrace time.Duration
+	// UserAgent is sent with every request; required.
+	UserAgent string
+	// Client sends the requests; NewHTTPClient(Workers, nil) when nil.
+	Client *http.Client
+	// OpenSecret turns a stored secret into "whsec_..."; nil means stored in clear.
+	OpenSecret func(stored string) (string, error)
+	// Now is the clock for attempt timestamps; time.Now when nil.
+	Now func() time.Time
+	// Logger is the component's logger.
+	Logger zerolog.Logger
+}
+
+// Deliverer claims due deliveries and sends them. Safe for several replicas at once.
+type Deliverer struct {
+	cfg      Config
+	db       *sqlx.DB
+	client   *http.Client
+	now      func() time.Time
+	log      zerolog.Logger
+	claimQ   string
+	recordQ  string
+	goneQ    string
+	releaseQ string
+
+	wake     chan struct{} // something may be due
+	slotFree chan struct{} // a worker finished
+	busy     atomic.Int64  // jobs handed to workers and not finished
+	healthy  atomic.Bool
+	inFlight atomic.Int64 // requests on the wire, for metrics
+	stopped  atomic.Bool  // shutdown has begun: no more claims
+}
+
+// New returns a Deliverer for cfg.
+func New(cfg Config) (*Deliverer, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("deliver: DB is required")
+	}
+	if cfg.Owner == "" || cfg.UserAgent == "" {
+		return nil, errors.New("deliver: Owner and UserAgent are required")
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = outbox.DefaultSchema
+	}
+	setDefault(&cfg.Workers, 64)
+	setDefault(&cfg.BatchSize, 100)
+	setDefault(&cfg.MaxPayloadBytes, 256<<10)
+	setDefault(&cfg.MaxInFlightPerSubscription, 16)
+	setDefault(&cfg.PollInterval, time.Second)
+	setDefault(&cfg.DeliveryTimeout, 5*time.Second)
+	setDefault(&cfg.LeaseMargin, 5*time.Second)
+	if cfg.Client == nil {
+		cfg.Client = NewHTTPClient(cfg.Workers, nil)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Deliverer{
+		cfg:      cfg,
+		db:       cfg.DB,
+		client:   cfg.Client,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		claimQ:   outbox.Qualify(cfg.Schema, claimDue),
+		recordQ:  outbox.Qualify(cfg.Schema, recordResults),
+		goneQ:    outbox.Qualify(cfg.Schema, disableGone),
+		releaseQ: outbox.Qualify(cfg.Schema, releaseClaims),
+		wake:     make(chan struct{}, 1),
+		slotFree: make(chan struct{}, 1),
+	}, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Kick asks the deliverer to look for due deliveries now. It never blocks; kicks coalesce.
+func (d *Deliverer) Kick() { signal(d.wake) }
+
+// Healthy reports whether the last claim reached the database.
+func (d *Deliverer) Healthy() bool { return d.healthy.Load() }
+
+// InFlight is the number of requests on the wire right now.
+func (d *Deliverer) InFlight() int64 { return d.inFlight.Load() }
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// dbTimeout bounds one claim or record statement. These run on a context that shutdown does
+// not cancel: cutting a claim short could commit a lease whose rows we never learn about.
+const dbTimeout = 15 * time.Second
+
+// Run delivers until ctx ends, then drains as the package documentation describes. It
+// returns nil; database trouble is retried, never returned.
+func (d *Deliverer) Run(ctx context.Context) error {
+	// Requests use hard, which outlives ctx by ShutdownGrace: in-flight attempts may finish.
+	hard, cutRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutRequests()
+
+	jobs := make(chan *job)
+	results := make(chan result, d.cfg.Workers)
+	var workers sync.WaitGroup
+	for range d.cfg.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range jobs {
+				d.inFlight.Add(1)
+				res := d.send(hard, j)
+				d.inFlight.Add(-1)
+				results <- res
+				d.busy.Add(-1)
+				signal(d.slotFree)
+			}
+		}()
+	}
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		d.recordLoop(results)
+	}()
+
+	d.claimLoop(ctx, jobs)
+	d.stopped.Store(true)
+	d.healthy.Store(false)
+
+	close(jobs)
+	grace := time.AfterFunc(d.cfg.ShutdownGrace, cutRequests)
+	workers.Wait()
+	grace.Stop()
+	close(results)
+	<-recorded
+	return nil
+}
+
+// claimLoop claims due deliveries for free workers until ctx ends.
+func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
+	bo := newBackoff()
+	poll := time.NewTicker(d.cfg.PollInterval)
+	defer poll.Stop()
+	// Claim again without waiting while the last claim came back full: more may be due.
+	more := true
+	for {
+		if !more {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.wake:
+			case <-poll.C:
+			}
+		}
+		// Wait until at least half a batch of workers is free, so that claims stay batched
+		// under load instead of one query per finished request.
+		want := min(d.cfg.BatchSize, d.cfg.Workers)
+		for int64(d.cfg.Workers)-d.busy.Load() < int64(max(1, want/2)) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.slotFree:
+			}
+		}
+		n := min(d.cfg.BatchSize, d.cfg.Workers-int(d.busy.Load()))
+		claimed, err := d.claim(ctx, n)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.healthy.Store(false)
+			wait := bo.NextBackOff()
+			d.log.Warn().Err(err).Dur("retry_in", wait).Msg("claiming deliveries")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			more = true
+			continue
+		}
+		bo.Reset()
+		d.healthy.Store(true)
+		more = len(claimed) == n
+		for i, j := range claimed {
+			d.busy.Add(1)
+			select {
+			case jobs <- j:
+			case <-ctx.Done():
+				d.busy.Add(int64(-(len(claimed) - i)))
+				d.release(claimed[i:])
+				return
+			}
+		}
+	}
+}
+
+func newBackoff() *backoff.ExponentialBackOff {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 100 * time.Millisecond
+	bo.MaxInterval = 5 * time.Second
+	bo.MaxElapsedTime = 0 // never give up: the database comes back or the process stops
+	return bo
+}
+
+// claim leases up to n due deliveries and turns them into jobs.
+func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+	defer cancel()
+	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
+	rows, err := d.db.QueryContext(qctx, d.claimQ, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
+	if err != nil {
+		return nil, fmt.Errorf("claiming deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []*job
+	for rows.Next() {
+		var (
+			j                         job
+			tenantID, headers, secret string
+			createdAt                 time.Time
+			payload, previousSecret   sql.NullString
+			payloadSize               int
+		)
+		if err := rows.Scan(&j.deliveryID, &j.attempt, &j.eventID, &j.eventType, &tenantID, &createdAt,
+			&payload, &payloadSize, &j.subscriptionID, &j.targetURL, &headers, &secret, &previousSecret); err != nil {
+			return nil, fmt.Errorf("reading claimed delivery: %w", err)
+		}
+		if payload.Valid {
+			j.body = appendBody(make([]byte, 0, len(payload.String)+160), j.eventID, j.eventType, createdAt, tenantID, payload.String)
+		} else {
+			j.payloadSize = payloadSize
+		}
+		if j.headers, err = decodeHeaders(headers); err != nil {
+			j.badSecret = err
+		}
+		j.keys, err = d.keys(secret, previousSecret)
+		if err != nil {
+			j.badSecret = err
+		}
+		out = append(out, &j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading claimed deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// keys opens and decodes the current secret and, during a rotation, the previous one.
+func (d *Deliverer) keys(current string, previous sql.NullString) ([][]byte, error) {
+	stored := []string{current}
+	if previous.Valid && previous.String != "" {
+		stored = append(stored, previous.String)
+	}
+	keys := make([][]byte, 0, len(stored))
+	for _, s := range stored {
+		if d.cfg.OpenSecret != nil {
+			plain, err := d.cfg.OpenSecret(s)
+			if err != nil {
+				return nil, fmt.Errorf("opening secret: %w", err)
+			}
+			s = plain
+		}
+		k, err := signature.DecodeSecret(s)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// release gives back claims that were never sent.
+func (d *Deliverer) release(jobs []*job) {
+	if len(jobs) == 0 {
+		return
+	}
+	idList := make(pq.Int64Array, len(jobs))
+	attempts := make(pq.Int64Array, len(jobs))
+	for i, j := range jobs {
+		idList[i], attempts[i] = j.deliveryID, int64(j.attempt)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+	defer cancel()
+	if _, err := d.db.ExecContext(ctx, d.releaseQ, idList, attempts, d.cfg.Owner); err != nil {
+		// Not fatal: the leases expire and another replica takes them then.
+		d.log.Warn().Err(err).Int("deliveries", len(jobs)).Msg("releasing unsent claims")
+		return
+	}
+	d.log.Info().Int("deliveries", len(jobs)).Msg("released unsent claims")
+}
+
+// logAttempt writes one line per attempt: debug for success, warn for failure.
+func (d *Deliverer) logAttempt(r *result) {
+	ev := d.log.Debug()
+	if r.outcome != outcomeSucceeded {
+		ev = d.log.Warn()
+	}
+	ev = ev.Str("event_id", r.job.eventID).
+		Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).
+		Str("subscription_id", r.job.subscriptionID).
+		Int("attempt", r.job.attempt).
+		Int("status", r.statusCode).
+		Dur("duration", r.duration).
+		Str("outcome", string(r.outcome))
+	if r.err != "" {
+		ev = ev.Str("error", r.err)
+	}
+	if r.outcome == outcomeRetry {
+		ev = ev.Dur("retry_in", r.delay)
+	}
+	ev.Msg("attempt")
+}

@@ -1,0 +1,542 @@
+package deliver_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/referralloop/outbox-relay/internal/relaytest"
+	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/deliver"
+	"github.com/referralloop/outbox-relay/relay/dispatch"
+	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/signature"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// database/sql's connection opener lives as long as its *sql.DB, closed in t.Cleanup.
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+// bundle is what a delivery test works with.
+type bundle struct {
+	db       *sqlx.DB
+	receiver *relaytest.Receiver
+}
+
+type options struct {
+	schedule        []time.Duration
+	maxPayload      int
+	timeout         time.Duration
+	maxInFlight     int
+	workers         int
+	shutdownGrace   time.Duration
+	pollInterval    time.Duration
+	leaseMargin     time.Duration
+	disableDispatch bool
+}
+
+// setup starts a migrated database, a receiver, and a dispatcher plus deliverer that run
+// until the test ends.
+func setup(t *testing.T, opts options) bundle {
+	t.Helper()
+	db, _ := relaytest.NewDB(t)
+	b := bundle{db: db, receiver: relaytest.NewReceiver(t)}
+	b.start(t, opts)
+	return b
+}
+
+func (b bundle) start(t *testing.T, opts options) context.CancelFunc {
+	t.Helper()
+	if opts.timeout == 0 {
+		opts.timeout = 2 * time.Second
+	}
+	if opts.pollInterval == 0 {
+		opts.pollInterval = 10 * time.Millisecond
+	}
+	del, err := deliver.New(deliver.Config{
+		DB:                         b.db,
+		Owner:                      "test-" + ids.NewSubscriptionID(),
+		Workers:                    max(opts.workers, 8),
+		PollInterval:               opts.pollInterval,
+		DeliveryTimeout:            opts.timeout,
+		LeaseMargin:                opts.leaseMargin,
+		RetrySchedule:              opts.schedule,
+		MaxPayloadBytes:            opts.maxPayload,
+		MaxInFlightPerSubscription: opts.maxInFlight,
+		ShutdownGrace:              opts.shutdownGrace,
+		UserAgent:                  "outbox-relay/test",
+		Logger:                     zerolog.Nop(),
+	})
+	require.NoError(t, err)
+	disp, err := dispatch.New(dispatch.Config{DB: b.db, PollInterval: opts.pollInterval, Dispatched: func(int) { del.Kick() }, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = del.Run(ctx) }()
+	if !opts.disableDispatch {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = disp.Run(ctx) }()
+	}
+	stop := func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
+	return stop
+}
+
+type subscription struct {
+	id, secret string
+}
+
+func (b bundle) subscribe(t *testing.T, url string, headers map[string]string, ordered bool) subscription {
+	t.Helper()
+	secret, err := signature.NewSecret()
+	require.NoError(t, err)
+	h, err := json.Marshal(headers)
+	require.NoError(t, err)
+	id := ids.NewSubscriptionID()
+	_, err = b.db.Exec(`INSERT INTO relay.subscriptions (id, target_url, event_types, headers, ordered, secret) VALUES ($1, $2, '{*}', $3, $4, $5)`,
+		id, url, string(h), ordered, secret)
+	require.NoError(t, err)
+	return subscription{id: id, secret: secret}
+}
+
+func (b bundle) publish(t *testing.T, ev outbox.Event) string {
+	t.Helper()
+	if ev.ID == "" {
+		ev.ID = outbox.NewEventID()
+	}
+	if ev.Type == "" {
+		ev.Type = "signup.created"
+	}
+	if ev.Payload == nil {
+		ev.Payload = json.RawMessage(`{"signup": {"id": "su_1"}}`)
+	}
+	require.NoError(t, outbox.Publish(context.Background(), b.db, ev))
+	return ev.ID
+}
+
+type attemptRow struct {
+	Attempt    int     `db:"attempt"`
+	StatusCode *int    `db:"status_code"`
+	Error      *string `db:"error"`
+	Response   *string `db:"response_body"`
+	DurationMS int     `db:"duration_ms"`
+}
+
+type deliveryRow struct {
+	ID           int64      `db:"id"`
+	Status       string     `db:"status"`
+	AttemptCount int        `db:"attempt_count"`
+	NextAttempt  *time.Time `db:"next_attempt_at"`
+	LeaseOwner   *string    `db:"lease_owner"`
+}
+
+func (b bundle) delivery(t *testing.T, eventID string) (deliveryRow, []attemptRow) {
+	t.Helper()
+	var d deliveryRow
+	require.NoError(t, b.db.Get(&d, `SELECT id, status, attempt_count, next_attempt_at, lease_owner FROM relay.deliveries WHERE event_id = $1`, eventID))
+	var as []attemptRow
+	require.NoError(t, b.db.Select(&as, `SELECT attempt, status_code, error, response_body, duration_ms FROM relay.attempts WHERE delivery_id = $1 ORDER BY attempt`, d.ID))
+	return d, as
+}
+
+func (b bundle) waitStatus(t *testing.T, eventID, status string) (deliveryRow, []attemptRow) {
+	t.Helper()
+	var d deliveryRow
+	var as []attemptRow
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		var n int
+		require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.deliveries WHERE event_id = $1 AND status = $2`, eventID, status))
+		if n == 0 {
+			return false
+		}
+		d, as = b.delivery(t, eventID)
+		return true
+	}, "delivery of %s never became %s", eventID, status)
+	return d, as
+}
+
+func TestDeliversSignedRequest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	sub := b.subscribe(t, b.receiver.URL+"/hooks", map[string]string{"Authorization": "Bearer receiver-token", "X-Custom": "yes"}, false)
+	eventID := b.publish(t, outbox.Event{Type: "signup.created", TenantID: "wl_42", Payload: json.RawMessage(`{"signup": {"id": "su_1", "email": "a@example.com", "position": 17}}`)})
+
+	req := b.receiver.WaitFor(t, 1, 10*time.Second)[0]
+	var createdAt time.Time
+	require.NoError(t, b.db.Get(&createdAt, `SELECT created_at FROM relay.outbox WHERE event_id = $1`, eventID))
+
+	wantBody := fmt.Sprintf(`{"id":"%s","event_type":"signup.created","timestamp":"%s","tenant_id":"wl_42","data":{"signup": {"id": "su_1", "email": "a@example.com", "position": 17}}}`,
+		eventID, createdAt.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.000Z"))
+	require.Equal(t, wantBody, string(req.Body))
+	require.Equal(t, "application/json", req.Header.Get("Content-Type"))
+	require.Equal(t, "outbox-relay/test", req.Header.Get("User-Agent"))
+	require.Equal(t, eventID, req.Header.Get("webhook-id"))
+	require.Equal(t, "signup.created", req.Header.Get("X-Webhook-Event"))
+	require.Equal(t, "1", req.Header.Get("X-Webhook-Attempt"))
+	require.Equal(t, req.Header.Get("webhook-signature"), req.Header.Get("X-Webhook-Signature"))
+	require.True(t, strings.HasPrefix(req.Header.Get("webhook-signature"), "v1,"))
+	require.Equal(t, "Bearer receiver-token", req.Header.Get("Authorization"))
+	require.Equal(t, "yes", req.Header.Get("X-Custom"))
+
+	v, err := signature.NewVerifier(sub.secret)
+	require.NoError(t, err)
+	require.NoError(t, v.Verify(req.Header, req.Body), "the receiver can verify with the subscription's secret")
+
+	d, attempts := b.waitStatus(t, eventID, "succeeded")
+	require.Equal(t, 1, d.AttemptCount)
+	require.Nil(t, d.NextAttempt)
+	require.Nil(t, d.LeaseOwner)
+	require.Len(t, attempts, 1)
+	require.Equal(t, 204, *attempts[0].StatusCode)
+	require.Nil(t, attempts[0].Error)
+}
+
+func TestRetriesOnScheduleWithIdenticalBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{schedule: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 50 * time.Millisecond}})
+	var calls atomic.Int32
+	b.receiver.Respond = func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		if calls.Add(1) <= 2 {
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte("database is sad"))
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	b.subscribe(t, b.receiver.URL, nil, false)
+	eventID := b.publish(t, outbox.Event{})
+
+	reqs := b.receiver.WaitFor(t, 3, 10*time.Second)
+	for i, r := range reqs {
+		require.Equal(t, string(reqs[0].Body), string(r.Body), "body bytes identical on every attempt")
+		require.Equal(t, eventID, r.Header.Get("webhook-id"))
+		require.Equal(t, fmt.Sprint(i+1), r.Header.Get("X-Webhook-Attempt"))
+	}
+	require.GreaterOrEqual(t, reqs[1].At.Sub(reqs[0].At), 50*time.Millisecond)
+	require.GreaterOrEqual(t, reqs[2].At.Sub(reqs[1].At), 100*time.Millisecond)
+
+	d, attempts := b.waitStatus(t, eventID, "succeeded")
+	require.Equal(t, 3, d.AttemptCount)
+	require.Len(t, attempts, 3)
+	for i, a := range attempts {
+		require.Equal(t, i+1, a.Attempt)
+	}
+	require.Equal(t, 500, *attempts[0].StatusCode)
+	require.Equal(t, "HTTP 500", *attempts[0].Error)
+	require.Equal(t, "database is sad", *attempts[0].Response)
+	require.Equal(t, 200, *attempts[2].StatusCode)
+	require.Nil(t, attempts[2].Error)
+}
+
+func TestFailsAfterScheduleEnds(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{schedule: []time.Duration{10 * time.Millisecond, 10 * time.Millisecond}})
+	b.receiver.Respond = func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(http.StatusBadGateway) }
+	b.subscribe(t, b.receiver.URL, nil, false)
+	eventID := b.publish(t, outbox.Event{})
+	d, attempts := b.waitStatus(t, eventID, "failed")
+	require.Equal(t, 3, d.AttemptCount)
+	require.Len(t, attempts, 3)
+	require.Nil(t, d.NextAttempt)
+	time.Sleep(100 * time.Millisecond)
+	require.Len(t, b.receiver.Requests(), 3, "no attempt after the last")
+}
+
+func TestFailureKindsAreRecorded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{timeout: 300 * time.Millisecond})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/elsewhere", http.StatusFound)
+	})
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	})
+	mux.HandleFunc("/close", func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 160 { // 10 MiB
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, _ []byte) { mux.ServeHTTP(w, r) }
+
+	cases := []struct {
+		path       string
+		wantStatus string
+		status     *int
+		errPart    string
+		response   string
+	}{
+		{path: "/redirect", wantStatus: "failed", status: ptr(302), errPart: "redirects are not followed"},
+		{path: "/hang", wantStatus: "failed", errPart: "timeout: no answer within 300ms"},
+		{path: "/close", wantStatus: "failed", errPart: "connection closed"},
+		{path: "/big", wantStatus: "succeeded", status: ptr(200), response: strings.Repeat("x", 1024)},
+	}
+	// One event to a subscription per endpoint; deliveries are looked up by subscription URL.
+	for _, c := range cases {
+		b.subscribe(t, b.receiver.URL+c.path, nil, false)
+	}
+	eventID := b.publish(t, outbox.Event{})
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		var n int
+		require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.deliveries WHERE event_id = $1 AND status <> 'pending'`, eventID))
+		return n == len(cases)
+	}, "not every delivery finished")
+
+	for _, c := range cases {
+		t.Run(strings.TrimPrefix(c.path, "/"), func(t *testing.T) {
+			var status string
+			var a attemptRow
+			require.NoError(t, b.db.Get(&status, `SELECT d.status FROM relay.deliveries d JOIN relay.subscriptions s ON s.id = d.subscription_id WHERE s.target_url = $1`, b.receiver.URL+c.path))
+			require.NoError(t, b.db.Get(&a, `SELECT a.attempt, a.status_code, a.error, a.response_body, a.duration_ms FROM relay.attempts a
+				JOIN relay.deliveries d ON d.id = a.delivery_id JOIN relay.subscriptions s ON s.id = d.subscription_id WHERE s.target_url = $1`, b.receiver.URL+c.path))
+			require.Equal(t, c.wantStatus, status)
+			require.Equal(t, c.status, a.StatusCode)
+			if c.errPart != "" {
+				require.NotNil(t, a.Error)
+				require.Contains(t, *a.Error, c.errPart)
+			} else {
+				require.Nil(t, a.Error)
+			}
+			if c.response != "" {
+				require.Equal(t, c.response, *a.Response, "the attempt log keeps the first 1 KiB")
+			}
+			if c.status == nil {
+				require.Nil(t, a.Response, "no response body without an HTTP answer")
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestGoneDisablesSubscriptionAndCancelsPending(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{schedule: []time.Duration{time.Hour}})
+	b.receiver.Respond = func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(http.StatusGone) }
+	sub := b.subscribe(t, b.receiver.URL, nil, false)
+	// A delivery waiting for its retry must be cancelled too.
+	waiting := b.publish(t, outbox.Event{})
+	_, err := b.db.Exec(`UPDATE relay.subscriptions SET status = 'paused' WHERE id = $1`, sub.id)
+	require.NoError(t, err)
+	_, err = b.db.Exec(`INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, next_attempt_at)
+		SELECT event_id, id, $1, now() + interval '1 hour' FROM relay.outbox WHERE event_id = $2`, sub.id, waiting)
+	require.NoError(t, err)
+	_, err = b.db.Exec(`UPDATE relay.outbox SET dispatched_at = now()`)
+	require.NoError(t, err)
+	_, err = b.db.Exec(`UPDATE relay.subscriptions SET status = 'active' WHERE id = $1`, sub.id)
+	require.NoError(t, err)
+
+	gone := b.publish(t, outbox.Event{})
+	d, attempts := b.waitStatus(t, gone, "failed")
+	require.Equal(t, 1, d.AttemptCount)
+	require.Equal(t, 410, *attempts[0].StatusCode)
+
+	var status, reason string
+	require.NoError(t, b.db.QueryRow(`SELECT status, disabled_reason FROM relay.subscriptions WHERE id = $1`, sub.id).Scan(&status, &reason))
+	require.Equal(t, "disabled", status)
+	require.Contains(t, reason, "410 Gone")
+	w, _ := b.delivery(t, waiting)
+	require.Equal(t, "cancelled", w.Status)
+}
+
+func TestOversizePayloadFailsWithoutRequest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{maxPayload: 100})
+	b.subscribe(t, b.receiver.URL, nil, false)
+	big := b.publish(t, outbox.Event{Payload: map[string]string{"blob": strings.Repeat("a", 200)}})
+	small := b.publish(t, outbox.Event{})
+	_, attempts := b.waitStatus(t, big, "failed")
+	b.waitStatus(t, small, "succeeded")
+	require.Len(t, attempts, 1)
+	require.Nil(t, attempts[0].StatusCode)
+	require.Contains(t, *attempts[0].Error, "payload too large")
+	require.Contains(t, *attempts[0].Error, "limit of 100 bytes")
+	for _, r := range b.receiver.Requests() {
+		require.NotEqual(t, big, r.Header.Get("webhook-id"), "the oversize payload was never sent")
+	}
+}
+
+func TestRetryAfterDelaysNextAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{schedule: []time.Duration{10 * time.Millisecond}})
+	var calls atomic.Int32
+	b.receiver.Respond = func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	b.subscribe(t, b.receiver.URL, nil, false)
+	eventID := b.publish(t, outbox.Event{})
+	reqs := b.receiver.WaitFor(t, 2, 10*time.Second)
+	require.GreaterOrEqual(t, reqs[1].At.Sub(reqs[0].At), 900*time.Millisecond, "Retry-After: 1 beats a 10ms schedule")
+	b.waitStatus(t, eventID, "succeeded")
+}
+
+// TestExpiredLeaseIsTakenAgain plays a replica that claimed a delivery and died: once its
+// lease has ended, the delivery is sent with the next attempt number.
+func TestExpiredLeaseIsTakenAgain(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.NewDB(t)
+	b := bundle{db: db, receiver: relaytest.NewReceiver(t)}
+	b.subscribe(t, b.receiver.URL, nil, false)
+	eventID := b.publish(t, outbox.Event{})
+	d, err := dispatch.New(dispatch.Config{DB: db, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	_, err = d.DispatchOnce(context.Background())
+	require.NoError(t, err)
+	// The dead replica's claim: attempt 1 taken, lease still running for 300ms.
+	_, err = db.Exec(`UPDATE relay.deliveries SET attempt_count = 1, lease_owner = 'dead', lease_until = now() + interval '300 milliseconds'`)
+	require.NoError(t, err)
+
+	start := time.Now()
+	b.start(t, options{})
+	req := b.receiver.WaitFor(t, 1, 10*time.Second)[0]
+	require.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "not taken while the lease ran")
+	require.Equal(t, "2", req.Header.Get("X-Webhook-Attempt"))
+	row, attempts := b.waitStatus(t, eventID, "succeeded")
+	require.Equal(t, 2, row.AttemptCount)
+	require.Len(t, attempts, 1)
+	require.Equal(t, 2, attempts[0].Attempt)
+}
+
+func TestInFlightCapPerSubscription(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{maxInFlight: 2, workers: 16})
+	var now, peak atomic.Int32
+	release := make(chan struct{})
+	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			n := now.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			<-release
+			now.Add(-1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	b.subscribe(t, b.receiver.URL+"/slow", nil, false)
+	fast := b.subscribe(t, b.receiver.URL+"/fast", nil, false)
+	var events []string
+	for range 10 {
+		events = append(events, b.publish(t, outbox.Event{}))
+	}
+	// The fast subscription gets all ten while the slow one is stuck at its cap.
+	relaytest.Eventually(t, 10*time.Second, func() bool {
+		var n int
+		require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.deliveries WHERE subscription_id = $1 AND status = 'succeeded'`, fast.id))
+		return n == 10
+	}, "fast subscription starved by the slow one")
+	require.Equal(t, int32(2), peak.Load(), "at most 2 concurrent requests to the slow subscription")
+	close(release)
+	for _, e := range events {
+		relaytest.Eventually(t, 10*time.Second, func() bool {
+			var n int
+			require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.deliveries WHERE event_id = $1 AND status = 'succeeded'`, e))
+			return n == 2
+		}, "event %s not delivered to both", e)
+	}
+	require.LessOrEqual(t, peak.Load(), int32(2))
+}
+
+func TestOrderedSubscriptionSendsOneAtATimePerKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{schedule: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond}})
+	var mu sync.Mutex
+	seen := map[string][]int{}
+	failedOnce := map[string]bool{}
+	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, body []byte) {
+		var msg struct {
+			Data struct {
+				Key string `json:"key"`
+				N   int    `json:"n"`
+			} `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal(body, &msg))
+		mu.Lock()
+		defer mu.Unlock()
+		id := r.Header.Get("webhook-id")
+		if msg.Data.N%3 == 0 && !failedOnce[id] { // every third event fails once
+			failedOnce[id] = true
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		seen[msg.Data.Key] = append(seen[msg.Data.Key], msg.Data.N)
+		w.WriteHeader(http.StatusOK)
+	}
+	b.subscribe(t, b.receiver.URL, nil, true)
+	for n := range 8 {
+		for _, key := range []string{"su_a", "su_b", "su_c"} {
+			b.publish(t, outbox.Event{OrderingKey: key, Payload: map[string]any{"key": key, "n": n}})
+		}
+	}
+	relaytest.Eventually(t, 20*time.Second, func() bool {
+		var n int
+		require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.deliveries WHERE status = 'succeeded'`))
+		return n == 24
+	}, "ordered deliveries did not finish")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, key := range []string{"su_a", "su_b", "su_c"} {
+		require.Equal(t, []int{0, 1, 2, 3, 4, 5, 6, 7}, seen[key], "key %s out of order", key)
+	}
+}
+
+func TestShutdownReleasesUnsentClaims(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.NewDB(t)
+	b := bundle{db: db, receiver: relaytest.NewReceiver(t)}
+	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(3 * time.Second):
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	b.subscribe(t, b.receiver.URL, nil, false)
+	eventID := b.publish(t, outbox.Event{})
+	stop := b.start(t, options{shutdownGrace: 100 * time.Millisecond})
+	b.receiver.WaitFor(t, 1, 10*time.Second)
+	stop() // the request outlives the grace: it is cut and the claim released
+
+	d, attempts := b.delivery(t, eventID)
+	require.Equal(t, "pending", d.Status)
+	require.Equal(t, 0, d.AttemptCount, "the cut attempt is given back")
+	require.Nil(t, d.LeaseOwner)
+	require.Empty(t, attempts)
+}

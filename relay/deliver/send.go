@@ -1,0 +1,225 @@
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/referralloop/outbox-relay/relay/signature"
+)
+
+// responseLogLimit is how much of a response body the attempt log keeps.
+const responseLogLimit = 1024
+
+// drainLimit is how much more of a response is read, after the logged part, to keep the
+// connection reusable. A larger body is cut off with the connection.
+const drainLimit = 64 << 10
+
+// job is one claimed delivery, ready to send.
+type job struct {
+	deliveryID     int64
+	attempt        int
+	eventID        string
+	eventType      string
+	subscriptionID string
+	targetURL      string
+	headers        map[string]string
+	keys           [][]byte
+	body           []byte
+	// payloadSize is set, and body empty, when the payload exceeds MaxPayloadBytes.
+	payloadSize int
+	// badSecret is set when the subscription's secret could not be opened or decoded.
+	badSecret error
+}
+
+// result is what one attempt produced.
+type result struct {
+	job        *job
+	startedAt  time.Time
+	duration   time.Duration
+	statusCode int // 0: no HTTP answer
+	err        string
+	response   string
+	retryAfter time.Duration
+	// aborted means the attempt was cut short by shutdown: the claim is released instead of
+	// recorded, so the attempt does not count against the delivery.
+	aborted bool
+	// outcome and delay are filled in from the schedule by the deliverer.
+	outcome outcome
+	delay   time.Duration
+}
+
+// NewHTTPClient returns the client deliveries use: no redirects (a 3xx is a failed attempt),
+// keep-alive with enough idle connections per host for the worker pool, and control run on
+// every new connection's resolved address (the SSRF check against DNS rebinding; nil allows
+// every address).
+func NewHTTPClient(workers int, control func(network, address string, c syscall.RawConn) error) *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: control}
+	transport := &http.Transport{
+		Proxy:                 nil, // a proxy would hide the real target from the address check
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          max(workers*2, 100),
+		MaxIdleConnsPerHost:   max(workers, 16),
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: 0, // the per-request context carries RELAY_DELIVERY_TIMEOUT
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	return &http.Client{
+		Transport:     transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// send makes one attempt. It never returns an error: every failure is a result.
+func (d *Deliverer) send(ctx context.Context, j *job) result {
+	res := result{job: j, startedAt: d.now()}
+	if j.payloadSize > 0 {
+		res.err = fmt.Sprintf("payload too large: %d bytes exceeds the limit of %d bytes (RELAY_MAX_PAYLOAD_BYTES); not sent", j.payloadSize, d.cfg.MaxPayloadBytes)
+		return res
+	}
+	if j.badSecret != nil {
+		res.err = "subscription secret unusable: " + j.badSecret.Error()
+		return res
+	}
+
+	reqCtx, cancel := context.WithTimeout(ctx, d.cfg.DeliveryTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, j.targetURL, bytes.NewReader(j.body))
+	if err != nil {
+		res.err = "invalid target URL: " + err.Error()
+		res.duration = d.now().Sub(res.startedAt)
+		return res
+	}
+	for k, v := range j.headers {
+		req.Header.Set(k, v)
+	}
+	ts := res.startedAt.Unix()
+	sig := signature.SignatureHeader(j.keys, j.eventID, ts, j.body)
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", d.cfg.UserAgent)
+	h["webhook-id"] = []string{j.eventID} // lower-case on the wire, as the Standard Webhooks spec writes them
+	h["webhook-timestamp"] = []string{strconv.FormatInt(ts, 10)}
+	h["webhook-signature"] = []string{sig}
+	h.Set("X-Webhook-Signature", sig)
+	h.Set("X-Webhook-Event", j.eventType)
+	h.Set("X-Webhook-Attempt", strconv.Itoa(j.attempt))
+
+	resp, err := d.client.Do(req)
+	if err != nil {
+		res.duration = d.now().Sub(res.startedAt)
+		if ctx.Err() != nil {
+			res.aborted = true
+		}
+		res.err = describeError(err, d.cfg.DeliveryTimeout)
+		return res
+	}
+	defer resp.Body.Close()
+	res.statusCode = resp.StatusCode
+	logged, readErr := io.ReadAll(io.LimitReader(resp.Body, responseLogLimit))
+	if readErr == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
+	}
+	res.duration = d.now().Sub(res.startedAt)
+	res.response = cleanText(logged)
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		// success, whatever happened while draining the rest of the body
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		res.err = fmt.Sprintf("HTTP %d: redirects are not followed", resp.StatusCode)
+		if loc := resp.Header.Get("Location"); loc != "" {
+			res.err += " (Location: " + truncate(loc, 200) + ")"
+		}
+	default:
+		res.err = fmt.Sprintf("HTTP %d", resp.StatusCode)
+		res.retryAfter = parseRetryAfter(resp.StatusCode, resp.Header.Get("Retry-After"), d.now())
+	}
+	return res
+}
+
+// describeError turns a transport error into the short, stable text the attempt log keeps.
+func describeError(err error, timeout time.Duration) string {
+	var netErr net.Error
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	var urlErr *url.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
+		return fmt.Sprintf("timeout: no answer within %s", timeout)
+	case errors.Is(err, context.Canceled):
+		return "cancelled: relay shutting down"
+	case errors.As(err, &dnsErr):
+		return "dns: " + dnsErr.Error()
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by the receiver before a response"
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return "connect: " + opErr.Err.Error()
+	case isTLSError(err):
+		return "tls: " + unwrapURLError(err).Error()
+	case errors.As(err, &urlErr):
+		return urlErr.Err.Error()
+	default:
+		return err.Error()
+	}
+}
+
+func isTLSError(err error) bool {
+	var recordErr tls.RecordHeaderError
+	var certErr *tls.CertificateVerificationError
+	var alertErr tls.AlertError
+	return errors.As(err, &recordErr) || errors.As(err, &certErr) || errors.As(err, &alertErr) ||
+		strings.Contains(err.Error(), "tls: ")
+}
+
+func unwrapURLError(err error) error {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return urlErr.Err
+	}
+	return err
+}
+
+// cleanText makes a response fragment storable as PostgreSQL text: valid UTF-8, no NUL.
+func cleanText(b []byte) string {
+	s := string(b)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.ReplaceAll(s, "\x00", "")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// decodeHeaders reads the subscription's custom headers column.
+func decodeHeaders(raw string) (map[string]string, error) {
+	if raw == "" || raw == "{}" || raw == "null" {
+		return nil, nil
+	}
+	var h map[string]string
+	if err := json.Unmarshal([]byte(raw), &h); err != nil {
+		return nil, fmt.Errorf("decoding subscription headers: %w", err)
+	}
+	return h, nil
+}

@@ -1,0 +1,115 @@
+package deliver
+
+// claimDue leases up to $1 due deliveries to owner $2 for $3 milliseconds and answers
+// everything needed to send them. $4 is MaxPayloadBytes: a larger payload is not read
+// (body_text is null), only its size. $5 is MaxInFlightPerSubscription.
+//
+// candidates takes a few more rows than needed (FOR UPDATE OF d: never lock subscriptions,
+// the API writes them) and picked keeps, per subscription, only as many as its free
+// in-flight slots across all replicas. Subscriptions already at their limit are skipped in
+// the scan itself, so one slow endpoint with a long backlog does not fill every batch.
+const claimDue = `
+WITH inflight AS (
+    SELECT subscription_id, count(*) AS n
+    FROM {{schema}}.deliveries
+    WHERE status = 'pending' AND lease_until > now()
+    GROUP BY subscription_id
+), candidates AS (
+    SELECT d.id, d.subscription_id, d.next_attempt_at
+    FROM {{schema}}.deliveries d
+    JOIN {{schema}}.subscriptions s ON s.id = d.subscription_id
+    WHERE d.status = 'pending'
+      AND d.next_attempt_at <= now()
+      AND (d.lease_until IS NULL OR d.lease_until <= now())
+      AND s.status = 'active' AND s.deleted_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM inflight i WHERE i.subscription_id = d.subscription_id AND i.n >= $5)
+      AND (d.ordering_key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM {{schema}}.deliveries p
+          WHERE p.subscription_id = d.subscription_id
+            AND p.ordering_key = d.ordering_key
+            AND p.status = 'pending'
+            AND p.outbox_id < d.outbox_id))
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT $1 * 2
+    FOR UPDATE OF d SKIP LOCKED
+), picked AS (
+    SELECT c.id
+    FROM (
+        SELECT c.id, c.next_attempt_at,
+               row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.next_attempt_at, c.id)
+                 + coalesce(i.n, 0) AS slot
+        FROM candidates c
+        LEFT JOIN inflight i ON i.subscription_id = c.subscription_id
+    ) c
+    WHERE c.slot <= $5
+    ORDER BY c.next_attempt_at, c.id
+    LIMIT $1
+)
+UPDATE {{schema}}.deliveries d
+SET attempt_count = d.attempt_count + 1,
+    lease_owner = $2,
+    lease_until = now() + $3 * interval '1 millisecond',
+    updated_at = now()
+FROM picked, {{schema}}.outbox o, {{schema}}.subscriptions s,
+     LATERAL (SELECT o.payload::text AS text) body
+WHERE d.id = picked.id AND o.id = d.outbox_id AND s.id = d.subscription_id
+RETURNING d.id, d.attempt_count, o.event_id, o.event_type, coalesce(o.tenant_id, ''), o.created_at,
+          CASE WHEN octet_length(body.text) <= $4 THEN body.text END, octet_length(body.text),
+          s.id, s.target_url, s.headers::text, s.secret,
+          CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END`
+
+// recordResults writes a batch of attempt results. Each array holds one element per result.
+// The delivery is updated only if this replica still holds the lease for that attempt; the
+// attempt row is written whenever the delivery still exists, since the request really was
+// made. It answers the number of deliveries updated.
+//
+// Outcomes: succeeded, retry (pending again after retry_ms), failed, gone (failed; the
+// subscription is handled by disableGone).
+const recordResults = `
+WITH r AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::text[], $8::text[], $9::bigint[])
+      AS r(delivery_id, attempt, started_at, duration_ms, status_code, error, response_body, outcome, retry_ms)
+), upd AS (
+    UPDATE {{schema}}.deliveries d
+    SET status = CASE r.outcome WHEN 'succeeded' THEN 'succeeded' WHEN 'retry' THEN 'pending' ELSE 'failed' END,
+        next_attempt_at = CASE WHEN r.outcome = 'retry' THEN now() + r.retry_ms * interval '1 millisecond' END,
+        lease_owner = NULL,
+        lease_until = NULL,
+        updated_at = now()
+    FROM r
+    WHERE d.id = r.delivery_id
+      AND d.attempt_count = r.attempt
+      AND d.lease_owner = $10
+      AND d.status = 'pending'
+    RETURNING d.id
+), ins AS (
+    INSERT INTO {{schema}}.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
+    SELECT r.delivery_id, r.attempt, r.started_at, r.duration_ms, nullif(r.status_code, 0), nullif(r.error, ''),
+           CASE WHEN r.status_code = 0 THEN NULL ELSE r.response_body END
+    FROM r
+    WHERE EXISTS (SELECT 1 FROM {{schema}}.deliveries d WHERE d.id = r.delivery_id)
+    ON CONFLICT (delivery_id, attempt) DO NOTHING
+)
+SELECT count(*) FROM upd`
+
+// disableGone disables the subscriptions in $1 (they answered 410 Gone) with reason $2 and
+// cancels their pending deliveries.
+const disableGone = `
+WITH dis AS (
+    UPDATE {{schema}}.subscriptions
+    SET status = 'disabled', disabled_reason = $2, updated_at = now()
+    WHERE id = ANY($1::text[]) AND status <> 'disabled' AND deleted_at IS NULL
+    RETURNING id
+)
+UPDATE {{schema}}.deliveries d
+SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now()
+WHERE d.subscription_id = ANY($1::text[]) AND d.status = 'pending'`
+
+// releaseClaims gives back claims this replica took but did not use: the lease ends now and
+// the attempt number is returned. $1 ids, $2 their claimed attempt numbers, $3 owner.
+const releaseClaims = `
+UPDATE {{schema}}.deliveries d
+SET attempt_count = d.attempt_count - 1, lease_owner = NULL, lease_until = NULL, updated_at = now()
+FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
+WHERE d.id = r.id AND d.attempt_count = r.attempt AND d.lease_owner = $3 AND d.status = 'pending'`

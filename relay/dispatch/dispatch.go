@@ -1,0 +1,148 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jmoiron/sqlx"
+	"github.com/rs/zerolog"
+
+	"github.com/referralloop/outbox-relay/outbox"
+)
+
+// Config configures a Dispatcher.
+type Config struct {
+	// DB is the relay's database; required.
+	DB *sqlx.DB
+	// Schema holds the relay's tables; outbox.DefaultSchema when empty.
+	Schema string
+	// BatchSize is how many outbox rows one claim takes; 100 when zero.
+	BatchSize int
+	// PollInterval is the safety-net poll; 1s when zero.
+	PollInterval time.Duration
+	// Dispatched is called after each committed batch that created deliveries, with their
+	// number, to wake the deliverer. Optional; must not block.
+	Dispatched func(deliveries int)
+	// Logger is the component's logger.
+	Logger zerolog.Logger
+}
+
+// Dispatcher claims outbox rows and fans them out. Safe for several replicas at once.
+type Dispatcher struct {
+	cfg     Config
+	db      *sqlx.DB
+	claimQ  string
+	wake    chan struct{}
+	healthy atomic.Bool
+}
+
+// Result counts what one claim did.
+type Result struct {
+	// Events is the number of outbox rows marked dispatched.
+	Events int
+	// Deliveries is the number of deliveries created.
+	Deliveries int
+}
+
+// New returns a Dispatcher for cfg.
+func New(cfg Config) (*Dispatcher, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("dispatch: DB is required")
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = outbox.DefaultSchema
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	return &Dispatcher{
+		cfg:    cfg,
+		db:     cfg.DB,
+		claimQ: outbox.Qualify(cfg.Schema, claimAndFanOut),
+		wake:   make(chan struct{}, 1),
+	}, nil
+}
+
+// Kick asks the dispatcher to claim now. It never blocks; kicks coalesce.
+func (d *Dispatcher) Kick() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Healthy reports whether the last claim reached the database.
+func (d *Dispatcher) Healthy() bool { return d.healthy.Load() }
+
+// Run claims and fans out until ctx ends, then returns nil. A batch in progress at that
+// moment commits or rolls back whole.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	log := d.cfg.Logger
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 100 * time.Millisecond
+	bo.MaxInterval = 5 * time.Second
+	bo.MaxElapsedTime = 0 // never give up: the database comes back or the process is stopped
+
+	poll := time.NewTicker(d.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		if err := d.drain(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.healthy.Store(false)
+			wait := bo.NextBackOff()
+			log.Warn().Err(err).Dur("retry_in", wait).Msg("dispatching outbox rows")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			continue
+		}
+		bo.Reset()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// drain claims batches until one comes back short of BatchSize.
+func (d *Dispatcher) drain(ctx context.Context) error {
+	for {
+		res, err := d.DispatchOnce(ctx)
+		if err != nil {
+			return err
+		}
+		if res.Events < d.cfg.BatchSize {
+			return nil
+		}
+	}
+}
+
+// DispatchOnce claims one batch of outbox rows and creates their deliveries, in one
+// statement and so in one transaction.
+func (d *Dispatcher) DispatchOnce(ctx context.Context) (Result, error) {
+	var res Result
+	if err := d.db.QueryRowContext(ctx, d.claimQ, d.cfg.BatchSize).Scan(&res.Events, &res.Deliveries); err != nil {
+		return Result{}, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	d.healthy.Store(true)
+	if res.Events > 0 {
+		d.cfg.Logger.Debug().Int("events", res.Events).Int("deliveries", res.Deliveries).Msg("dispatched")
+	}
+	if res.Deliveries > 0 && d.cfg.Dispatched != nil {
+		d.cfg.Dispatched(res.Deliveries)
+	}
+	return res, nil
+}

@@ -1,0 +1,126 @@
+// Package notify turns PostgreSQL notifications on the outbox channel into wake-ups.
+//
+// A notification is a hint, never the source of truth: the dispatcher polls on its own
+// schedule whatever happens here. The listener runs on its own connection (pq.Listener),
+// which reconnects by itself with a growing delay. Notifications sent while it was away are
+// lost, so every (re)connection wakes the dispatcher as if a notification had arrived: the
+// next claim then finds whatever was inserted meanwhile. A periodic Ping catches a half-open
+// connection that would otherwise go silent.
+//
+// Wake-ups coalesce: the receiver sees at most one pending wake-up however many
+// notifications arrived, which is the debounce the dispatcher needs (it claims in batches
+// and loops while batches come back full).
+package notify
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/rs/zerolog"
+)
+
+// Config configures a Listener.
+type Config struct {
+	// DSN is the connection string for LISTEN; required. It must reach PostgreSQL directly:
+	// LISTEN does not work through PgBouncer in transaction pooling.
+	DSN string
+	// Channel is the channel to LISTEN on; required.
+	Channel string
+	// Wake is called, without blocking, after every notification and every (re)connection;
+	// required.
+	Wake func()
+	// Logger receives connection state changes.
+	Logger zerolog.Logger
+	// PingInterval is how often the connection is checked; 30s when zero.
+	PingInterval time.Duration
+	// MinReconnect and MaxReconnect bound the reconnection delay; 100ms and 10s when zero.
+	MinReconnect, MaxReconnect time.Duration
+}
+
+// Listener keeps a LISTEN connection open and reports whether it is up.
+type Listener struct {
+	cfg       Config
+	connected atomic.Bool
+}
+
+// New returns a Listener for cfg; Run starts it.
+func New(cfg Config) (*Listener, error) {
+	if cfg.DSN == "" || cfg.Channel == "" || cfg.Wake == nil {
+		return nil, errors.New("notify: DSN, Channel and Wake are required")
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 30 * time.Second
+	}
+	if cfg.MinReconnect <= 0 {
+		cfg.MinReconnect = 100 * time.Millisecond
+	}
+	if cfg.MaxReconnect <= 0 {
+		cfg.MaxReconnect = 10 * time.Second
+	}
+	return &Listener{cfg: cfg}, nil
+}
+
+// Connected reports whether the LISTEN connection is up right now.
+func (l *Listener) Connected() bool { return l.connected.Load() }
+
+// Run listens until ctx ends. It returns nil on cancellation; connection trouble is never an
+// error here, only a state (Connected) and a log line, since polling covers for it.
+func (l *Listener) Run(ctx context.Context) error {
+	log := l.cfg.Logger
+	pl := pq.NewListener(l.cfg.DSN, l.cfg.MinReconnect, l.cfg.MaxReconnect, func(ev pq.ListenerEventType, err error) {
+		switch ev {
+		case pq.ListenerEventConnected:
+			l.connected.Store(true)
+			log.Info().Str("channel", l.cfg.Channel).Msg("listening for outbox notifications")
+		case pq.ListenerEventReconnected:
+			l.connected.Store(true)
+			log.Info().Str("channel", l.cfg.Channel).Msg("listen connection restored")
+		case pq.ListenerEventDisconnected:
+			l.connected.Store(false)
+			log.Warn().Err(err).Msg("listen connection lost; polling until it is back")
+		case pq.ListenerEventConnectionAttemptFailed:
+			l.connected.Store(false)
+			log.Warn().Err(err).Msg("listen connection attempt failed")
+		}
+	})
+	defer func() {
+		l.connected.Store(false)
+		_ = pl.Close()
+	}()
+
+	// Listen blocks until the first connection succeeds; Close (deferred) releases it.
+	listenErr := make(chan error, 1)
+	go func() { listenErr <- pl.Listen(l.cfg.Channel) }()
+
+	ping := time.NewTicker(l.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = pl.Close()
+			if listenErr != nil {
+				<-listenErr
+			}
+			return nil
+		case err := <-listenErr:
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				// The server refused LISTEN itself (permissions, bad channel): the connection
+				// is fine but no notification will come. Polling still delivers everything.
+				log.Error().Err(err).Str("channel", l.cfg.Channel).Msg("LISTEN refused; running on polling alone")
+			}
+			listenErr = nil
+		case n := <-pl.Notify:
+			// nil means "reconnected, notifications may have been lost": wake just the same.
+			_ = n
+			l.cfg.Wake()
+		case <-ping.C:
+			if err := pl.Ping(); err != nil {
+				log.Debug().Err(err).Msg("listen connection ping failed")
+			}
+		}
+	}
+}
