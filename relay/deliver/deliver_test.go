@@ -343,14 +343,18 @@ func TestGoneDisablesSubscriptionAndCancelsPending(t *testing.T) {
 	b := setup(t, options{schedule: []time.Duration{time.Hour}})
 	b.receiver.Respond = func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(http.StatusGone) }
 	sub := b.subscribe(t, b.receiver.URL, nil, false)
-	// A delivery waiting for its retry must be cancelled too.
-	waiting := b.publish(t, outbox.Event{})
+	// A delivery waiting for its retry must be cancelled too. It is made by hand while the
+	// subscription is paused, so that the running dispatcher creates none for it.
 	_, err := b.db.Exec(`UPDATE relay.subscriptions SET status = 'paused' WHERE id = $1`, sub.id)
 	require.NoError(t, err)
+	waiting := b.publish(t, outbox.Event{})
+	relaytest.Eventually(t, 10*time.Second, func() bool {
+		var n int
+		require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.outbox WHERE dispatched_at IS NULL`))
+		return n == 0
+	}, "outbox not dispatched")
 	_, err = b.db.Exec(`INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, next_attempt_at)
 		SELECT event_id, id, $1, now() + interval '1 hour' FROM relay.outbox WHERE event_id = $2`, sub.id, waiting)
-	require.NoError(t, err)
-	_, err = b.db.Exec(`UPDATE relay.outbox SET dispatched_at = now()`)
 	require.NoError(t, err)
 	_, err = b.db.Exec(`UPDATE relay.subscriptions SET status = 'active' WHERE id = $1`, sub.id)
 	require.NoError(t, err)
