@@ -1,0 +1,202 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/rs/zerolog"
+
+	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/targets"
+)
+
+// Config is what the management API needs.
+type Config struct {
+	// DB is the relay's database. Required.
+	DB *sqlx.DB
+	// Schema holds the relay's tables (RELAY_SCHEMA). Optional: outbox.DefaultSchema when empty.
+	Schema string
+	// Targets decides which target URLs subscriptions may have. Optional: the zero Policy is
+	// the strict one (https, public addresses).
+	Targets targets.Policy
+	// Logger receives internal errors and notable changes; never secrets or bodies. Optional:
+	// the zero Logger discards.
+	Logger zerolog.Logger
+	// SealSecret turns a new plain signing secret into what is stored (encrypts it). Optional:
+	// nil stores the secret as it is.
+	SealSecret func(plain string) (stored string, err error)
+	// OpenSecret turns a stored secret back into the plain one; the inverse of SealSecret.
+	// Optional: nil reads the stored value as it is.
+	OpenSecret func(stored string) (plain string, err error)
+}
+
+// API serves the management API. Create it with New.
+type API struct {
+	db         *sqlx.DB
+	q          queries
+	targets    targets.Policy
+	log        zerolog.Logger
+	sealSecret func(string) (string, error)
+	openSecret func(string) (string, error)
+	handler    http.Handler
+}
+
+// New checks cfg and returns the API.
+func New(cfg Config) (*API, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("api: Config.DB is required")
+	}
+	schema := cfg.Schema
+	if schema == "" {
+		schema = outbox.DefaultSchema
+	}
+	if !outbox.ValidSchemaName(schema) {
+		return nil, fmt.Errorf("api: Config.Schema %q is not a valid schema name", schema)
+	}
+	identity := func(s string) (string, error) { return s, nil }
+	a := &API{
+		db:         cfg.DB,
+		q:          newQueries(schema),
+		targets:    cfg.Targets,
+		log:        cfg.Logger,
+		sealSecret: cfg.SealSecret,
+		openSecret: cfg.OpenSecret,
+	}
+	if a.sealSecret == nil {
+		a.sealSecret = identity
+	}
+	if a.openSecret == nil {
+		a.openSecret = identity
+	}
+	a.handler = a.newHandler()
+	return a, nil
+}
+
+// handlerFunc is one route's handler. It writes its own success answer; an error it returns is
+// answered by serve: an *apiError as it is, anything else as a logged 500.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, s scope) error
+
+// route is one method and path of the API.
+type route struct {
+	method  string
+	pattern string // a net/http pattern without the method
+	handle  handlerFunc
+}
+
+// routes is the whole API surface. A new endpoint is one line here and one handler.
+func (a *API) routes() []route {
+	return []route{
+		{http.MethodPost, "/v1/subscriptions", a.createSubscription},
+		{http.MethodGet, "/v1/subscriptions", a.listSubscriptions},
+		{http.MethodGet, "/v1/subscriptions/{id}", a.getSubscription},
+		{http.MethodDelete, "/v1/subscriptions/{id}", a.deleteSubscription},
+		{http.MethodGet, "/v1/subscriptions/{id}/secret", a.getSecret},
+		{http.MethodGet, "/v1/subscriptions/{id}/deliveries", a.listSubscriptionDeliveries},
+		{http.MethodGet, "/v1/deliveries/{id}", a.getDelivery},
+		{http.MethodGet, "/v1/events/{event_id}", a.getEvent},
+	}
+}
+
+// Handler answers the API routes. It does not authenticate: put BearerAuth and a middleware
+// that sets the Caller (TenantFromHeader, or forward auth) in front of it. A request that
+// reaches it without a Caller is refused with 401.
+func (a *API) Handler() http.Handler { return a.handler }
+
+func (a *API) newHandler() http.Handler {
+	// Each path gets one handler that picks the method itself, so that a wrong method is a
+	// JSON 405 with an Allow header rather than net/http's plain-text one.
+	byPath := map[string]map[string]handlerFunc{}
+	var paths []string
+	for _, rt := range a.routes() {
+		if byPath[rt.pattern] == nil {
+			byPath[rt.pattern] = map[string]handlerFunc{}
+			paths = append(paths, rt.pattern)
+		}
+		byPath[rt.pattern][rt.method] = rt.handle
+	}
+	mux := http.NewServeMux()
+	for _, p := range paths {
+		mux.Handle(p, a.methods(byPath[p]))
+	}
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, codeNotFound, "no such endpoint"))
+	}))
+	return a.recover(a.requireCaller(mux))
+}
+
+func (a *API) methods(handlers map[string]handlerFunc) http.Handler {
+	allowed := make([]string, 0, len(handlers))
+	for m := range handlers {
+		allowed = append(allowed, m)
+	}
+	slices.Sort(allowed)
+	allow := strings.Join(allowed, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, ok := handlers[r.Method]
+		if !ok {
+			w.Header().Set("Allow", allow)
+			writeError(w, errorf(http.StatusMethodNotAllowed, codeMethodNotAllowed, "method %s is not allowed here; allowed: %s", truncate(r.Method), allow))
+			return
+		}
+		s, aerr := scopeOf(r.Context())
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		if err := h(w, r, s); err != nil {
+			a.fail(w, r, err)
+		}
+	})
+}
+
+// requireCaller refuses every request without a usable Caller before routing, so that an
+// unauthenticated request learns nothing, not even which paths exist.
+func (a *API) requireCaller(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, aerr := scopeOf(r.Context()); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// fail answers err: an *apiError as it is, anything else as 500 internal_error, logged here
+// with the request it broke and never shown to the caller.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if aerr, ok := errors.AsType[*apiError](err); ok {
+		writeError(w, aerr)
+		return
+	}
+	ev := a.log.Error()
+	if r.Context().Err() != nil {
+		ev = a.log.Debug() // the caller went away; nobody reads the answer
+	}
+	ev.Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("api request failed")
+	writeError(w, errInternal)
+}
+
+// recover turns a panic in a handler into a logged 500, so a bug costs one request rather
+// than a stack trace on the wire.
+func (a *API) recover(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			a.log.Error().Str("method", r.Method).Str("path", r.URL.Path).
+				Str("panic", fmt.Sprint(v)).Str("stack", string(debug.Stack())).Msg("api handler panicked")
+			writeError(w, errInternal)
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

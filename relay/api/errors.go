@@ -1,0 +1,105 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/referralloop/outbox-relay/relay/targets"
+)
+
+// Error codes, the "code" of an error answer. They are part of the API: clients branch on
+// them, so existing codes never change meaning.
+const (
+	codeInvalidJSON          = "invalid_json"           // 400: not JSON, trailing data, duplicate field, wrong JSON type
+	codeUnknownField         = "unknown_field"          // 400
+	codeInvalidTenantID      = "invalid_tenant_id"      // 400: X-Tenant-ID (or the caller's tenant) unusable
+	codeUnauthorized         = "unauthorized"           // 401
+	codeNotFound             = "not_found"              // 404: missing, malformed ID, another tenant's
+	codeMethodNotAllowed     = "method_not_allowed"     // 405
+	codeDuplicate            = "duplicate_subscription" // 409
+	codeBodyTooLarge         = "body_too_large"         // 413
+	codeUnsupportedMediaType = "unsupported_media_type" // 415
+	codeInvalidTargetURL     = targets.CodeInvalidTargetURL
+	codeInvalidEventTypes    = "invalid_event_types"
+	codeInvalidEventType     = "invalid_event_type" // the event_type list filter
+	codeInvalidFilter        = "invalid_filter"
+	codeInvalidHeaders       = "invalid_headers"
+	codeInvalidMetadata      = "invalid_metadata"
+	codeInvalidDescription   = "invalid_description"
+	codeInvalidLimit         = "invalid_limit"
+	codeInvalidCursor        = "invalid_cursor"
+	codeInvalidStatus        = "invalid_status"
+	codeInternal             = "internal_error" // 500, never with detail
+)
+
+// apiError is an answer for the caller: its status, code and message are sent as they are.
+// Any other error a handler returns is internal: logged, and answered with a bare 500.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	// existingID is set on 409 duplicate_subscription only.
+	existingID string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// invalid is a 422: valid JSON, a value that is not acceptable.
+func invalid(code, format string, args ...any) *apiError {
+	return errorf(http.StatusUnprocessableEntity, code, format, args...)
+}
+
+func badJSON(format string, args ...any) *apiError {
+	return errorf(http.StatusBadRequest, codeInvalidJSON, format, args...)
+}
+
+func notFound(what string) *apiError {
+	return errorf(http.StatusNotFound, codeNotFound, "%s not found", what)
+}
+
+var errInternal = &apiError{status: http.StatusInternalServerError, code: codeInternal, message: "internal error"}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	ExistingID string `json:"existing_id,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, errorBody{Error: errorDetail{Code: e.code, Message: e.message, ExistingID: e.existingID}})
+}
+
+// writeJSON answers v. The values handlers pass always marshal; should one not, the caller
+// still gets a well-formed 500.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":{"code":"internal_error","message":"internal error"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store") // answers may carry secrets
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// truncate shortens caller input quoted back in a message.
+func truncate(s string) string {
+	const max = 64
+	r := []rune(s)
+	if len(r) <= max {
+		return s
+	}
+	return string(r[:max]) + "..."
+}

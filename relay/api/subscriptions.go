@@ -1,0 +1,477 @@
+package api
+
+import (
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lib/pq"
+
+	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/signature"
+	"github.com/referralloop/outbox-relay/relay/targets"
+)
+
+// Limits on a subscription's fields.
+const (
+	maxEventTypes        = 100
+	maxDescriptionLength = 1024 // characters
+	maxHeaders           = 50
+	maxHeaderNameLength  = 256
+	maxHeaderValueLength = 4096 // bytes
+)
+
+// subscriptionStatuses are the values of subscriptions.status.
+var subscriptionStatuses = []string{"active", "paused", "disabled"}
+
+// reservedHeaders are header names a subscription's custom headers may not set: the relay's
+// own (SPEC section 4) and those that belong to the transport. Lower case.
+var reservedHeaders = []string{
+	"content-type", "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
+	"x-webhook-signature", "x-webhook-event", "x-webhook-attempt",
+	"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+	"proxy-connection", "te", "trailer", "upgrade", "expect",
+}
+
+// subscriptionRow is one subscriptions row as the API reads it (never the secret).
+type subscriptionRow struct {
+	Seq            int64          `db:"seq"`
+	ID             string         `db:"id"`
+	TenantID       sql.NullString `db:"tenant_id"`
+	TargetURL      string         `db:"target_url"`
+	EventTypes     pq.StringArray `db:"event_types"`
+	Filter         []byte         `db:"filter"`
+	Headers        []byte         `db:"headers"`
+	Description    string         `db:"description"`
+	Metadata       []byte         `db:"metadata"`
+	Ordered        bool           `db:"ordered"`
+	Status         string         `db:"status"`
+	DisabledReason sql.NullString `db:"disabled_reason"`
+	CreatedAt      time.Time      `db:"created_at"`
+	UpdatedAt      time.Time      `db:"updated_at"`
+}
+
+// subscriptionJSON is a subscription as the API shows it (SPEC section 6).
+type subscriptionJSON struct {
+	ID             string          `json:"id"`
+	TenantID       *string         `json:"tenant_id"`
+	TargetURL      string          `json:"target_url"`
+	EventTypes     []string        `json:"event_types"`
+	Filter         json.RawMessage `json:"filter"`
+	Headers        json.RawMessage `json:"headers"`
+	Description    string          `json:"description"`
+	Metadata       json.RawMessage `json:"metadata"`
+	Ordered        bool            `json:"ordered"`
+	Status         string          `json:"status"`
+	DisabledReason *string         `json:"disabled_reason"`
+	CreatedAt      time.Time       `json:"created_at"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+}
+
+func (r subscriptionRow) toJSON() subscriptionJSON {
+	return subscriptionJSON{
+		ID:             r.ID,
+		TenantID:       nullable(r.TenantID),
+		TargetURL:      r.TargetURL,
+		EventTypes:     []string(r.EventTypes),
+		Filter:         json.RawMessage(r.Filter), // nil, hence null, when unset
+		Headers:        jsonOr(r.Headers, "{}"),
+		Description:    r.Description,
+		Metadata:       jsonOr(r.Metadata, "{}"),
+		Ordered:        r.Ordered,
+		Status:         r.Status,
+		DisabledReason: nullable(r.DisabledReason),
+		CreatedAt:      r.CreatedAt.UTC(),
+		UpdatedAt:      r.UpdatedAt.UTC(),
+	}
+}
+
+func nullable(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	return &s.String
+}
+
+func jsonOr(b []byte, def string) json.RawMessage {
+	if b == nil {
+		return json.RawMessage(def)
+	}
+	return json.RawMessage(b)
+}
+
+// newSubscription is a validated create request.
+type newSubscription struct {
+	TargetURL   string
+	EventTypes  []string // normalised: deduplicated, sorted
+	Filter      json.RawMessage
+	Headers     map[string]string
+	Description string
+	Metadata    json.RawMessage
+	Ordered     bool
+}
+
+var createFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered"}
+
+// parseCreateSubscription decodes and checks a POST /v1/subscriptions body. It is pure: the
+// target URL is checked for syntax only by the Policy afterwards, with DNS. Errors are
+// *apiError (400 or 422).
+func parseCreateSubscription(body []byte) (newSubscription, error) {
+	var in newSubscription
+	if body == nil {
+		return in, badJSON("request body is empty; send a JSON object")
+	}
+	obj, err := decodeObject(body, createFields)
+	if err != nil {
+		return in, err
+	}
+
+	targetURL, ok, err := field[string](obj, "target_url", "a string")
+	if err != nil {
+		return in, err
+	}
+	if !ok {
+		return in, invalid(codeInvalidTargetURL, "target_url is required")
+	}
+	in.TargetURL = targetURL
+
+	list, hasList, err := field[[]string](obj, "event_types", "an array of strings")
+	if err != nil {
+		return in, err
+	}
+	one, hasOne, err := field[string](obj, "event_type", "a string")
+	if err != nil {
+		return in, err
+	}
+	switch {
+	case hasList && hasOne:
+		return in, invalid(codeInvalidEventTypes, "give event_types or event_type, not both")
+	case hasOne:
+		list = []string{one}
+	case !hasList:
+		return in, invalid(codeInvalidEventTypes, "event_types is required")
+	}
+	if in.EventTypes, err = normalizeEventTypes(list); err != nil {
+		return in, err
+	}
+
+	if in.Description, _, err = field[string](obj, "description", "a string"); err != nil {
+		return in, err
+	}
+	if err := checkDescription(in.Description); err != nil {
+		return in, err
+	}
+	if in.Filter, err = normalizeObject(obj, "filter", codeInvalidFilter); err != nil {
+		return in, err
+	}
+	if string(in.Filter) == "{}" {
+		in.Filter = nil // contained in every payload: the same as no filter, and stored so
+	}
+	if in.Headers, _, err = field[map[string]string](obj, "headers", "an object of strings"); err != nil {
+		return in, err
+	}
+	if err := checkHeaders(in.Headers); err != nil {
+		return in, err
+	}
+	if in.Metadata, err = normalizeObject(obj, "metadata", codeInvalidMetadata); err != nil {
+		return in, err
+	}
+	if in.Ordered, _, err = field[bool](obj, "ordered", "true or false"); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+// validEventPattern reports whether p may be in a subscription's event_types: "*", an exact
+// event type, or a prefix wildcard "<event type>.*".
+func validEventPattern(p string) bool {
+	if p == "*" {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(p, ".*"); ok {
+		return outbox.ValidEventType(prefix)
+	}
+	return outbox.ValidEventType(p)
+}
+
+// normalizeEventTypes checks every pattern and answers them deduplicated and sorted, so that
+// the duplicate check compares sets.
+func normalizeEventTypes(list []string) ([]string, error) {
+	if len(list) == 0 {
+		return nil, invalid(codeInvalidEventTypes, "event_types must not be empty")
+	}
+	if len(list) > maxEventTypes {
+		return nil, invalid(codeInvalidEventTypes, "event_types has %d entries, the limit is %d", len(list), maxEventTypes)
+	}
+	for _, p := range list {
+		if !validEventPattern(p) {
+			return nil, invalid(codeInvalidEventTypes,
+				"event type %q is not valid: use an exact type such as signup.created, a prefix wildcard such as signup.*, or *", truncate(p))
+		}
+	}
+	out := slices.Clone(list)
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+func checkDescription(d string) error {
+	if n := utf8.RuneCountInString(d); n > maxDescriptionLength {
+		return invalid(codeInvalidDescription, "description is %d characters long, the limit is %d", n, maxDescriptionLength)
+	}
+	if strings.ContainsRune(d, 0) {
+		return invalid(codeInvalidDescription, "description must not contain the character U+0000")
+	}
+	return nil
+}
+
+// checkHeaders checks custom headers: valid names that the relay does not set itself, each
+// once whatever its case, and values without control characters.
+func checkHeaders(h map[string]string) error {
+	if len(h) > maxHeaders {
+		return invalid(codeInvalidHeaders, "headers has %d entries, the limit is %d", len(h), maxHeaders)
+	}
+	names := make([]string, 0, len(h))
+	for name := range h {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the first problem found does not depend on map order
+	seen := make(map[string]bool, len(h))
+	for _, name := range names {
+		lower := strings.ToLower(name)
+		switch {
+		case name == "" || len(name) > maxHeaderNameLength || !isToken(name):
+			return invalid(codeInvalidHeaders, "header name %q is not a valid HTTP header name", truncate(name))
+		case slices.Contains(reservedHeaders, lower):
+			return invalid(codeInvalidHeaders, "header %q is set by the relay and cannot be overridden", name)
+		case seen[lower]:
+			return invalid(codeInvalidHeaders, "header %q is given more than once (names are case-insensitive)", name)
+		}
+		seen[lower] = true
+		value := h[name]
+		if len(value) > maxHeaderValueLength {
+			return invalid(codeInvalidHeaders, "value of header %q is longer than %d bytes", name, maxHeaderValueLength)
+		}
+		if !validHeaderValue(value) {
+			return invalid(codeInvalidHeaders, "value of header %q contains a control character", name)
+		}
+	}
+	return nil
+}
+
+// isToken reports whether s is an RFC 9110 token, what a header name must be.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s can be sent as a header value: no control characters
+// but horizontal tab.
+func validHeaderValue(s string) bool {
+	for _, r := range s {
+		if r < ' ' && r != '\t' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// createSubscription is POST /v1/subscriptions.
+//
+// Idempotency-Key will wrap this route, not live in it: the stored answer is the whole
+// response this handler writes.
+func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
+	}
+	in, err := parseCreateSubscription(body)
+	if err != nil {
+		return err
+	}
+	if err := a.targets.Validate(r.Context(), in.TargetURL); err != nil {
+		if terr, ok := errors.AsType[*targets.Error](err); ok {
+			return invalid(terr.Code, "%s", terr.Message)
+		}
+		return fmt.Errorf("validating target URL: %w", err)
+	}
+
+	plain, err := signature.NewSecret()
+	if err != nil {
+		return err
+	}
+	stored, err := a.sealSecret(plain)
+	if err != nil {
+		return fmt.Errorf("sealing secret: %w", err)
+	}
+	headers, err := json.Marshal(in.Headers)
+	if err != nil {
+		return fmt.Errorf("encoding headers: %w", err)
+	}
+	if in.Headers == nil {
+		headers = []byte("{}")
+	}
+	metadata := in.Metadata
+	if metadata == nil {
+		metadata = json.RawMessage("{}")
+	}
+	filter := sql.NullString{String: string(in.Filter), Valid: in.Filter != nil}
+	eventTypes := pq.StringArray(in.EventTypes)
+
+	// A duplicate found and then deleted before we read its id is retried once or twice;
+	// after that the conflict is real contention and answered without an id.
+	for range 3 {
+		var row subscriptionRow
+		err = a.db.GetContext(r.Context(), &row, a.q.insertSubscription,
+			ids.NewSubscriptionID(), s.sqlTenant(), in.TargetURL, eventTypes, filter,
+			string(headers), in.Description, string(metadata), in.Ordered, stored)
+		if err == nil {
+			a.log.Info().Str("subscription_id", row.ID).Str("tenant_id", s.tenant).Msg("subscription created")
+			writeJSON(w, http.StatusCreated, struct {
+				subscriptionJSON
+				Secret string `json:"secret"`
+			}{row.toJSON(), plain})
+			return nil
+		}
+		if !isDuplicate(err) {
+			return fmt.Errorf("inserting subscription: %w", err)
+		}
+		var existing string
+		err = a.db.GetContext(r.Context(), &existing, a.q.findDuplicate, s.sqlTenant(), in.TargetURL, eventTypes, filter)
+		if err == nil {
+			aerr := errorf(http.StatusConflict, codeDuplicate, "a subscription with the same target_url, event_types and filter exists")
+			aerr.existingID = existing
+			return aerr
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("finding duplicate subscription: %w", err)
+		}
+	}
+	return errorf(http.StatusConflict, codeDuplicate, "a subscription with the same target_url, event_types and filter is being changed; try again")
+}
+
+// isDuplicate reports whether err is the unique violation of subscriptions_duplicate_idx.
+func isDuplicate(err error) bool {
+	pqErr, ok := errors.AsType[*pq.Error](err)
+	return ok && pqErr.Code == "23505" && pqErr.Constraint == "subscriptions_duplicate_idx"
+}
+
+// listSubscriptions is GET /v1/subscriptions: newest first, filtered by ?status= and
+// ?event_type= (an exact type lists every subscription that would receive it; a pattern
+// lists those that have that very pattern).
+func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request, s scope) error {
+	q := r.URL.Query()
+	p, err := parsePage(q, cursorSubscriptions)
+	if err != nil {
+		return err
+	}
+	var status, eventType any
+	if v := q.Get("status"); v != "" {
+		if !slices.Contains(subscriptionStatuses, v) {
+			return invalid(codeInvalidStatus, "status must be one of %s", strings.Join(subscriptionStatuses, ", "))
+		}
+		status = v
+	}
+	exact := false
+	if v := q.Get("event_type"); v != "" {
+		if !validEventPattern(v) {
+			return invalid(codeInvalidEventType, "event_type %q is not an event type or pattern", truncate(v))
+		}
+		eventType = v
+		exact = outbox.ValidEventType(v)
+	}
+	var rows []subscriptionRow
+	if err := a.db.SelectContext(r.Context(), &rows, a.q.listSubscriptions,
+		s.sqlTenant(), status, eventType, exact, p.beforeParam(), p.limit+1); err != nil {
+		return fmt.Errorf("listing subscriptions: %w", err)
+	}
+	rows, next := paginate(rows, p.limit, cursorSubscriptions, func(r subscriptionRow) int64 { return r.Seq })
+	out := list[subscriptionJSON]{Data: make([]subscriptionJSON, 0, len(rows)), NextCursor: next}
+	for _, row := range rows {
+		out.Data = append(out.Data, row.toJSON())
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// loadSubscription answers the live subscription {id} of the request within s, or 404.
+func (a *API) loadSubscription(r *http.Request, s scope) (subscriptionRow, error) {
+	var row subscriptionRow
+	id := r.PathValue("id")
+	if !ids.ValidSubscriptionID(id) {
+		return row, notFound("subscription")
+	}
+	err := a.db.GetContext(r.Context(), &row, a.q.getSubscription, id, s.sqlTenant())
+	if errors.Is(err, sql.ErrNoRows) {
+		return row, notFound("subscription")
+	}
+	if err != nil {
+		return row, fmt.Errorf("reading subscription: %w", err)
+	}
+	return row, nil
+}
+
+// getSubscription is GET /v1/subscriptions/{id}.
+func (a *API) getSubscription(w http.ResponseWriter, r *http.Request, s scope) error {
+	row, err := a.loadSubscription(r, s)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, row.toJSON())
+	return nil
+}
+
+// getSecret is GET /v1/subscriptions/{id}/secret.
+func (a *API) getSecret(w http.ResponseWriter, r *http.Request, s scope) error {
+	id := r.PathValue("id")
+	if !ids.ValidSubscriptionID(id) {
+		return notFound("subscription")
+	}
+	var stored string
+	err := a.db.GetContext(r.Context(), &stored, a.q.getSecret, id, s.sqlTenant())
+	if errors.Is(err, sql.ErrNoRows) {
+		return notFound("subscription")
+	}
+	if err != nil {
+		return fmt.Errorf("reading secret: %w", err)
+	}
+	plain, err := a.openSecret(stored)
+	if err != nil {
+		// Not the caller's fault: a wrong or missing RELAY_ENCRYPTION_KEY.
+		return fmt.Errorf("opening secret of subscription %s: %w", id, err)
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Secret string `json:"secret"`
+	}{plain})
+	return nil
+}
+
+// deleteSubscription is DELETE /v1/subscriptions/{id}: a soft delete that cancels the
+// subscription's pending deliveries; deleted subscriptions answer 404 from then on.
+func (a *API) deleteSubscription(w http.ResponseWriter, r *http.Request, s scope) error {
+	id := r.PathValue("id")
+	if !ids.ValidSubscriptionID(id) {
+		return notFound("subscription")
+	}
+	var deleted, cancelled int64
+	if err := a.db.QueryRowxContext(r.Context(), a.q.deleteSubscription, id, s.sqlTenant()).Scan(&deleted, &cancelled); err != nil {
+		return fmt.Errorf("deleting subscription: %w", err)
+	}
+	if deleted == 0 {
+		return notFound("subscription")
+	}
+	a.log.Info().Str("subscription_id", id).Int64("cancelled", cancelled).Msg("subscription deleted")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
