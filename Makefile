@@ -19,5 +19,5 @@ lint: ## Check gofmt, go vet and that go mod tidy changes nothing
 	go vet ./...
 	go mod tidy -diff
 
-demo: ## Run the demo (scripts/demo.sh)
-	bash scripts/demo.sh
+demo: ## Show the relay delivering verified webhooks end to end (finds or starts PostgreSQL)
+	scripts/with-postgres.sh bash scripts/demo.sh

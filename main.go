@@ -1,0 +1,189 @@
+// Command outbox-relay turns rows in a PostgreSQL outbox table into signed, retried webhooks.
+//
+// Usage:
+//
+//	outbox-relay [serve]      run the relay (the default)
+//	outbox-relay migrate      create or upgrade the database schema, then exit
+//	outbox-relay receive      a local receiver that verifies and prints webhooks
+//	outbox-relay version      print the version
+//	outbox-relay help         list the commands and every RELAY_ variable
+//
+// Configuration comes from the environment only; see "outbox-relay help".
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	_ "github.com/lib/pq" // the PostgreSQL driver
+	"github.com/rs/zerolog"
+
+	"github.com/referralloop/outbox-relay/config"
+	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay"
+	"github.com/referralloop/outbox-relay/relay/receiver"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(stdout)
+	case "migrate":
+		err = migrate(stdout)
+	case "receive":
+		err = receive(args, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "outbox-relay %s\n", version)
+	case "help", "--help", "-h":
+		usage(stdout)
+	default:
+		fmt.Fprintf(stderr, "outbox-relay: unknown command %q (try: outbox-relay help)\n", cmd)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "outbox-relay: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `outbox-relay %s: reliable, signed webhooks from a PostgreSQL outbox.
+
+Commands:
+  serve      run the relay (the default)
+  migrate    create or upgrade the database schema, then exit
+  receive    run a local receiver that verifies and prints webhooks:
+             outbox-relay receive --addr :3000 --secret whsec_...
+  version    print the version
+  help       print this help
+
+Environment (serve and migrate):
+`, version)
+	if err := config.Usage(w); err != nil {
+		fmt.Fprintf(w, "  (cannot list variables: %v)\n", err)
+	}
+}
+
+// signalContext ends on the first SIGTERM or SIGINT; a second one exits at once, for an
+// operator who does not want to wait out the shutdown grace.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-sigs
+		fmt.Fprintln(os.Stderr, "outbox-relay: second signal, exiting now")
+		os.Exit(1)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		cancel()
+	}
+}
+
+func newLogger(cfg config.Config, stdout io.Writer) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	var w io.Writer = stdout
+	if cfg.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: stdout, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+func serve(stdout io.Writer) error {
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stdout)
+	ctx, stop := signalContext()
+	defer stop()
+	log.Info().Str("version", version).Msg("outbox-relay")
+	return relay.Run(ctx, cfg, relay.Options{Version: version, Logger: log})
+}
+
+func migrate(stdout io.Writer) error {
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	db, err := sql.Open("postgres", cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("opening database: %w", err)
+	}
+	defer db.Close()
+	res, err := outbox.Migrate(ctx, db, outbox.MigrateOptions{Schema: cfg.Schema, NotifyTrigger: cfg.NotifyTrigger})
+	if err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	if len(res.Applied) == 0 {
+		fmt.Fprintf(stdout, "schema %s is up to date (version %d)\n", cfg.Schema, res.Version)
+	} else {
+		fmt.Fprintf(stdout, "schema %s migrated to version %d: %s\n", cfg.Schema, res.Version, strings.Join(res.Applied, ", "))
+	}
+	return nil
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func receive(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", ":3000", "address to listen on")
+	var secrets stringList
+	fs.Var(&secrets, "secret", "the subscription's signing secret (whsec_...); repeat during a rotation")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if len(secrets) == 0 {
+		if s := os.Getenv("WEBHOOK_SECRET"); s != "" {
+			secrets = append(secrets, s)
+		} else {
+			return errors.New("receive: --secret is required (or set WEBHOOK_SECRET)")
+		}
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	return receiver.Run(ctx, receiver.Config{Addr: *addr, Secrets: secrets, Out: stdout, Logger: zerolog.New(stderr)})
+}

@@ -1,0 +1,314 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the PostgreSQL driver
+	"github.com/rs/zerolog"
+
+	"github.com/referralloop/outbox-relay/config"
+	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/deliver"
+	"github.com/referralloop/outbox-relay/relay/dispatch"
+	"github.com/referralloop/outbox-relay/relay/notify"
+	"github.com/referralloop/outbox-relay/relay/retention"
+	"github.com/referralloop/outbox-relay/relay/targets"
+)
+
+// Options are what Run needs besides the configuration.
+type Options struct {
+	// Version goes into the User-Agent header; required.
+	Version string
+	// Logger is the root logger; each component gets a child.
+	Logger zerolog.Logger
+	// Listening, if set, is called with the bound API and ops addresses once both listen
+	// (tests use ":0" and need to know the ports).
+	Listening func(apiAddr, opsAddr net.Addr)
+}
+
+// Run runs the relay until ctx ends. It returns an error only when it cannot start at all
+// (an address in use, a schema newer than this binary); it returns nil after a clean stop.
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	log := opts.Logger
+	// Refuse what this version cannot do yet rather than silently ignore it: an operator who
+	// sets an encryption key must not end up with secrets stored in clear.
+	if cfg.UpstreamURL != "" {
+		return errors.New("RELAY_UPSTREAM_URL: reverse-proxy mode is not available in this version")
+	}
+	if len(cfg.EncryptionKey) > 0 {
+		return errors.New("RELAY_ENCRYPTION_KEY: encryption of secrets at rest is not available in this version")
+	}
+	db, err := sqlx.Open("postgres", cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("opening database: %w", err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+
+	r := &runner{cfg: cfg, db: db, log: log}
+
+	apiLn, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listening on RELAY_LISTEN_ADDR %s: %w", cfg.ListenAddr, err)
+	}
+	opsLn, err := net.Listen("tcp", cfg.OpsAddr)
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("listening on RELAY_OPS_ADDR %s: %w", cfg.OpsAddr, err)
+	}
+	if opts.Listening != nil {
+		opts.Listening(apiLn.Addr(), opsLn.Addr())
+	}
+
+	// The ops server comes up first so that liveness answers while the database is awaited.
+	opsSrv := &http.Server{Handler: r.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
+	var servers sync.WaitGroup
+	servers.Add(1)
+	go func() {
+		defer servers.Done()
+		if err := opsSrv.Serve(opsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("ops server stopped")
+		}
+	}()
+	defer func() {
+		shutdownServer(opsSrv, 2*time.Second)
+		servers.Wait()
+	}()
+
+	if err := r.prepareSchema(ctx); err != nil {
+		apiLn.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	policy := targets.Policy{AllowHTTP: cfg.AllowHTTP, AllowPrivate: cfg.AllowPrivateTargets}
+	owner := ownerID()
+	log.Info().Str("owner", owner).Str("schema", cfg.Schema).Msg("starting")
+
+	r.deliverer, err = deliver.New(deliver.Config{
+		DB:                         db,
+		Schema:                     cfg.Schema,
+		Owner:                      owner,
+		Workers:                    cfg.Workers,
+		BatchSize:                  cfg.BatchSize,
+		PollInterval:               cfg.PollInterval,
+		DeliveryTimeout:            cfg.DeliveryTimeout,
+		RetrySchedule:              cfg.RetrySchedule,
+		MaxPayloadBytes:            cfg.MaxPayloadBytes,
+		MaxInFlightPerSubscription: cfg.MaxInFlightPerSubscription,
+		ShutdownGrace:              cfg.ShutdownGrace,
+		UserAgent:                  "outbox-relay/" + opts.Version,
+		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
+		Logger:                     log.With().Str("component", "deliver").Logger(),
+	})
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+	r.dispatcher, err = dispatch.New(dispatch.Config{
+		DB:           db,
+		Schema:       cfg.Schema,
+		BatchSize:    cfg.BatchSize,
+		PollInterval: cfg.PollInterval,
+		Dispatched:   func(int) { r.deliverer.Kick() },
+		Logger:       log.With().Str("component", "dispatch").Logger(),
+	})
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+	if cfg.NotifyTrigger {
+		r.listener, err = notify.New(notify.Config{
+			DSN:     cfg.ListenDatabaseURL,
+			Channel: outbox.Channel(cfg.Schema),
+			Wake:    r.dispatcher.Kick,
+			Logger:  log.With().Str("component", "notify").Logger(),
+		})
+		if err != nil {
+			apiLn.Close()
+			return err
+		}
+	}
+	cleaner, err := retention.New(retention.Config{
+		DB:        db,
+		Schema:    cfg.Schema,
+		Retention: cfg.Retention,
+		Logger:    log.With().Str("component", "retention").Logger(),
+	})
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+	apiHandler, err := api.New(api.Config{
+		DB:      db,
+		Schema:  cfg.Schema,
+		Targets: policy,
+		Logger:  log.With().Str("component", "api").Logger(),
+	})
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+
+	var components sync.WaitGroup
+	run := func(f func(context.Context) error) {
+		components.Add(1)
+		go func() {
+			defer components.Done()
+			if err := f(ctx); err != nil {
+				log.Error().Err(err).Msg("component stopped")
+			}
+		}()
+	}
+	if r.listener != nil {
+		run(r.listener.Run)
+	}
+	run(r.dispatcher.Run)
+	run(r.deliverer.Run)
+	run(cleaner.Run)
+	r.started.Store(true)
+
+	apiSrv := &http.Server{
+		Handler:           api.BearerAuth(cfg.APIToken, api.TenantFromHeader(apiHandler.Handler())),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	servers.Add(1)
+	go func() {
+		defer servers.Done()
+		if err := apiSrv.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("api server stopped")
+		}
+	}()
+	log.Info().Str("api", apiLn.Addr().String()).Str("ops", opsLn.Addr().String()).Msg("relay running")
+
+	<-ctx.Done()
+	log.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down: no more claims, finishing requests in flight")
+	r.started.Store(false)
+	shutdownServer(apiSrv, 5*time.Second)
+	components.Wait()
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// runner holds the running parts, for readiness.
+type runner struct {
+	cfg        config.Config
+	db         *sqlx.DB
+	log        zerolog.Logger
+	migrated   atomic.Bool
+	started    atomic.Bool
+	listener   *notify.Listener
+	dispatcher *dispatch.Dispatcher
+	deliverer  *deliver.Deliverer
+}
+
+// prepareSchema migrates (or, with RELAY_AUTO_MIGRATE=false, waits for someone to), retrying
+// while the database is unreachable.
+func (r *runner) prepareSchema(ctx context.Context) error {
+	bo := time.Duration(0)
+	for {
+		err := r.tryPrepareSchema(ctx)
+		if err == nil {
+			r.migrated.Store(true)
+			return nil
+		}
+		if errors.Is(err, outbox.ErrSchemaTooNew) {
+			return err
+		}
+		bo = min(max(bo*2, 200*time.Millisecond), 5*time.Second)
+		r.log.Warn().Err(err).Dur("retry_in", bo).Msg("preparing database schema")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(bo):
+		}
+	}
+}
+
+func (r *runner) tryPrepareSchema(ctx context.Context) error {
+	if r.cfg.AutoMigrate {
+		res, err := outbox.Migrate(ctx, r.db.DB, outbox.MigrateOptions{Schema: r.cfg.Schema, NotifyTrigger: r.cfg.NotifyTrigger})
+		if err != nil {
+			return err
+		}
+		if len(res.Applied) > 0 {
+			r.log.Info().Strs("applied", res.Applied).Int("version", res.Version).Msg("migrated")
+		}
+		return nil
+	}
+	v, err := outbox.SchemaVersion(ctx, r.db.DB, r.cfg.Schema)
+	if err != nil {
+		return err
+	}
+	if want := outbox.LatestVersion(); v != want {
+		return fmt.Errorf("schema %s is at version %d, this relay needs %d: run outbox-relay migrate", r.cfg.Schema, v, want)
+	}
+	return nil
+}
+
+// ready reports whether this replica is doing its job: schema migrated, claiming works, and
+// the LISTEN connection is up (when notifications are used).
+func (r *runner) ready() (bool, string) {
+	switch {
+	case !r.migrated.Load():
+		return false, "schema not migrated yet"
+	case !r.started.Load():
+		return false, "not claiming"
+	case !r.dispatcher.Healthy() || !r.deliverer.Healthy():
+		return false, "database unreachable"
+	case r.listener != nil && !r.listener.Connected():
+		return false, "listen connection down"
+	}
+	return true, "ok"
+}
+
+func (r *runner) opsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := r.ready()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(why + "\n"))
+	})
+	return mux
+}
+
+func shutdownServer(srv *http.Server, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}
+
+// ownerID names this process in delivery leases: host, pid and a random suffix, so that a
+// restarted process with a recycled pid never mistakes an old lease for its own.
+func ownerID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
