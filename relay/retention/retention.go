@@ -1,6 +1,11 @@
 // Package retention deletes what the relay no longer needs: finished deliveries (with their
 // attempts) and dispatched outbox rows older than RELAY_RETENTION.
 //
+// It also cancels orphans: a fan-out that read a subscription just before it was deleted can
+// commit a delivery after the DELETE cancelled the others, and that delivery would otherwise
+// stay pending for ever (the claim skips deleted subscriptions). Locking the subscription in
+// every fan-out would close that window at a cost on the hot path; a sweep closes it for free.
+//
 // It runs on every replica. Each pass deletes in small batches (BatchSize rows per statement,
 // rows locked by another replica are skipped), so it never holds long locks, never blocks
 // dispatch, and gives autovacuum small, regular work instead of one huge dead range. An
@@ -41,6 +46,7 @@ type Config struct {
 // Cleaner deletes old rows on a schedule.
 type Cleaner struct {
 	cfg              Config
+	cancelOrphans    string
 	deleteDeliveries string
 	deleteOutbox     string
 }
@@ -54,6 +60,12 @@ WHERE id IN (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )`
+
+const cancelOrphans = `
+UPDATE {{schema}}.deliveries d
+SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = now()
+FROM {{schema}}.subscriptions s
+WHERE s.id = d.subscription_id AND s.deleted_at IS NOT NULL AND d.status = 'pending'`
 
 const deleteDispatchedOutbox = `
 DELETE FROM {{schema}}.outbox
@@ -82,6 +94,7 @@ func New(cfg Config) (*Cleaner, error) {
 	}
 	return &Cleaner{
 		cfg:              cfg,
+		cancelOrphans:    outbox.Qualify(cfg.Schema, cancelOrphans),
 		deleteDeliveries: outbox.Qualify(cfg.Schema, deleteFinishedDeliveries),
 		deleteOutbox:     outbox.Qualify(cfg.Schema, deleteDispatchedOutbox),
 	}, nil
@@ -109,6 +122,9 @@ func (c *Cleaner) Run(ctx context.Context) error {
 // Pass deletes every row past retention, batch by batch, and reports how many deliveries
 // and outbox rows it deleted.
 func (c *Cleaner) Pass(ctx context.Context) (deliveries, events int64, err error) {
+	if _, err := c.cfg.DB.ExecContext(ctx, c.cancelOrphans); err != nil {
+		return 0, 0, fmt.Errorf("cancelling deliveries of deleted subscriptions: %w", err)
+	}
 	ms := c.cfg.Retention.Milliseconds()
 	deliveries, err = c.drain(ctx, c.deleteDeliveries, ms)
 	if err != nil {

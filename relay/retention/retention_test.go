@@ -55,3 +55,22 @@ func TestPassDeletesOnlyWhatIsPastRetention(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, deliveries+events, "a second pass finds nothing")
 }
+
+func TestPassCancelsDeliveriesOfDeletedSubscriptions(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.NewDB(t)
+	_, err := db.Exec(`
+		INSERT INTO relay.subscriptions (id, target_url, event_types, secret, deleted_at) VALUES ('sub_gone', 'https://example.com/a', '{*}', 'whsec_x', now());
+		INSERT INTO relay.subscriptions (id, target_url, event_types, secret) VALUES ('sub_live', 'https://example.com/b', '{*}', 'whsec_x');
+		INSERT INTO relay.outbox (event_type, payload, dispatched_at) VALUES ('a.b', '{}', now());
+		INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, next_attempt_at)
+		SELECT event_id, id, s, now() FROM relay.outbox, unnest(ARRAY['sub_gone', 'sub_live']) s;`)
+	require.NoError(t, err)
+	c, err := retention.New(retention.Config{DB: db, Retention: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	_, _, err = c.Pass(context.Background())
+	require.NoError(t, err)
+	var statuses []string
+	require.NoError(t, db.Select(&statuses, `SELECT subscription_id || ':' || status FROM relay.deliveries ORDER BY subscription_id`))
+	require.Equal(t, []string{"sub_gone:cancelled", "sub_live:pending"}, statuses)
+}
