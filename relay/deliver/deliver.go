@@ -277,7 +277,7 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 			payloadSize               int
 		)
 		if err := rows.Scan(&j.deliveryID, &j.attempt, &j.eventID, &j.eventType, &tenantID, &createdAt,
-			&payload, &payloadSize, &j.subscriptionID, &j.targetURL, &headers, &secret, &previousSecret); err != nil {
+			&payload, &payloadSize, &j.ordered, &j.subscriptionID, &j.targetURL, &headers, &secret, &previousSecret); err != nil {
 			return nil, fmt.Errorf("reading claimed delivery: %w", err)
 		}
 		if payload.Valid {

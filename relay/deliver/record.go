@@ -118,6 +118,7 @@ func (d *Deliverer) write(batch []result) error {
 		outcomes    = make(pq.StringArray, n)
 		delays      = make(pq.Int64Array, n)
 		gone        pq.StringArray
+		lineMoved   bool
 	)
 	for i, r := range batch {
 		deliveryIDs[i] = r.job.deliveryID
@@ -132,11 +133,18 @@ func (d *Deliverer) write(batch []result) error {
 		if r.outcome == outcomeGone {
 			gone = append(gone, r.job.subscriptionID)
 		}
+		if r.job.ordered && r.outcome != outcomeRetry {
+			lineMoved = true
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 	defer cancel()
 	if _, err := d.db.ExecContext(ctx, d.recordQ, deliveryIDs, attempts, startedAt, durations, statuses, errs, responses, outcomes, delays, d.cfg.Owner); err != nil {
 		return fmt.Errorf("recording %d attempts: %w", n, err)
+	}
+	if lineMoved {
+		// The next delivery of an ordered line is due now; do not leave it to the next poll.
+		d.Kick()
 	}
 	if len(gone) > 0 {
 		reason := "endpoint answered 410 Gone at " + time.Now().UTC().Format(time.RFC3339)

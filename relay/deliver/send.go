@@ -34,10 +34,13 @@ type job struct {
 	eventID        string
 	eventType      string
 	subscriptionID string
-	targetURL      string
-	headers        map[string]string
-	keys           [][]byte
-	body           []byte
+	// ordered is set for a delivery that heads an ordering-key line: when it ends, the next
+	// one of its line becomes claimable.
+	ordered   bool
+	targetURL string
+	headers   map[string]string
+	keys      [][]byte
+	body      []byte
 	// payloadSize is set, and body empty, when the payload exceeds MaxPayloadBytes.
 	payloadSize int
 	// badSecret is set when the subscription's secret could not be opened or decoded.

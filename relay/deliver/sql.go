@@ -55,7 +55,7 @@ FROM picked, {{schema}}.outbox o, {{schema}}.subscriptions s,
 WHERE d.id = picked.id AND o.id = d.outbox_id AND s.id = d.subscription_id
 RETURNING d.id, d.attempt_count, o.event_id, o.event_type, coalesce(o.tenant_id, ''), o.created_at,
           CASE WHEN octet_length(body.text) <= $4 THEN body.text END, octet_length(body.text),
-          s.id, s.target_url, s.headers::text, s.secret,
+          d.ordering_key IS NOT NULL, s.id, s.target_url, s.headers::text, s.secret,
           CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END`
 
 // recordResults writes a batch of attempt results. Each array holds one element per result.
