@@ -112,6 +112,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		RetrySchedule:              cfg.RetrySchedule,
 		MaxPayloadBytes:            cfg.MaxPayloadBytes,
 		MaxInFlightPerSubscription: cfg.MaxInFlightPerSubscription,
+		DisableAfter:               cfg.DisableAfter,
 		ShutdownGrace:              cfg.ShutdownGrace,
 		UserAgent:                  "outbox-relay/" + opts.Version,
 		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),

@@ -43,6 +43,9 @@ type Config struct {
 	RetrySchedule []time.Duration
 	// MaxPayloadBytes: larger payloads fail without a request; 256 KiB when zero.
 	MaxPayloadBytes int
+	// DisableAfter disables a subscription whose attempts have all failed for this long;
+	// 120h when zero.
+	DisableAfter time.Duration
 	// MaxInFlightPerSubscription caps concurrent requests per subscription across replicas;
 	// 16 when zero.
 	MaxInFlightPerSubscription int
@@ -99,6 +102,7 @@ func New(cfg Config) (*Deliverer, error) {
 	setDefault(&cfg.PollInterval, time.Second)
 	setDefault(&cfg.DeliveryTimeout, 5*time.Second)
 	setDefault(&cfg.LeaseMargin, 5*time.Second)
+	setDefault(&cfg.DisableAfter, 120*time.Hour)
 	if cfg.Client == nil {
 		cfg.Client = NewHTTPClient(cfg.Workers, nil)
 	}

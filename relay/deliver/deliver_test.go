@@ -48,6 +48,7 @@ type options struct {
 	pollInterval    time.Duration
 	leaseMargin     time.Duration
 	disableDispatch bool
+	disableAfter    time.Duration
 }
 
 // setup starts a migrated database, a receiver, and a dispatcher plus deliverer that run
@@ -78,6 +79,7 @@ func (b bundle) start(t *testing.T, opts options) context.CancelFunc {
 		RetrySchedule:              opts.schedule,
 		MaxPayloadBytes:            opts.maxPayload,
 		MaxInFlightPerSubscription: opts.maxInFlight,
+		DisableAfter:               opts.disableAfter,
 		ShutdownGrace:              opts.shutdownGrace,
 		UserAgent:                  "outbox-relay/test",
 		Logger:                     zerolog.Nop(),
@@ -543,4 +545,54 @@ func TestShutdownReleasesUnsentClaims(t *testing.T) {
 	require.Equal(t, 0, d.AttemptCount, "the cut attempt is given back")
 	require.Nil(t, d.LeaseOwner)
 	require.Empty(t, attempts)
+}
+
+func TestEndpointFailingForDisableAfterIsDisabled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{disableAfter: 300 * time.Millisecond, schedule: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, time.Hour}})
+	var failing atomic.Bool
+	failing.Store(true)
+	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if failing.Load() && strings.HasSuffix(r.URL.Path, "/flaky") {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	broken := b.subscribe(t, b.receiver.URL+"/flaky", nil, false)
+	healthy := b.subscribe(t, b.receiver.URL+"/fine", nil, false)
+	first := b.publish(t, outbox.Event{})
+
+	subStatus := func(id string) (status string, reason *string, failingSince *time.Time) {
+		require.NoError(t, b.db.QueryRow(`SELECT status, disabled_reason, failing_since FROM relay.subscriptions WHERE id = $1`, id).Scan(&status, &reason, &failingSince))
+		return
+	}
+	relaytest.Eventually(t, 10*time.Second, func() bool {
+		s, _, _ := subStatus(broken.id)
+		return s == "disabled"
+	}, "a subscription failing for longer than RELAY_DISABLE_AFTER was not disabled")
+	_, reason, _ := subStatus(broken.id)
+	require.Contains(t, *reason, "RELAY_DISABLE_AFTER")
+	var status string
+	var attempts int
+	require.NoError(t, b.db.QueryRow(`SELECT status, attempt_count FROM relay.deliveries WHERE subscription_id = $1 AND event_id = $2`, broken.id, first).Scan(&status, &attempts))
+	require.Equal(t, "cancelled", status, "its pending delivery is cancelled")
+	require.GreaterOrEqual(t, attempts, 3, "it was retried until the window ran out")
+
+	s, _, since := subStatus(healthy.id)
+	require.Equal(t, "active", s)
+	require.Nil(t, since, "a healthy endpoint is never marked failing")
+
+	// Back to active: a success clears the failure window.
+	failing.Store(false)
+	_, err := b.db.Exec(`UPDATE relay.subscriptions SET status = 'active', disabled_reason = NULL, failing_since = now() WHERE id = $1`, broken.id)
+	require.NoError(t, err)
+	next := b.publish(t, outbox.Event{})
+	relaytest.Eventually(t, 10*time.Second, func() bool {
+		var n int
+		require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.deliveries WHERE event_id = $1 AND status = 'succeeded'`, next))
+		return n == 2
+	}, "re-enabled subscription not delivered")
+	_, _, since = subStatus(broken.id)
+	require.Nil(t, since, "a success clears failing_since")
 }

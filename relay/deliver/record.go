@@ -119,6 +119,8 @@ func (d *Deliverer) write(batch []result) error {
 		delays      = make(pq.Int64Array, n)
 		gone        pq.StringArray
 		lineMoved   bool
+		okSubs      = map[string]bool{}
+		failedSubs  = map[string]bool{}
 	)
 	for i, r := range batch {
 		deliveryIDs[i] = r.job.deliveryID
@@ -136,11 +138,38 @@ func (d *Deliverer) write(batch []result) error {
 		if r.job.ordered && r.outcome != outcomeRetry {
 			lineMoved = true
 		}
+		if r.outcome == outcomeSucceeded {
+			okSubs[r.job.subscriptionID] = true
+		} else if r.job.payloadSize == 0 && r.job.badSecret == nil {
+			// Only requests that were made say anything about the endpoint's health.
+			failedSubs[r.job.subscriptionID] = true
+		}
+	}
+	var healthy, failing pq.StringArray
+	for id := range okSubs {
+		healthy = append(healthy, id)
+	}
+	for id := range failedSubs {
+		if !okSubs[id] {
+			failing = append(failing, id)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 	defer cancel()
-	if _, err := d.db.ExecContext(ctx, d.recordQ, deliveryIDs, attempts, startedAt, durations, statuses, errs, responses, outcomes, delays, d.cfg.Owner); err != nil {
+	var updated int
+	var disabled pq.StringArray
+	if err := d.db.QueryRowContext(ctx, d.recordQ, deliveryIDs, attempts, startedAt, durations, statuses, errs, responses, outcomes, delays, d.cfg.Owner,
+		healthy, failing, d.cfg.DisableAfter.Milliseconds()).Scan(&updated, &disabled); err != nil {
 		return fmt.Errorf("recording %d attempts: %w", n, err)
+	}
+	if len(disabled) > 0 {
+		// Their reason is already set; this cancels their pending deliveries.
+		if _, err := d.db.ExecContext(ctx, d.goneQ, disabled, ""); err != nil {
+			return fmt.Errorf("cancelling deliveries of disabled subscriptions: %w", err)
+		}
+		for _, id := range disabled {
+			d.log.Warn().Str("subscription_id", id).Dur("disable_after", d.cfg.DisableAfter).Msg("subscription disabled: every attempt failed for RELAY_DISABLE_AFTER")
+		}
 	}
 	if lineMoved {
 		// The next delivery of an ordered line is due now; do not leave it to the next poll.

@@ -65,6 +65,14 @@ RETURNING d.id, d.attempt_count, o.event_id, o.event_type, coalesce(o.tenant_id,
 //
 // Outcomes: succeeded, retry (pending again after retry_ms), failed, gone (failed; the
 // subscription is handled by disableGone).
+//
+// Endpoint health rides along: $11 lists subscriptions that had a success in this batch
+// (their failing_since is cleared), $12 those that had only failures (failing_since is set
+// if unset; and if it is older than $13 ms, the subscription is disabled). Both updates
+// write only when something changes, so a healthy endpoint costs no subscription write.
+// The statement answers the updated delivery count and the subscriptions it disabled, whose
+// pending deliveries the caller then cancels (not here: a statement must not update the
+// same delivery twice).
 const recordResults = `
 WITH r AS (
     SELECT *
@@ -90,11 +98,30 @@ WITH r AS (
     FROM r
     WHERE EXISTS (SELECT 1 FROM {{schema}}.deliveries d WHERE d.id = r.delivery_id)
     ON CONFLICT (delivery_id, attempt) DO NOTHING
+), healthy AS (
+    UPDATE {{schema}}.subscriptions
+    SET failing_since = NULL
+    WHERE id = ANY($11::text[]) AND failing_since IS NOT NULL
+), failing AS (
+    UPDATE {{schema}}.subscriptions
+    SET failing_since = coalesce(failing_since, now()),
+        status = CASE WHEN failing_since < now() - $13 * interval '1 millisecond' THEN 'disabled' ELSE status END,
+        disabled_reason = CASE WHEN failing_since < now() - $13 * interval '1 millisecond'
+            THEN 'every attempt failed since ' || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                 || ' (RELAY_DISABLE_AFTER)'
+            ELSE disabled_reason END,
+        updated_at = now()
+    WHERE id = ANY($12::text[])
+      AND deleted_at IS NULL
+      AND (failing_since IS NULL OR (failing_since < now() - $13 * interval '1 millisecond' AND status = 'active'))
+    RETURNING id, status
 )
-SELECT count(*) FROM upd`
+SELECT (SELECT count(*) FROM upd),
+       coalesce((SELECT array_agg(id) FROM failing WHERE status = 'disabled'), '{}')`
 
 // disableGone disables the subscriptions in $1 (they answered 410 Gone) with reason $2 and
-// cancels their pending deliveries.
+// cancels their pending deliveries. For subscriptions already disabled (by the failure
+// window) it only cancels.
 const disableGone = `
 WITH dis AS (
     UPDATE {{schema}}.subscriptions
