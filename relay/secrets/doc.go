@@ -1,0 +1,30 @@
+// Package secrets encrypts subscription signing secrets at rest (RELAY_ENCRYPTION_KEY and
+// RELAY_ENCRYPTION_KEY_PREVIOUS, SPEC section 8).
+//
+// # Format
+//
+// A sealed value is
+//
+//	enc:v1:<key id>:<base64(nonce | ciphertext)>
+//
+// with AES-256-GCM, a fresh random 12-byte nonce per value, standard base64 with padding, and
+// the key id the first 8 hex digits of SHA-256(key). The prefix "enc:v1:<key id>:" is the
+// AEAD's additional data, so a value cannot be moved to another version or key id without
+// failing authentication. The key id lets Open pick the key that sealed a value, so a key
+// rotation needs no flag day: the new key seals, the previous one still opens, and
+// NeedsReseal tells a sweep which values to rewrite under the new key.
+//
+// # Clear values
+//
+// Anything that does not start with "enc:" is a value stored in clear ("whsec_..." secrets
+// written before encryption was turned on) and passes through Open unchanged, with or without
+// keys, so encryption can be turned on at any time. A Box without a current key (New(nil,
+// nil)) seals nothing either: Seal answers its input. A sealed value without a key that
+// opens it is an error (ErrNoKey, ErrUnknownKey), never a pass-through: a sealed value
+// handed out as if it were a secret would sign with garbage.
+//
+// # Failures
+//
+// Errors name the key id at most; they never contain the plain text, the stored value or a
+// key, so they are safe to log. Seal fails only if the system's random source does.
+package secrets
