@@ -143,6 +143,7 @@ func TestOrderedDeliveryAcrossReplicas(t *testing.T) {
 	require.Equal(t, 4, o.acked["stuck"], "the stuck key's later events followed once its head failed")
 	require.Equal(t, 1, countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'failed'`))
 	require.Greater(t, o.peakKeys, 1, "several keys were in flight at the same moment")
+	require.LessOrEqual(t, o.peak, 16, "RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION holds across the three replicas")
 	for _, at := range o.stuckAfter {
 		require.True(t, at.After(o.headFailed), "an event of the stuck key arrived before its head failed for good")
 	}

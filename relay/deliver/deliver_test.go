@@ -549,7 +549,12 @@ func TestShutdownReleasesUnsentClaims(t *testing.T) {
 
 func TestEndpointFailingForDisableAfterIsDisabled(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{disableAfter: 300 * time.Millisecond, schedule: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, time.Hour}})
+	// Retries every 100ms for 1s, then an hour: the 300ms window is passed well before.
+	schedule := []time.Duration{}
+	for range 10 {
+		schedule = append(schedule, 100*time.Millisecond)
+	}
+	b := setup(t, options{disableAfter: 300 * time.Millisecond, schedule: append(schedule, time.Hour)})
 	var failing atomic.Bool
 	failing.Store(true)
 	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, _ []byte) {

@@ -1,5 +1,8 @@
 package deliver
 
+// claimLock serialises claims across replicas for the rest of the transaction ($1: schema).
+const claimLock = `SELECT pg_advisory_xact_lock(hashtext('outbox-relay claim ' || $1))`
+
 // claimDue leases up to $1 due deliveries to owner $2 for $3 milliseconds and answers
 // everything needed to send them. $4 is MaxPayloadBytes: a larger payload is not read
 // (body_text is null), only its size. $5 is MaxInFlightPerSubscription.
