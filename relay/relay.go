@@ -15,6 +15,9 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // the PostgreSQL driver
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/config"
@@ -22,6 +25,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
+	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/notify"
 	"github.com/referralloop/outbox-relay/relay/retention"
 	"github.com/referralloop/outbox-relay/relay/targets"
@@ -59,7 +63,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 
-	r := &runner{cfg: cfg, db: db, log: log}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	r := &runner{cfg: cfg, db: db, log: log, registry: reg}
 
 	apiLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -116,6 +123,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		ShutdownGrace:              cfg.ShutdownGrace,
 		UserAgent:                  "outbox-relay/" + opts.Version,
 		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
+		Metrics:                    m,
 		Logger:                     log.With().Str("component", "deliver").Logger(),
 	})
 	if err != nil {
@@ -128,6 +136,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		BatchSize:    cfg.BatchSize,
 		PollInterval: cfg.PollInterval,
 		Dispatched:   func(int) { r.deliverer.Kick() },
+		Metrics:      m,
 		Logger:       log.With().Str("component", "dispatch").Logger(),
 	})
 	if err != nil {
@@ -166,6 +175,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		apiLn.Close()
 		return err
 	}
+
+	reg.MustRegister(
+		metrics.NewDBCollector(db, cfg.Schema, log.With().Str("component", "metrics").Logger()),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outbox_relay_in_flight_requests",
+			Help: "Webhook requests on the wire from this replica.",
+		}, func() float64 { return float64(r.deliverer.InFlight()) }),
+	)
 
 	var components sync.WaitGroup
 	run := func(f func(context.Context) error) {
@@ -220,6 +237,7 @@ type runner struct {
 	listener   *notify.Listener
 	dispatcher *dispatch.Dispatcher
 	deliverer  *deliver.Deliverer
+	registry   *prometheus.Registry
 }
 
 // prepareSchema migrates (or, with RELAY_AUTO_MIGRATE=false, waits for someone to), retrying
@@ -296,6 +314,7 @@ func (r *runner) opsHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{}))
 	return mux
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
 
@@ -58,6 +59,8 @@ type Config struct {
 	Client *http.Client
 	// OpenSecret turns a stored secret into "whsec_..."; nil means stored in clear.
 	OpenSecret func(stored string) (string, error)
+	// Metrics, optional, counts attempts and outcomes.
+	Metrics *metrics.Metrics
 	// Now is the clock for attempt timestamps; time.Now when nil.
 	Now func() time.Time
 	// Logger is the component's logger.
@@ -296,6 +299,7 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 			&payload, &payloadSize, &j.ordered, &j.subscriptionID, &j.targetURL, &headers, &secret, &previousSecret); err != nil {
 			return nil, fmt.Errorf("reading claimed delivery: %w", err)
 		}
+		j.createdAt = createdAt
 		if payload.Valid {
 			j.body = appendBody(make([]byte, 0, len(payload.String)+160), j.eventID, j.eventType, createdAt, tenantID, payload.String)
 		} else {

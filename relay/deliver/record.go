@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -164,25 +165,55 @@ func (d *Deliverer) write(batch []result) error {
 	}
 	if len(disabled) > 0 {
 		// Their reason is already set; this cancels their pending deliveries.
-		if _, err := d.db.ExecContext(ctx, d.goneQ, disabled, ""); err != nil {
+		res, err := d.db.ExecContext(ctx, d.goneQ, disabled, "")
+		if err != nil {
 			return fmt.Errorf("cancelling deliveries of disabled subscriptions: %w", err)
 		}
+		d.countCancelled(res)
 		for _, id := range disabled {
 			d.log.Warn().Str("subscription_id", id).Dur("disable_after", d.cfg.DisableAfter).Msg("subscription disabled: every attempt failed for RELAY_DISABLE_AFTER")
 		}
 	}
+	d.observe(batch)
 	if lineMoved {
 		// The next delivery of an ordered line is due now; do not leave it to the next poll.
 		d.Kick()
 	}
 	if len(gone) > 0 {
 		reason := "endpoint answered 410 Gone at " + time.Now().UTC().Format(time.RFC3339)
-		if _, err := d.db.ExecContext(ctx, d.goneQ, gone, reason); err != nil {
+		res, err := d.db.ExecContext(ctx, d.goneQ, gone, reason)
+		if err != nil {
 			return fmt.Errorf("disabling gone subscriptions: %w", err)
 		}
+		d.countCancelled(res)
 		for _, id := range gone {
 			d.log.Warn().Str("subscription_id", id).Msg("subscription disabled: endpoint answered 410 Gone")
 		}
 	}
 	return nil
+}
+
+// observe updates the metrics for a recorded batch.
+func (d *Deliverer) observe(batch []result) {
+	m := d.cfg.Metrics
+	if m == nil {
+		return
+	}
+	now := d.now()
+	for _, r := range batch {
+		m.Attempt(r.class, r.duration)
+		switch r.outcome {
+		case outcomeSucceeded:
+			m.Finished("succeeded", 1)
+			m.Delivered(now.Sub(r.job.createdAt))
+		case outcomeFailed, outcomeGone:
+			m.Finished("failed", 1)
+		}
+	}
+}
+
+func (d *Deliverer) countCancelled(res sql.Result) {
+	if n, err := res.RowsAffected(); err == nil {
+		d.cfg.Metrics.Finished("cancelled", int(n))
+	}
 }

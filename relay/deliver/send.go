@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
 
@@ -33,6 +34,7 @@ type job struct {
 	attempt        int
 	eventID        string
 	eventType      string
+	createdAt      time.Time
 	subscriptionID string
 	// ordered is set for a delivery that heads an ordering-key line: when it ends, the next
 	// one of its line becomes claimable.
@@ -59,6 +61,8 @@ type result struct {
 	// aborted means the attempt was cut short by shutdown: the claim is released instead of
 	// recorded, so the attempt does not count against the delivery.
 	aborted bool
+	// class is the attempt's outcome class for metrics (metrics.Outcome*).
+	class string
 	// outcome and delay are filled in from the schedule by the deliverer.
 	outcome outcome
 	delay   time.Duration
@@ -90,7 +94,7 @@ func NewHTTPClient(workers int, control func(network, address string, c syscall.
 
 // send makes one attempt. It never returns an error: every failure is a result.
 func (d *Deliverer) send(ctx context.Context, j *job) result {
-	res := result{job: j, startedAt: d.now()}
+	res := result{job: j, startedAt: d.now(), class: metrics.OutcomeNotSent}
 	if j.payloadSize > 0 {
 		res.err = fmt.Sprintf("payload too large: %d bytes exceeds the limit of %d bytes (RELAY_MAX_PAYLOAD_BYTES); not sent", j.payloadSize, d.cfg.MaxPayloadBytes)
 		return res
@@ -130,10 +134,12 @@ func (d *Deliverer) send(ctx context.Context, j *job) result {
 			res.aborted = true
 		}
 		res.err = describeError(err, d.cfg.DeliveryTimeout)
+		res.class = metrics.OutcomeOf(0, isTimeout(err), true)
 		return res
 	}
 	defer resp.Body.Close()
 	res.statusCode = resp.StatusCode
+	res.class = metrics.OutcomeOf(resp.StatusCode, false, true)
 	logged, readErr := io.ReadAll(io.LimitReader(resp.Body, responseLogLimit))
 	if readErr == nil {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
@@ -153,6 +159,11 @@ func (d *Deliverer) send(ctx context.Context, j *job) result {
 		res.retryAfter = parseRetryAfter(resp.StatusCode, resp.Header.Get("Retry-After"), d.now())
 	}
 	return res
+}
+
+func isTimeout(err error) bool {
+	var netErr net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout())
 }
 
 // describeError turns a transport error into the short, stable text the attempt log keeps.

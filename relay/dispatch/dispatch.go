@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/metrics"
 )
 
 // Config configures a Dispatcher.
@@ -27,6 +28,8 @@ type Config struct {
 	// Dispatched is called after each committed batch that created deliveries, with their
 	// number, to wake the deliverer. Optional; must not block.
 	Dispatched func(deliveries int)
+	// Metrics, optional, counts dispatched events and created deliveries.
+	Metrics *metrics.Metrics
 	// Logger is the component's logger.
 	Logger zerolog.Logger
 }
@@ -138,6 +141,7 @@ func (d *Dispatcher) DispatchOnce(ctx context.Context) (Result, error) {
 		return Result{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
 	d.healthy.Store(true)
+	d.cfg.Metrics.Dispatched(res.Events, res.Deliveries)
 	if res.Events > 0 {
 		d.cfg.Logger.Debug().Int("events", res.Events).Int("deliveries", res.Deliveries).Msg("dispatched")
 	}
