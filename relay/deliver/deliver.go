@@ -78,6 +78,7 @@ type Deliverer struct {
 	recordQ  string
 	goneQ    string
 	releaseQ string
+	opEvQ    string
 
 	wake     chan struct{} // something may be due
 	slotFree chan struct{} // a worker finished
@@ -122,6 +123,7 @@ func New(cfg Config) (*Deliverer, error) {
 		recordQ:  outbox.Qualify(cfg.Schema, recordResults),
 		goneQ:    outbox.Qualify(cfg.Schema, disableGone),
 		releaseQ: outbox.Qualify(cfg.Schema, releaseClaims),
+		opEvQ:    outbox.Qualify(cfg.Schema, insertOperationalEvents),
 		wake:     make(chan struct{}, 1),
 		slotFree: make(chan struct{}, 1),
 	}, nil
@@ -296,10 +298,11 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 			payloadSize               int
 		)
 		if err := rows.Scan(&j.deliveryID, &j.attempt, &j.eventID, &j.eventType, &tenantID, &createdAt,
-			&payload, &payloadSize, &j.ordered, &j.subscriptionID, &j.targetURL, &headers, &secret, &previousSecret); err != nil {
+			&payload, &payloadSize, &j.ordered, &j.subscriptionID, &j.targetURL, &headers, &secret, &previousSecret, &j.subscriptionTenant); err != nil {
 			return nil, fmt.Errorf("reading claimed delivery: %w", err)
 		}
 		j.createdAt = createdAt
+		j.tenantID = tenantID
 		if payload.Valid {
 			j.body = appendBody(make([]byte, 0, len(payload.String)+160), j.eventID, j.eventType, createdAt, tenantID, payload.String)
 		} else {

@@ -601,3 +601,75 @@ func TestEndpointFailingForDisableAfterIsDisabled(t *testing.T) {
 	_, _, since = subStatus(broken.id)
 	require.Nil(t, since, "a success clears failing_since")
 }
+
+func TestOperationalEventsReachOnlySubscriptionsThatAskForThem(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{schedule: []time.Duration{10 * time.Millisecond}})
+	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		switch r.URL.Path {
+		case "/gone":
+			w.WriteHeader(http.StatusGone)
+		case "/broken":
+			w.WriteHeader(http.StatusInternalServerError)
+		default:
+			w.WriteHeader(http.StatusOK)
+		}
+	}
+	gone := b.subscribe(t, b.receiver.URL+"/gone", nil, false)
+	broken := b.subscribe(t, b.receiver.URL+"/broken", nil, false)
+	everything := b.subscribe(t, b.receiver.URL+"/everything", nil, false)
+	ops := ids.NewSubscriptionID()
+	_, err := b.db.Exec(`INSERT INTO relay.subscriptions (id, target_url, event_types, secret) VALUES ($1, $2, '{delivery.failed,subscription.*}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw')`,
+		ops, b.receiver.URL+"/ops")
+	require.NoError(t, err)
+	eventID := b.publish(t, outbox.Event{})
+
+	// Expected at /ops: delivery.failed for gone and broken, subscription.disabled for gone.
+	type opEvent struct {
+		EventType string         `json:"event_type"`
+		Data      map[string]any `json:"data"`
+	}
+	var got []opEvent
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		got = got[:0]
+		for _, r := range b.receiver.Requests() {
+			if r.Header.Get("X-Webhook-Event") != "signup.created" {
+				var e opEvent
+				require.NoError(t, json.Unmarshal(r.Body, &e))
+				got = append(got, e)
+			}
+		}
+		return len(got) >= 3
+	}, "operational events not delivered")
+	time.Sleep(200 * time.Millisecond)
+	for _, r := range b.receiver.Requests() {
+		if typ := r.Header.Get("X-Webhook-Event"); typ != "signup.created" {
+			require.Contains(t, r.Header.Get("webhook-id"), "-", "operational event ids are UUIDs")
+		}
+	}
+	failedFor := map[string]map[string]any{}
+	var disabled []map[string]any
+	for _, e := range got {
+		switch e.EventType {
+		case "delivery.failed":
+			failedFor[e.Data["subscription_id"].(string)] = e.Data
+		case "subscription.disabled":
+			disabled = append(disabled, e.Data)
+		}
+	}
+	require.Len(t, failedFor, 2)
+	require.Equal(t, eventID, failedFor[gone.id]["event_id"])
+	require.Equal(t, 410.0, failedFor[gone.id]["last_status_code"])
+	require.Equal(t, 2.0, failedFor[broken.id]["attempts"])
+	require.Equal(t, "HTTP 500", failedFor[broken.id]["last_error"])
+	require.Equal(t, "signup.created", failedFor[broken.id]["event_type"])
+	require.True(t, strings.HasPrefix(failedFor[broken.id]["delivery_id"].(string), "dlv_"))
+	require.Len(t, disabled, 1)
+	require.Equal(t, gone.id, disabled[0]["subscription_id"])
+	require.Contains(t, disabled[0]["reason"], "410 Gone")
+
+	var toEverything int
+	require.NoError(t, b.db.Get(&toEverything, `SELECT count(*) FROM relay.deliveries d JOIN relay.outbox o ON o.id = d.outbox_id
+		WHERE d.subscription_id = $1 AND o.event_type <> 'signup.created'`, everything.id))
+	require.Zero(t, toEverything, `"*" does not match the relay's operational events`)
+}

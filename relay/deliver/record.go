@@ -3,10 +3,14 @@ package deliver
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/lib/pq"
+
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // maxRecordBatch caps the results written by one statement.
@@ -157,40 +161,78 @@ func (d *Deliverer) write(batch []result) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
 	defer cancel()
+	// The common batch, all successes, is one statement. Failures may end deliveries, publish
+	// operational events and disable subscriptions: those statements commit together, so no
+	// reader sees a subscription disabled without its reason or a failure without its event.
+	var q queryer = d.db
+	var tx *sql.Tx
+	if len(failing) > 0 || len(gone) > 0 {
+		var err error
+		if tx, err = d.db.BeginTx(ctx, nil); err != nil {
+			return fmt.Errorf("recording %d attempts: %w", n, err)
+		}
+		defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+		q = tx
+	}
 	var updated int
 	var disabled pq.StringArray
-	if err := d.db.QueryRowContext(ctx, d.recordQ, deliveryIDs, attempts, startedAt, durations, statuses, errs, responses, outcomes, delays, d.cfg.Owner,
+	if err := q.QueryRowContext(ctx, d.recordQ, deliveryIDs, attempts, startedAt, durations, statuses, errs, responses, outcomes, delays, d.cfg.Owner,
 		healthy, failing, d.cfg.DisableAfter.Milliseconds()).Scan(&updated, &disabled); err != nil {
 		return fmt.Errorf("recording %d attempts: %w", n, err)
 	}
+	var cancelled int64
 	if len(disabled) > 0 {
 		// Their reason is already set; this cancels their pending deliveries.
-		res, err := d.db.ExecContext(ctx, d.goneQ, disabled, "")
+		res, err := q.ExecContext(ctx, d.goneQ, disabled, "")
 		if err != nil {
 			return fmt.Errorf("cancelling deliveries of disabled subscriptions: %w", err)
 		}
-		d.countCancelled(res)
-		for _, id := range disabled {
-			d.log.Warn().Str("subscription_id", id).Dur("disable_after", d.cfg.DisableAfter).Msg("subscription disabled: every attempt failed for RELAY_DISABLE_AFTER")
+		cancelled += rowsAffected(res)
+	}
+	reason := "endpoint answered 410 Gone at " + d.now().UTC().Format(time.RFC3339)
+	if err := d.publishOperational(ctx, q, batch, gone, reason, disabled); err != nil {
+		return err
+	}
+	if len(gone) > 0 {
+		res, err := q.ExecContext(ctx, d.goneQ, gone, reason)
+		if err != nil {
+			return fmt.Errorf("disabling gone subscriptions: %w", err)
+		}
+		cancelled += rowsAffected(res)
+	}
+	if tx != nil {
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("recording %d attempts: %w", n, err)
 		}
 	}
+
 	d.observe(batch)
+	d.cfg.Metrics.Finished("cancelled", int(cancelled))
+	for _, id := range disabled {
+		d.log.Warn().Str("subscription_id", id).Dur("disable_after", d.cfg.DisableAfter).Msg("subscription disabled: every attempt failed for RELAY_DISABLE_AFTER")
+	}
+	for _, id := range gone {
+		d.log.Warn().Str("subscription_id", id).Msg("subscription disabled: endpoint answered 410 Gone")
+	}
 	if lineMoved {
 		// The next delivery of an ordered line is due now; do not leave it to the next poll.
 		d.Kick()
 	}
-	if len(gone) > 0 {
-		reason := "endpoint answered 410 Gone at " + time.Now().UTC().Format(time.RFC3339)
-		res, err := d.db.ExecContext(ctx, d.goneQ, gone, reason)
-		if err != nil {
-			return fmt.Errorf("disabling gone subscriptions: %w", err)
-		}
-		d.countCancelled(res)
-		for _, id := range gone {
-			d.log.Warn().Str("subscription_id", id).Msg("subscription disabled: endpoint answered 410 Gone")
-		}
-	}
 	return nil
+}
+
+// queryer is what the record step needs of a *sql.DB or *sql.Tx.
+type queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func rowsAffected(res sql.Result) int64 {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // observe updates the metrics for a recorded batch.
@@ -212,8 +254,64 @@ func (d *Deliverer) observe(batch []result) {
 	}
 }
 
-func (d *Deliverer) countCancelled(res sql.Result) {
-	if n, err := res.RowsAffected(); err == nil {
-		d.cfg.Metrics.Finished("cancelled", int(n))
+// Operational event types: the relay's own events, published into the outbox so that an
+// operator's (or a tenant's) subscription receives them like any other.
+const (
+	EventDeliveryFailed       = "delivery.failed"
+	EventSubscriptionDisabled = "subscription.disabled"
+)
+
+// isOperational reports whether an event type is one of the relay's own. A failed delivery
+// of one of these publishes nothing, so an endpoint subscribed to them that fails cannot
+// feed itself an endless stream of failures.
+func isOperational(eventType string) bool {
+	return eventType == EventDeliveryFailed || eventType == EventSubscriptionDisabled
+}
+
+// publishOperational writes delivery.failed for every delivery of the batch that failed for
+// good, and subscription.disabled for the subscriptions that answered 410 (gone, with
+// reason goneReason) or ran out of RELAY_DISABLE_AFTER (disabled).
+func (d *Deliverer) publishOperational(ctx context.Context, q queryer, batch []result, gone []string, goneReason string, disabled []string) error {
+	var keys, types, tenants, payloads pq.StringArray
+	add := func(key, typ, tenant string, payload any) {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return // plain maps of strings and numbers always encode
+		}
+		keys, types, tenants, payloads = append(keys, key), append(types, typ), append(tenants, tenant), append(payloads, string(b))
 	}
+	disabledBy := map[string]string{}
+	for _, id := range gone {
+		disabledBy[id] = goneReason
+	}
+	for _, id := range disabled {
+		disabledBy[id] = "every attempt failed for RELAY_DISABLE_AFTER (" + d.cfg.DisableAfter.String() + ")"
+	}
+	for _, r := range batch {
+		j := r.job
+		if (r.outcome == outcomeFailed || r.outcome == outcomeGone) && !isOperational(j.eventType) {
+			var status any
+			if r.statusCode != 0 {
+				status = r.statusCode
+			}
+			add(EventDeliveryFailed+":"+strconv.FormatInt(j.deliveryID, 10), EventDeliveryFailed, j.subscriptionTenant, map[string]any{
+				"delivery_id": ids.FormatDelivery(j.deliveryID), "event_id": j.eventID, "event_type": j.eventType,
+				"subscription_id": j.subscriptionID, "attempts": j.attempt, "last_status_code": status, "last_error": r.err,
+			})
+		}
+		if reason, ok := disabledBy[j.subscriptionID]; ok {
+			delete(disabledBy, j.subscriptionID)
+			add(EventSubscriptionDisabled+":"+j.subscriptionID+":"+strconv.FormatInt(j.deliveryID, 10), EventSubscriptionDisabled, j.subscriptionTenant, map[string]any{
+				"subscription_id": j.subscriptionID, "target_url": j.targetURL, "reason": reason,
+				"disabled_at": d.now().UTC().Format(time.RFC3339),
+			})
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := q.ExecContext(ctx, d.opEvQ, keys, types, tenants, payloads); err != nil {
+		return fmt.Errorf("publishing operational events: %w", err)
+	}
+	return nil
 }

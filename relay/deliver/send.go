@@ -35,7 +35,10 @@ type job struct {
 	eventID        string
 	eventType      string
 	createdAt      time.Time
+	tenantID       string
 	subscriptionID string
+	// subscriptionTenant is the subscription's tenant, for operational events about it.
+	subscriptionTenant string
 	// ordered is set for a delivery that heads an ordering-key line: when it ends, the next
 	// one of its line becomes claimable.
 	ordered   bool

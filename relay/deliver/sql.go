@@ -59,7 +59,8 @@ WHERE d.id = picked.id AND o.id = d.outbox_id AND s.id = d.subscription_id
 RETURNING d.id, d.attempt_count, o.event_id, o.event_type, coalesce(o.tenant_id, ''), o.created_at,
           CASE WHEN octet_length(body.text) <= $4 THEN body.text END, octet_length(body.text),
           d.ordering_key IS NOT NULL, s.id, s.target_url, s.headers::text, s.secret,
-          CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END`
+          CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END,
+          coalesce(s.tenant_id, '')`
 
 // recordResults writes a batch of attempt results. Each array holds one element per result.
 // The delivery is updated only if this replica still holds the lease for that attempt; the
@@ -143,3 +144,12 @@ UPDATE {{schema}}.deliveries d
 SET attempt_count = d.attempt_count - 1, lease_owner = NULL, lease_until = NULL, updated_at = now()
 FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
 WHERE d.id = r.id AND d.attempt_count = r.attempt AND d.lease_owner = $3 AND d.status = 'pending'`
+
+// insertOperationalEvents publishes the relay's own events into the outbox, where they are
+// fanned out like any other. Their IDs are derived from what they report ($1), so writing
+// the same batch twice (a retried record) publishes each once.
+const insertOperationalEvents = `
+INSERT INTO {{schema}}.outbox (event_id, event_type, tenant_id, payload)
+SELECT md5(e.key)::uuid, e.event_type, nullif(e.tenant_id, ''), e.payload::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS e(key, event_type, tenant_id, payload)
+ON CONFLICT (event_id) DO NOTHING`

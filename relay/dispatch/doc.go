@@ -20,7 +20,8 @@
 // A subscription matches when it is active and not deleted, its tenant is null or equal to
 // the event's, its filter is null or contained in the payload (jsonb @>), and one of its event
 // types is "*", the exact type, or a prefix wildcard "a.b.*" matching every type that starts
-// with "a.b.". A subscription's status counts at fan-out time: events committed while it is
+// with "a.b.". "*" leaves out the relay's own operational events (delivery.failed,
+// subscription.disabled), which go only to subscriptions that ask for them by name or prefix. A subscription's status counts at fan-out time: events committed while it is
 // paused or disabled create no delivery for it.
 //
 // # When it runs

@@ -3,6 +3,10 @@ package dispatch
 // claimAndFanOut claims up to $1 undispatched outbox rows, marks them and inserts their
 // deliveries, all in one statement. It answers (events claimed, deliveries created).
 //
+// "*" matches every event but the relay's own operational events (delivery.failed,
+// subscription.disabled): those go only to subscriptions that name them (or a prefix of
+// them), so that an endpoint subscribed to everything is not sent reports about itself.
+//
 // The data-modifying CTEs run even though the final SELECT only counts them. ORDER BY on the
 // insert keeps delivery ids in outbox order, which the deliverer's claim order relies on.
 const claimAndFanOut = `
@@ -30,7 +34,7 @@ WITH claimed AS (
      AND (s.filter IS NULL OR c.payload @> s.filter)
      AND EXISTS (
          SELECT 1 FROM unnest(s.event_types) AS p(pattern)
-         WHERE p.pattern = '*'
+         WHERE (p.pattern = '*' AND c.event_type NOT IN ('delivery.failed', 'subscription.disabled'))
             OR p.pattern = c.event_type
             OR (right(p.pattern, 2) = '.*' AND starts_with(c.event_type, left(p.pattern, -1)))
      )
