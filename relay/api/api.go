@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
@@ -33,6 +35,14 @@ type Config struct {
 	// OpenSecret turns a stored secret back into the plain one; the inverse of SealSecret.
 	// Optional: nil reads the stored value as it is.
 	OpenSecret func(stored string) (plain string, err error)
+	// SecretRotationOverlap is how long the previous secret keeps signing beside the new one
+	// after POST /v1/subscriptions/{id}/rotate-secret (RELAY_SECRET_ROTATION_OVERLAP).
+	// Optional: zero ends the old secret at once. Negative is refused.
+	SecretRotationOverlap time.Duration
+	// DeliveriesQueued is called after a request queued deliveries that are due at once
+	// (test, retry, replay), so that a deliverer in this process starts on them instead of
+	// at its next poll. Optional; it must not block. Other replicas find them by polling.
+	DeliveriesQueued func()
 }
 
 // API serves the management API. Create it with New.
@@ -43,7 +53,14 @@ type API struct {
 	log        zerolog.Logger
 	sealSecret func(string) (string, error)
 	openSecret func(string) (string, error)
+	overlap    time.Duration
+	queued     func()
 	handler    http.Handler
+	// idempotencyWait is idempotencyWait, shortened by tests.
+	idempotencyWait time.Duration
+
+	// lastPurge is when this API last deleted expired idempotency keys (Unix nanoseconds).
+	lastPurge atomic.Int64
 }
 
 // New checks cfg and returns the API.
@@ -58,6 +75,9 @@ func New(cfg Config) (*API, error) {
 	if !outbox.ValidSchemaName(schema) {
 		return nil, fmt.Errorf("api: Config.Schema %q is not a valid schema name", schema)
 	}
+	if cfg.SecretRotationOverlap < 0 {
+		return nil, fmt.Errorf("api: Config.SecretRotationOverlap must not be negative, got %s", cfg.SecretRotationOverlap)
+	}
 	identity := func(s string) (string, error) { return s, nil }
 	a := &API{
 		db:         cfg.DB,
@@ -66,6 +86,13 @@ func New(cfg Config) (*API, error) {
 		log:        cfg.Logger,
 		sealSecret: cfg.SealSecret,
 		openSecret: cfg.OpenSecret,
+		overlap:    cfg.SecretRotationOverlap,
+		queued:     cfg.DeliveriesQueued,
+
+		idempotencyWait: idempotencyWait,
+	}
+	if a.queued == nil {
+		a.queued = func() {}
 	}
 	if a.sealSecret == nil {
 		a.sealSecret = identity
@@ -88,16 +115,22 @@ type route struct {
 	handle  handlerFunc
 }
 
-// routes is the whole API surface. A new endpoint is one line here and one handler.
+// routes is the whole API surface. A new endpoint is one line here and one handler; every
+// POST takes an Idempotency-Key (idempotent), and openapi.json describes each line.
 func (a *API) routes() []route {
 	return []route{
-		{http.MethodPost, "/v1/subscriptions", a.createSubscription},
+		{http.MethodPost, "/v1/subscriptions", a.idempotent(a.createSubscription)},
 		{http.MethodGet, "/v1/subscriptions", a.listSubscriptions},
 		{http.MethodGet, "/v1/subscriptions/{id}", a.getSubscription},
+		{http.MethodPatch, "/v1/subscriptions/{id}", a.patchSubscription},
 		{http.MethodDelete, "/v1/subscriptions/{id}", a.deleteSubscription},
 		{http.MethodGet, "/v1/subscriptions/{id}/secret", a.getSecret},
+		{http.MethodPost, "/v1/subscriptions/{id}/rotate-secret", a.idempotent(a.rotateSecret)},
+		{http.MethodPost, "/v1/subscriptions/{id}/test", a.idempotent(a.sendTest)},
+		{http.MethodPost, "/v1/subscriptions/{id}/replay", a.idempotent(a.replay)},
 		{http.MethodGet, "/v1/subscriptions/{id}/deliveries", a.listSubscriptionDeliveries},
 		{http.MethodGet, "/v1/deliveries/{id}", a.getDelivery},
+		{http.MethodPost, "/v1/deliveries/{id}/retry", a.idempotent(a.retryDelivery)},
 		{http.MethodGet, "/v1/events/{event_id}", a.getEvent},
 	}
 }

@@ -30,8 +30,26 @@ const (
 	codeInvalidLimit         = "invalid_limit"
 	codeInvalidCursor        = "invalid_cursor"
 	codeInvalidStatus        = "invalid_status"
-	codeInternal             = "internal_error" // 500, never with detail
+	codeInvalidSince         = "invalid_since"           // 422: replay's since
+	codeInvalidIdempotency   = "invalid_idempotency_key" // 400: Idempotency-Key empty, too long, repeated
+	codeIdempotencyReused    = "idempotency_key_reused"  // 422: same key, another request
+	codeIdempotencyInUse     = "idempotency_key_in_use"  // 409: the first request with the key is still running
+	codeNotActive            = "subscription_not_active" // 409: test of a paused or disabled subscription
+	codeSubscriptionDeleted  = "subscription_deleted"    // 409: retry of a deleted subscription's delivery
+	codeDeliveryInFlight     = "delivery_in_flight"      // 409: retry of a delivery being sent right now
+	codeInternal             = "internal_error"          // 500, never with detail
 )
+
+// errorCodes lists every code above, for the OpenAPI document's check.
+var errorCodes = []string{
+	codeInvalidJSON, codeUnknownField, codeInvalidTenantID, codeUnauthorized, codeNotFound,
+	codeMethodNotAllowed, codeDuplicate, codeBodyTooLarge, codeUnsupportedMediaType,
+	codeInvalidTargetURL, codeInvalidEventTypes, codeInvalidEventType, codeInvalidFilter,
+	codeInvalidHeaders, codeInvalidMetadata, codeInvalidDescription, codeInvalidLimit,
+	codeInvalidCursor, codeInvalidStatus, codeInvalidSince, codeInvalidIdempotency,
+	codeIdempotencyReused, codeIdempotencyInUse, codeNotActive, codeSubscriptionDeleted,
+	codeDeliveryInFlight, codeInternal,
+}
 
 // apiError is an answer for the caller: its status, code and message are sent as they are.
 // Any other error a handler returns is internal: logged, and answered with a bare 500.

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"
@@ -53,6 +55,9 @@ func (fakeResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, 
 type bundle struct {
 	db  *sqlx.DB
 	srv *httptest.Server
+	api *api.API
+	// queued counts DeliveriesQueued calls.
+	queued *atomic.Int64
 }
 
 // setup starts an API on a fresh database. opts may change the Config before New.
@@ -62,10 +67,13 @@ func setup(t *testing.T, opts ...func(*api.Config)) *bundle {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 
+	queued := new(atomic.Int64)
 	cfg := api.Config{
-		DB:      db,
-		Targets: targets.Policy{Resolver: fakeResolver{}},
-		Logger:  zerolog.New(zerolog.NewTestWriter(t)),
+		DB:                    db,
+		Targets:               targets.Policy{Resolver: fakeResolver{}},
+		Logger:                zerolog.New(zerolog.NewTestWriter(t)),
+		SecretRotationOverlap: time.Hour,
+		DeliveriesQueued:      func() { queued.Add(1) },
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -74,7 +82,7 @@ func setup(t *testing.T, opts ...func(*api.Config)) *bundle {
 	require.NoError(t, err)
 	srv := httptest.NewServer(api.BearerAuth(testToken, api.TenantFromHeader(a.Handler())))
 	t.Cleanup(srv.Close)
-	return &bundle{db: db, srv: srv}
+	return &bundle{db: db, srv: srv, api: a, queued: queued}
 }
 
 // response is an answer, its body read.
@@ -128,6 +136,94 @@ func (b *bundle) call(t *testing.T, method, path, tenant, body string) response 
 	}
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	return b.send(t, req)
+}
+
+// callWith is call with extra request headers (each may repeat).
+func (b *bundle) callWith(t *testing.T, method, path, tenant, body string, header http.Header) response {
+	t.Helper()
+	req, err := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if tenant != "" {
+		req.Header.Set("X-Tenant-ID", tenant)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	for k, vs := range header {
+		req.Header.Del(k)
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	return b.send(t, req)
+}
+
+// rawCall sends body with the given Content-Type ("" for none); chunked sends it without a
+// length.
+func (b *bundle) rawCall(t *testing.T, method, path, contentType, body string, chunked bool) response {
+	t.Helper()
+	req, err := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if chunked {
+		req.ContentLength = -1
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	return b.send(t, req)
+}
+
+// snapshot answers every row the API could change, as text, to compare before and after
+// requests that must change nothing.
+func (b *bundle) snapshot(t *testing.T) string {
+	t.Helper()
+	var out strings.Builder
+	for _, table := range []string{"subscriptions", "deliveries", "attempts", "outbox", "idempotency_keys"} {
+		var rows string
+		require.NoError(t, b.db.Get(&rows, `SELECT coalesce(string_agg(x::text, E'\n' ORDER BY x::text), '') FROM relay.`+table+` x`))
+		out.WriteString(table + ":\n" + rows + "\n")
+	}
+	return out.String()
+}
+
+// subscriptionState reads columns the API does not show.
+func (b *bundle) subscriptionState(t *testing.T, id string) subscriptionState {
+	t.Helper()
+	var st subscriptionState
+	require.NoError(t, b.db.Get(&st, `SELECT status, disabled_reason, failing_since, secret, previous_secret,
+		previous_secret_expires_at, updated_at, deleted_at FROM relay.subscriptions WHERE id = $1`, id))
+	return st
+}
+
+type subscriptionState struct {
+	Status                  string         `db:"status"`
+	DisabledReason          sql.NullString `db:"disabled_reason"`
+	FailingSince            sql.NullTime   `db:"failing_since"`
+	Secret                  string         `db:"secret"`
+	PreviousSecret          sql.NullString `db:"previous_secret"`
+	PreviousSecretExpiresAt sql.NullTime   `db:"previous_secret_expires_at"`
+	UpdatedAt               time.Time      `db:"updated_at"`
+	DeletedAt               sql.NullTime   `db:"deleted_at"`
+}
+
+// deliveryState reads a delivery's row as the deliverer sees it.
+func (b *bundle) deliveryState(t *testing.T, id int64) deliveryState {
+	t.Helper()
+	var st deliveryState
+	require.NoError(t, b.db.Get(&st, `SELECT status, attempt_count, next_attempt_at, lease_owner, lease_until,
+		next_attempt_at <= now() AS due FROM relay.deliveries WHERE id = $1`, id))
+	return st
+}
+
+type deliveryState struct {
+	Status        string         `db:"status"`
+	AttemptCount  int            `db:"attempt_count"`
+	NextAttemptAt sql.NullTime   `db:"next_attempt_at"`
+	LeaseOwner    sql.NullString `db:"lease_owner"`
+	LeaseUntil    sql.NullTime   `db:"lease_until"`
+	Due           sql.NullBool   `db:"due"`
 }
 
 func (b *bundle) send(t *testing.T, req *http.Request) response {

@@ -22,20 +22,165 @@ VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb, $9, $10)
 RETURNING ` + subscriptionColumns
 
 // sqlFindDuplicate finds the live subscription subscriptions_duplicate_idx compared an insert
-// with: $1 tenant or NULL, $2 target URL, $3 event types, $4 filter or NULL.
+// or update with: $1 tenant or NULL, $2 target URL, $3 event types, $4 filter or NULL, $5 the
+// id of the subscription being updated (never its own duplicate) or NULL.
 const sqlFindDuplicate = `
 SELECT id FROM {{schema}}.subscriptions
 WHERE coalesce(tenant_id, '') = coalesce($1::text, '')
   AND target_url = $2
   AND event_types = $3::text[]
   AND coalesce(filter, 'null'::jsonb) = coalesce($4::jsonb, 'null'::jsonb)
-  AND deleted_at IS NULL`
+  AND deleted_at IS NULL
+  AND id <> coalesce($5::text, '')`
 
 // sqlGetSubscription: $1 id, $2 tenant scope.
 const sqlGetSubscription = `
 SELECT ` + subscriptionColumns + `
 FROM {{schema}}.subscriptions
 WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)`
+
+// sqlLockSubscription reads a live subscription for an update in the same transaction: $1
+// id, $2 tenant scope. The row lock orders a PATCH against the deliverer's own changes
+// (disabling on 410 or after RELAY_DISABLE_AFTER), so neither overwrites the other unseen.
+const sqlLockSubscription = `
+SELECT ` + subscriptionColumns + `
+FROM {{schema}}.subscriptions
+WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)
+FOR UPDATE`
+
+// sqlUpdateSubscription writes a PATCH merged with the row sqlLockSubscription locked. $1 id,
+// $2 target URL, $3 event types, $4 filter or NULL, $5 headers, $6 description, $7 metadata,
+// $8 ordered, $9 status, $10 true to clear disabled_reason (the status was set), $11 true
+// to clear failing_since (the subscription becomes active again, so the auto-disable window
+// starts afresh).
+const sqlUpdateSubscription = `
+UPDATE {{schema}}.subscriptions
+SET target_url = $2, event_types = $3, filter = $4::jsonb, headers = $5::jsonb, description = $6,
+    metadata = $7::jsonb, ordered = $8, status = $9,
+    disabled_reason = CASE WHEN $10::boolean THEN NULL ELSE disabled_reason END,
+    failing_since = CASE WHEN $11::boolean THEN NULL ELSE failing_since END,
+    updated_at = now()
+WHERE id = $1
+RETURNING ` + subscriptionColumns
+
+// sqlRotateSecret makes $3 (stored form) the secret of live subscription $1 within tenant
+// scope $2; the current one becomes the previous secret, which the deliverer still signs
+// with for $4 milliseconds. A rotation during an overlap drops the older previous secret:
+// there is only ever one.
+const sqlRotateSecret = `
+UPDATE {{schema}}.subscriptions
+SET previous_secret = secret,
+    previous_secret_expires_at = now() + $4 * interval '1 millisecond',
+    secret = $3,
+    updated_at = now()
+WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)
+RETURNING id`
+
+// sqlSendTest writes a webhook.test event for live subscription $1 (tenant scope $2) and its
+// one delivery, due now, in one statement, but only when the subscription is active. The
+// outbox row is born dispatched, so the dispatcher never fans it out to anyone else. $3 is
+// the message in the payload. It answers the subscription's status and, when active, the
+// event and delivery ids; no row when the subscription is not visible.
+const sqlSendTest = `
+WITH sub AS (
+    SELECT id, tenant_id, status
+    FROM {{schema}}.subscriptions
+    WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)
+), ev AS (
+    INSERT INTO {{schema}}.outbox (event_type, tenant_id, payload, dispatched_at)
+    SELECT 'webhook.test', sub.tenant_id,
+           jsonb_build_object('subscription_id', sub.id, 'message', $3::text), now()
+    FROM sub
+    WHERE sub.status = 'active'
+    RETURNING id, event_id
+), dl AS (
+    INSERT INTO {{schema}}.deliveries (event_id, outbox_id, subscription_id, status, next_attempt_at)
+    SELECT ev.event_id, ev.id, $1, 'pending', now()
+    FROM ev
+    RETURNING id
+)
+SELECT sub.status, ev.event_id::text, dl.id
+FROM sub LEFT JOIN ev ON true LEFT JOIN dl ON true`
+
+// sqlReplay re-queues the deliveries of live subscription $1 (tenant scope $2) in status $3
+// created at or after $4: pending, due now, without lease. attempt_count stays, so attempt
+// numbers continue. It answers whether the subscription was found and how many it re-queued.
+// Only finished deliveries match, so nothing in flight is touched.
+const sqlReplay = `
+WITH sub AS (
+    SELECT id
+    FROM {{schema}}.subscriptions
+    WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)
+), upd AS (
+    UPDATE {{schema}}.deliveries d
+    SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, updated_at = now()
+    FROM sub
+    WHERE d.subscription_id = sub.id AND d.status = $3 AND d.created_at >= $4
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM sub), (SELECT count(*) FROM upd)`
+
+// sqlLockDelivery reads, and locks, what a retry decides on: $1 delivery row id, $2 tenant
+// scope. A delivery is in flight when it is pending under a lease that has not run out.
+const sqlLockDelivery = `
+SELECT d.status = 'pending' AND coalesce(d.lease_until > now(), false) AS in_flight,
+       s.deleted_at IS NOT NULL AS deleted
+FROM {{schema}}.deliveries d
+JOIN {{schema}}.subscriptions s ON s.id = d.subscription_id
+WHERE d.id = $1 AND ($2::text IS NULL OR s.tenant_id = $2)
+FOR UPDATE OF d`
+
+// sqlRetryDelivery re-queues delivery $1, locked by sqlLockDelivery: pending, due now, any
+// expired lease dropped. attempt_count stays, so the next attempt is attempt_count + 1.
+const sqlRetryDelivery = `
+UPDATE {{schema}}.deliveries d
+SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, updated_at = now()
+WHERE d.id = $1
+RETURNING ` + deliveryColumns
+
+// sqlClaimIdempotencyKey claims key $2 of caller $1 for a request with hash $3, unless
+// someone holds it: it is free when new, older than $4 ms (the keys' lifetime), or claimed
+// more than $5 ms ago by a request that never stored an answer (its process died). It
+// answers the claim's time, the token that storing or releasing the claim must present; no
+// row when the key is held.
+const sqlClaimIdempotencyKey = `
+INSERT INTO {{schema}}.idempotency_keys AS k (caller, key, request_hash)
+VALUES ($1, $2, $3)
+ON CONFLICT (caller, key) DO UPDATE
+SET request_hash = excluded.request_hash, status = NULL, body = NULL, created_at = now()
+WHERE k.created_at < now() - $4 * interval '1 millisecond'
+   OR (k.status IS NULL AND k.created_at < now() - $5 * interval '1 millisecond')
+RETURNING created_at`
+
+// sqlGetIdempotencyKey reads key $2 of caller $1: its request hash and, once the first
+// request finished, its answer.
+const sqlGetIdempotencyKey = `
+SELECT request_hash, status, body
+FROM {{schema}}.idempotency_keys
+WHERE caller = $1 AND key = $2`
+
+// sqlStoreIdempotencyKey records the answer ($4 status, $5 stored body) of the claim $3 of
+// key $2 of caller $1.
+const sqlStoreIdempotencyKey = `
+UPDATE {{schema}}.idempotency_keys
+SET status = $4, body = $5
+WHERE caller = $1 AND key = $2 AND created_at = $3 AND status IS NULL`
+
+// sqlReleaseIdempotencyKey gives up the claim $3 of key $2 of caller $1 without an answer.
+const sqlReleaseIdempotencyKey = `
+DELETE FROM {{schema}}.idempotency_keys
+WHERE caller = $1 AND key = $2 AND created_at = $3 AND status IS NULL`
+
+// sqlPurgeIdempotencyKeys deletes up to $2 keys older than $1 ms, skipping rows others lock.
+const sqlPurgeIdempotencyKeys = `
+DELETE FROM {{schema}}.idempotency_keys
+WHERE (caller, key) IN (
+    SELECT caller, key FROM {{schema}}.idempotency_keys
+    WHERE created_at < now() - $1 * interval '1 millisecond'
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)`
 
 // sqlGetSecret: $1 id, $2 tenant scope.
 const sqlGetSecret = `
@@ -131,7 +276,9 @@ ORDER BY d.id`
 type queries struct {
 	insertSubscription, findDuplicate, getSubscription, getSecret, listSubscriptions,
 	deleteSubscription, getDelivery, listSubscriptionDeliveries, listAttempts, getEvent,
-	listEventDeliveries string
+	listEventDeliveries, lockSubscription, updateSubscription, rotateSecret, sendTest, replay,
+	lockDelivery, retryDelivery, claimIdempotencyKey, getIdempotencyKey, storeIdempotencyKey,
+	releaseIdempotencyKey, purgeIdempotencyKeys string
 }
 
 func newQueries(schema string) queries {
@@ -148,5 +295,17 @@ func newQueries(schema string) queries {
 		listAttempts:               q(sqlListAttempts),
 		getEvent:                   q(sqlGetEvent),
 		listEventDeliveries:        q(sqlListEventDeliveries),
+		lockSubscription:           q(sqlLockSubscription),
+		updateSubscription:         q(sqlUpdateSubscription),
+		rotateSecret:               q(sqlRotateSecret),
+		sendTest:                   q(sqlSendTest),
+		replay:                     q(sqlReplay),
+		lockDelivery:               q(sqlLockDelivery),
+		retryDelivery:              q(sqlRetryDelivery),
+		claimIdempotencyKey:        q(sqlClaimIdempotencyKey),
+		getIdempotencyKey:          q(sqlGetIdempotencyKey),
+		storeIdempotencyKey:        q(sqlStoreIdempotencyKey),
+		releaseIdempotencyKey:      q(sqlReleaseIdempotencyKey),
+		purgeIdempotencyKeys:       q(sqlPurgeIdempotencyKeys),
 	}
 }

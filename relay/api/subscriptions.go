@@ -348,7 +348,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 			return fmt.Errorf("inserting subscription: %w", err)
 		}
 		var existing string
-		err = a.db.GetContext(r.Context(), &existing, a.q.findDuplicate, s.sqlTenant(), in.TargetURL, eventTypes, filter)
+		err = a.db.GetContext(r.Context(), &existing, a.q.findDuplicate, s.sqlTenant(), in.TargetURL, eventTypes, filter, nil)
 		if err == nil {
 			aerr := errorf(http.StatusConflict, codeDuplicate, "a subscription with the same target_url, event_types and filter exists")
 			aerr.existingID = existing

@@ -351,8 +351,14 @@ func TestMethodNotAllowed(t *testing.T) {
 	tests := []struct{ method, path, allow string }{
 		{http.MethodPut, "/v1/subscriptions", "GET, POST"},
 		{http.MethodDelete, "/v1/subscriptions", "GET, POST"},
-		{http.MethodPost, "/v1/subscriptions/sub_00000000000000000000000000", "DELETE, GET"},
+		{http.MethodPost, "/v1/subscriptions/sub_00000000000000000000000000", "DELETE, GET, PATCH"},
+		{http.MethodPut, "/v1/subscriptions/sub_00000000000000000000000000", "DELETE, GET, PATCH"},
 		{http.MethodPost, "/v1/deliveries/dlv_1", "GET"},
+		{http.MethodGet, "/v1/deliveries/dlv_1/retry", "POST"},
+		{http.MethodGet, "/v1/subscriptions/sub_00000000000000000000000000/rotate-secret", "POST"},
+		{http.MethodGet, "/v1/subscriptions/sub_00000000000000000000000000/test", "POST"},
+		{http.MethodPatch, "/v1/subscriptions/sub_00000000000000000000000000/replay", "POST"},
+		{http.MethodPost, "/v1/subscriptions/sub_00000000000000000000000000/secret", "GET"},
 		{http.MethodDelete, "/v1/events/00000000-0000-0000-0000-000000000000", "GET"},
 		{http.MethodHead, "/v1/subscriptions", "GET, POST"},
 	}
