@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/referralloop/outbox-relay/config"
 	"github.com/referralloop/outbox-relay/outbox"
@@ -29,6 +30,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/notify"
 	"github.com/referralloop/outbox-relay/relay/retention"
 	"github.com/referralloop/outbox-relay/relay/targets"
+	"github.com/referralloop/outbox-relay/relay/tracing"
 )
 
 // Options are what Run needs besides the configuration.
@@ -104,6 +106,24 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
+	tp, stopTracing, err := tracing.Setup(ctx, opts.Version)
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn().Err(err).Msg("flushing traces")
+		}
+	}()
+	var tracer trace.Tracer
+	if tracing.Enabled() {
+		tracer = tp.Tracer("github.com/referralloop/outbox-relay/relay/deliver")
+		log.Info().Msg("tracing on: one span per attempt, traceparent sent to receivers")
+	}
+
 	policy := targets.Policy{AllowHTTP: cfg.AllowHTTP, AllowPrivate: cfg.AllowPrivateTargets}
 	owner := ownerID()
 	log.Info().Str("owner", owner).Str("schema", cfg.Schema).Msg("starting")
@@ -124,6 +144,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		UserAgent:                  "outbox-relay/" + opts.Version,
 		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
 		Metrics:                    m,
+		Tracer:                     tracer,
 		Logger:                     log.With().Str("component", "deliver").Logger(),
 	})
 	if err != nil {

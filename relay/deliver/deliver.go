@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
@@ -59,6 +60,9 @@ type Config struct {
 	Client *http.Client
 	// OpenSecret turns a stored secret into "whsec_..."; nil means stored in clear.
 	OpenSecret func(stored string) (string, error)
+	// Tracer makes one client span per attempt, whose context goes to the receiver in the
+	// traceparent header; nil means no tracing.
+	Tracer trace.Tracer
 	// Metrics, optional, counts attempts and outcomes.
 	Metrics *metrics.Metrics
 	// Now is the clock for attempt timestamps; time.Now when nil.

@@ -17,6 +17,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
@@ -96,8 +102,8 @@ func NewHTTPClient(workers int, control func(network, address string, c syscall.
 }
 
 // send makes one attempt. It never returns an error: every failure is a result.
-func (d *Deliverer) send(ctx context.Context, j *job) result {
-	res := result{job: j, startedAt: d.now(), class: metrics.OutcomeNotSent}
+func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
+	res = result{job: j, startedAt: d.now(), class: metrics.OutcomeNotSent}
 	if j.payloadSize > 0 {
 		res.err = fmt.Sprintf("payload too large: %d bytes exceeds the limit of %d bytes (RELAY_MAX_PAYLOAD_BYTES); not sent", j.payloadSize, d.cfg.MaxPayloadBytes)
 		return res
@@ -109,6 +115,19 @@ func (d *Deliverer) send(ctx context.Context, j *job) result {
 
 	reqCtx, cancel := context.WithTimeout(ctx, d.cfg.DeliveryTimeout)
 	defer cancel()
+	var span trace.Span
+	if d.cfg.Tracer != nil {
+		reqCtx, span = d.cfg.Tracer.Start(reqCtx, "webhook "+j.eventType, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(
+				attribute.String("http.request.method", http.MethodPost),
+				attribute.String("messaging.message.id", j.eventID),
+				attribute.String("outbox_relay.event_type", j.eventType),
+				attribute.String("outbox_relay.delivery_id", ids.FormatDelivery(j.deliveryID)),
+				attribute.String("outbox_relay.subscription_id", j.subscriptionID),
+				attribute.Int("outbox_relay.attempt", j.attempt),
+			))
+		defer func() { endSpan(span, &res) }()
+	}
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, j.targetURL, bytes.NewReader(j.body))
 	if err != nil {
 		res.err = "invalid target URL: " + err.Error()
@@ -129,6 +148,9 @@ func (d *Deliverer) send(ctx context.Context, j *job) result {
 	h.Set("X-Webhook-Signature", sig)
 	h.Set("X-Webhook-Event", j.eventType)
 	h.Set("X-Webhook-Attempt", strconv.Itoa(j.attempt))
+	if span != nil && span.SpanContext().IsValid() {
+		propagation.TraceContext{}.Inject(reqCtx, propagation.HeaderCarrier(h))
+	}
 
 	resp, err := d.client.Do(req)
 	if err != nil {
@@ -167,6 +189,17 @@ func (d *Deliverer) send(ctx context.Context, j *job) result {
 func isTimeout(err error) bool {
 	var netErr net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout())
+}
+
+// endSpan records the attempt's result on its span.
+func endSpan(span trace.Span, res *result) {
+	if res.statusCode != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", res.statusCode))
+	}
+	if res.err != "" {
+		span.SetStatus(codes.Error, res.err)
+	}
+	span.End()
 }
 
 // describeError turns a transport error into the short, stable text the attempt log keeps.
