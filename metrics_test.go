@@ -1,7 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
+	"os"
+	"regexp"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,4 +102,24 @@ func TestMetricsFollowFailuresAndSuccesses(t *testing.T) {
 	require.Zero(t, metricValue(t, after, "outbox_relay_in_flight_requests"))
 
 	require.Equal(t, 0, p.stop(t))
+}
+
+func TestDashboardQueriesOnlyExistingMetrics(t *testing.T) {
+	raw, err := os.ReadFile("examples/grafana/outbox-relay-dashboard.json")
+	require.NoError(t, err)
+	var dash map[string]any
+	require.NoError(t, json.Unmarshal(raw, &dash), "the dashboard is valid JSON")
+
+	_, dsn := relaytest.Open(t, relaytest.Migrated)
+	p := startRelay(t, dsn)
+	families := scrape(t, p)
+	require.Equal(t, 0, p.stop(t))
+
+	names := regexp.MustCompile(`outbox_relay_[a-z_]+`).FindAllString(string(raw), -1)
+	require.NotEmpty(t, names)
+	for _, n := range names {
+		base := strings.TrimSuffix(n, "_bucket")
+		_, ok := families[base]
+		require.True(t, ok, "the dashboard queries %s, which the relay does not export", n)
+	}
 }
