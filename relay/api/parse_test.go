@@ -179,3 +179,25 @@ func TestNormalizeEventTypes(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+func TestCheckIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	for k, ok := range map[string]bool{
+		"a": true, "a b": true, "550e8400-e29b-41d4-a716-446655440000": true, strings.Repeat("~", 255): true,
+		"": false, strings.Repeat("k", 256): false, "a\x00b": false, "a\tb": false, "a\nb": false, "\x7f": false,
+		"caf\xc3\xa9": false, "caf\xe9": false,
+	} {
+		require.Equal(t, ok, checkIdempotencyKey(k) == "", "%q", k)
+	}
+}
+
+func TestRequestHash(t *testing.T) {
+	t.Parallel()
+	h := requestHash("POST", "/v1/subscriptions", []byte(`{"a": 1}`))
+	require.Equal(t, h, requestHash("POST", "/v1/subscriptions", []byte("\n{\"a\":1}  ")), "JSON whitespace does not count")
+	require.NotEqual(t, h, requestHash("POST", "/v1/subscriptions", []byte(`{"a": 2}`)))
+	require.NotEqual(t, h, requestHash("POST", "/v1/subscriptions/x", []byte(`{"a": 1}`)))
+	require.NotEqual(t, h, requestHash("PUT", "/v1/subscriptions", []byte(`{"a": 1}`)))
+	require.NotEqual(t, requestHash("POST", "/a", []byte("b")), requestHash("POST", "/a\x00b", nil), "fields are separated")
+	require.Equal(t, requestHash("POST", "/a", nil), requestHash("POST", "/a", []byte{}))
+}
