@@ -3,7 +3,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo
+.PHONY: help build test lint demo chart
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -21,3 +21,12 @@ lint: ## Check gofmt, go vet and that go mod tidy changes nothing
 
 demo: ## Show the relay delivering verified webhooks end to end (finds or starts PostgreSQL)
 	scripts/with-postgres.sh bash scripts/demo.sh
+
+HELM_VERSION ?= v3.22.0
+
+chart: ## Lint the Helm chart and test what it renders (builds bin/helm-<version> once)
+	@test -x bin/helm-$(HELM_VERSION) || { echo "go install helm $(HELM_VERSION) into bin/ (once)"; \
+		GOBIN=$(CURDIR)/tmp/helm-$(HELM_VERSION) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) && \
+		mkdir -p bin && mv tmp/helm-$(HELM_VERSION)/helm bin/helm-$(HELM_VERSION); }
+	for f in charts/outbox-relay/ci/*-values.yaml; do bin/helm-$(HELM_VERSION) lint --strict charts/outbox-relay -f $$f || exit 1; done
+	cd charts/test && go vet ./... && HELM=$(CURDIR)/bin/helm-$(HELM_VERSION) go test -count=1 ./...
