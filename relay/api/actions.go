@@ -19,6 +19,12 @@ const testMessage = "test event from outbox-relay"
 // replayStatuses are the delivery statuses a replay may re-queue: the finished ones.
 var replayStatuses = []string{"failed", "cancelled", "succeeded"}
 
+// minSince and maxSince bound a replay's since: earlier or later cannot change its answer.
+var (
+	minSince = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxSince = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
 // parseNoBody checks the body of a route that takes none: absent, empty, or the empty
 // object {}. Anything else is 400 (unknown_field, invalid_json).
 func parseNoBody(body []byte) error {
@@ -58,6 +64,14 @@ func parseReplay(body []byte) (replayRequest, error) {
 	}
 	if in.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
 		return in, invalid(codeInvalidSince, "since %q is not an RFC 3339 timestamp such as 2026-11-27T05:00:00Z", truncate(since))
+	}
+	// In UTC, because PostgreSQL refuses offsets beyond 15:59 that RFC 3339 allows, and
+	// within the years 1 to 9999, which it stores however the offset moved them.
+	switch in.Since = in.Since.UTC(); {
+	case in.Since.Before(minSince):
+		in.Since = minSince
+	case in.Since.After(maxSince):
+		in.Since = maxSince
 	}
 	status, ok, err := field[string](obj, "status", "a string")
 	if err != nil {

@@ -245,9 +245,15 @@ func TestReplay(t *testing.T) {
 	require.Equal(t, "pending", b.deliveryState(t, cancelled).Status)
 	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "", `{"since": "0001-01-01T00:00:00Z", "status": "succeeded"}`)
 	require.Equal(t, 1.0, res.json(t)["count"])
-	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "", `{"since": "9999-12-31T23:59:59Z", "status": null}`)
-	require.Equal(t, http.StatusAccepted, res.status)
-	require.Equal(t, 0.0, res.json(t)["count"], "nothing that new")
+	for _, since := range []string{"9999-12-31T23:59:59Z", "9999-12-31T23:59:59.999999999-23:59", "9999-12-31T23:59:59+23:59"} {
+		res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "", `{"since": "`+since+`", "status": null}`)
+		require.Equal(t, http.StatusAccepted, res.status, "%s: %s", since, res.body)
+		require.Equal(t, 0.0, res.json(t)["count"], "nothing that new")
+	}
+	for _, since := range []string{"0000-01-01T00:00:00-23:59", "0000-01-01T00:00:00+23:59"} {
+		res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "", `{"since": "`+since+`", "status": "cancelled"}`)
+		require.Equal(t, http.StatusAccepted, res.status, "%s: %s", since, res.body)
+	}
 	// The old failure, with since far back: status null is failed.
 	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "", `{"since": "1970-01-01T00:00:00Z", "status": null}`)
 	require.Equal(t, 1.0, res.json(t)["count"])

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -59,13 +60,7 @@ func FuzzCreateSubscription(f *testing.F) {
 		}
 		in, err := parseCreateSubscription(body)
 		if err != nil {
-			aerr, ok := errors.AsType[*apiError](err)
-			require.True(t, ok, "error %T %v is not an *apiError: it would be a 500", err, err)
-			require.Contains(t, []int{http.StatusBadRequest, http.StatusUnprocessableEntity}, aerr.status, "%v", aerr)
-			require.NotEmpty(t, aerr.code)
-			require.NotEmpty(t, aerr.message)
-			_, err := json.Marshal(errorBody{Error: errorDetail{Code: aerr.code, Message: aerr.message}})
-			require.NoError(t, err)
+			checkRefusal(t, err)
 			return
 		}
 
@@ -200,4 +195,116 @@ func TestRequestHash(t *testing.T) {
 	require.NotEqual(t, h, requestHash("PUT", "/v1/subscriptions", []byte(`{"a": 1}`)))
 	require.NotEqual(t, requestHash("POST", "/a", []byte("b")), requestHash("POST", "/a\x00b", nil), "fields are separated")
 	require.Equal(t, requestHash("POST", "/a", nil), requestHash("POST", "/a", []byte{}))
+}
+
+// checkRefusal asserts that err is an answer for the caller, 400 or 422, that encodes.
+func checkRefusal(t *testing.T, err error) {
+	t.Helper()
+	aerr, ok := errors.AsType[*apiError](err)
+	require.True(t, ok, "error %T %v is not an *apiError: it would be a 500", err, err)
+	require.Contains(t, []int{http.StatusBadRequest, http.StatusUnprocessableEntity}, aerr.status, "%v", aerr)
+	require.NotEmpty(t, aerr.code)
+	require.NotEmpty(t, aerr.message)
+	_, err = json.Marshal(errorBody{Error: errorDetail{Code: aerr.code, Message: aerr.message}})
+	require.NoError(t, err)
+}
+
+func FuzzPatchSubscription(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `{"status": "paused"}`, `{"status": "disabled"}`, `{"status": null}`,
+		`{"target_url": "https://hooks.example.com/", "event_type": "a.*"}`, `{"target_url": null}`,
+		`{"event_types": ["b", "a", "a"], "filter": null, "headers": null, "metadata": null, "description": null, "ordered": null}`,
+		`{"event_types": null}`, `{"event_types": [], "event_type": "a"}`, `{"filter": {}}`,
+		`{"filter": {"a": [1, {"b": null}]}, "metadata": {"n": 1e400}}`, `{"headers": {"Webhook-Id": "x"}}`,
+		`{"headers": {"X-A": "1", "x-a": "2"}}`, `{"description": "\u0000"}`, `{"ordered": "yes"}`, `{"id": "sub_x"}`,
+		`[]`, `null`, `"x"`, `{`, `{} {}`, "", " ",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(body) > maxBodyBytes {
+			return // readBody answers 413 before parsing
+		}
+		if len(strings.TrimSpace(string(body))) == 0 {
+			body = nil
+		}
+		p, err := parsePatchSubscription(body)
+		if err != nil {
+			checkRefusal(t, err)
+			return
+		}
+		if p.EventTypes != nil {
+			require.NotEmpty(t, p.EventTypes)
+			require.True(t, slices.IsSorted(p.EventTypes))
+			require.Equal(t, len(p.EventTypes), len(slices.Compact(slices.Clone(p.EventTypes))))
+			for _, e := range p.EventTypes {
+				require.True(t, validEventPattern(e), e)
+			}
+		}
+		if p.Status != nil {
+			require.Contains(t, settableStatuses, *p.Status)
+		}
+		if p.Description != nil {
+			require.NotContains(t, *p.Description, "\x00")
+		}
+		if p.Filter != nil && *p.Filter != nil {
+			require.True(t, json.Valid(*p.Filter))
+			require.Equal(t, byte('{'), (*p.Filter)[0])
+			require.NotEqual(t, "{}", string(*p.Filter))
+			require.NotContains(t, string(*p.Filter), `\u0000`)
+		}
+		if p.Metadata != nil {
+			require.True(t, json.Valid(*p.Metadata))
+			require.Equal(t, byte('{'), (*p.Metadata)[0])
+			require.NotContains(t, string(*p.Metadata), `\u0000`)
+		}
+		if p.Headers != nil {
+			require.NotNil(t, *p.Headers)
+			for name, value := range *p.Headers {
+				require.True(t, isToken(name), name)
+				require.NotContains(t, reservedHeaders, strings.ToLower(name))
+				require.True(t, validHeaderValue(value), value)
+			}
+		}
+	})
+}
+
+func FuzzReplay(f *testing.F) {
+	for _, s := range []string{
+		`{"since": "2026-11-27T05:00:00Z"}`, `{"since": "2026-11-27T05:00:00.123456789+05:30", "status": "cancelled"}`,
+		`{"since": "0000-01-01T00:00:00Z", "status": null}`, `{"since": "2026-11-27"}`, `{"since": 1}`,
+		`{"since": "0000-01-01T00:00:00-23:59"}`, `{"since": "9999-12-31T23:59:59.999999999-23:59"}`,
+		`{"since": "2026-11-27T05:00:00Z", "status": "pending"}`, `{"until": "x"}`, `{}`, `[]`, `null`, "", "{",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(body) > maxBodyBytes {
+			return
+		}
+		if len(strings.TrimSpace(string(body))) == 0 {
+			body = nil
+		}
+		in, err := parseReplay(body)
+		if err != nil {
+			checkRefusal(t, err)
+			return
+		}
+		require.Contains(t, replayStatuses, in.Status)
+		require.Equal(t, time.UTC, in.Since.Location(), "PostgreSQL refuses some offsets RFC 3339 allows")
+		require.True(t, in.Since.Year() >= 1 && in.Since.Year() <= 9999, "a year PostgreSQL stores: %v", in.Since)
+	})
+}
+
+func TestParseNoBody(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"{}", " { } "} {
+		require.NoError(t, parseNoBody([]byte(ok)), ok)
+	}
+	require.NoError(t, parseNoBody(nil))
+	for _, bad := range []string{`{"a": 1}`, `[]`, `null`, `1`, `{`, `{}{}`, `"{}"`} {
+		err := parseNoBody([]byte(bad))
+		require.Error(t, err, bad)
+		checkRefusal(t, err)
+	}
 }
