@@ -1,0 +1,539 @@
+package charttest
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+func values(name string) string { return filepath.Join(chartDir, "ci", name) }
+
+func TestStandaloneDefaults(t *testing.T) {
+	t.Parallel()
+	r := render(t, chartDir, "-f", values("standalone-values.yaml"))
+	require.Equal(t, map[string]int{
+		"ServiceAccount": 1, "Secret": 1, "ConfigMap": 1, "Service": 1, "Deployment": 1,
+		"PodDisruptionBudget": 1, "Pod": 1,
+	}, r.kinds())
+	requireStandardLabels(t, r)
+
+	dep := get[*appsv1.Deployment](t, r, "Deployment")
+	require.Equal(t, "demo-outbox-relay", dep.Name)
+	require.Equal(t, int32(2), *dep.Spec.Replicas)
+	pod := dep.Spec.Template
+	require.Subset(t, pod.Labels, dep.Spec.Selector.MatchLabels)
+	require.Regexp(t, `^[0-9a-f]{64}$`, pod.Annotations["checksum/config"])
+	require.Regexp(t, `^[0-9a-f]{64}$`, pod.Annotations["checksum/secret"])
+	require.Equal(t, get[*corev1.ServiceAccount](t, r, "ServiceAccount").Name, pod.Spec.ServiceAccountName)
+	require.False(t, *pod.Spec.AutomountServiceAccountToken)
+	require.True(t, *pod.Spec.SecurityContext.RunAsNonRoot)
+	require.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, pod.Spec.SecurityContext.SeccompProfile.Type)
+
+	require.Len(t, pod.Spec.Containers, 1)
+	c := pod.Spec.Containers[0]
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay:"+chartMeta(t).AppVersion, c.Image)
+	require.Equal(t, []string{"serve"}, c.Args)
+	requireRelayContainer(t, c)
+	require.Equal(t, "50m", c.Resources.Requests.Cpu().String())
+	require.Equal(t, "64Mi", c.Resources.Requests.Memory().String())
+
+	cm := get[*corev1.ConfigMap](t, r, "ConfigMap")
+	require.Len(t, c.EnvFrom, 1)
+	require.Equal(t, cm.Name, c.EnvFrom[0].ConfigMapRef.Name)
+	require.Equal(t, map[string]string{"RELAY_LISTEN_ADDR": ":8080", "RELAY_OPS_ADDR": ":9090"}, cm.Data)
+
+	secret := get[*corev1.Secret](t, r, "Secret")
+	requireFromSecret(t, c, "RELAY_DATABASE_URL", secret.Name, "database-url")
+	requireFromSecret(t, c, "RELAY_API_TOKEN", secret.Name, "api-token")
+	require.Nil(t, envVar(c, "RELAY_ENCRYPTION_KEY"))
+	require.Equal(t, "postgres://relay:relay@postgres:5432/app?sslmode=disable", string(secret.Data["database-url"]))
+	require.Equal(t, "ci-token", string(secret.Data["api-token"]))
+
+	svc := get[*corev1.Service](t, r, "Service")
+	require.Subset(t, pod.Labels, svc.Spec.Selector, "the Service selects the pods")
+	require.Equal(t, []corev1.ServicePort{
+		{Name: "http", Port: 8080, TargetPort: intstr.FromString("api"), Protocol: corev1.ProtocolTCP},
+		{Name: "ops", Port: 9090, TargetPort: intstr.FromString("ops"), Protocol: corev1.ProtocolTCP},
+	}, svc.Spec.Ports)
+
+	pdb := get[*policyv1.PodDisruptionBudget](t, r, "PodDisruptionBudget")
+	require.Equal(t, intstr.FromInt32(1), *pdb.Spec.MinAvailable)
+	require.Equal(t, dep.Spec.Selector.MatchLabels, pdb.Spec.Selector.MatchLabels)
+
+	test := get[*corev1.Pod](t, r, "Pod")
+	require.Equal(t, "test", test.Annotations["helm.sh/hook"])
+	require.Contains(t, test.Spec.Containers[0].Command, "http://demo-outbox-relay:9090/readyz")
+	require.False(t, *test.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation)
+}
+
+func TestStandaloneFull(t *testing.T) {
+	t.Parallel()
+	r := render(t, chartDir, "-f", values("full-values.yaml"))
+	require.Equal(t, map[string]int{
+		"ServiceAccount": 1, "ConfigMap": 1, "Service": 1, "Deployment": 1, "PodDisruptionBudget": 1,
+		"Pod": 1, "Job": 1, "ServiceMonitor": 1, "PrometheusRule": 1,
+	}, r.kinds(), "existingSecret: the chart creates no Secret")
+	requireStandardLabels(t, r)
+
+	dep := get[*appsv1.Deployment](t, r, "Deployment")
+	require.Equal(t, int32(3), *dep.Spec.Replicas)
+	pod := dep.Spec.Template
+	require.Contains(t, pod.Annotations, "checksum/config")
+	require.NotContains(t, pod.Annotations, "checksum/secret")
+	require.Equal(t, "growth", pod.Annotations["example.com/team"])
+	require.Len(t, pod.Spec.TopologySpreadConstraints, 1)
+
+	c := pod.Spec.Containers[0]
+	requireRelayContainer(t, c)
+	requireFromSecret(t, c, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
+	requireFromSecret(t, c, "RELAY_API_TOKEN", "app-outbox-relay", "API_TOKEN")
+	requireFromSecret(t, c, "RELAY_LISTEN_DATABASE_URL", "app-outbox-relay", "LISTEN_DATABASE_URL")
+	requireFromSecret(t, c, "RELAY_ENCRYPTION_KEY", "app-outbox-relay", "ENCRYPTION_KEY")
+	require.Nil(t, envVar(c, "RELAY_ENCRYPTION_KEY_PREVIOUS"))
+
+	cm := get[*corev1.ConfigMap](t, r, "ConfigMap")
+	require.Equal(t, map[string]string{
+		"RELAY_LISTEN_ADDR":       ":8080",
+		"RELAY_OPS_ADDR":          ":9090",
+		"RELAY_AUTO_MIGRATE":      "false", // the Job migrates
+		"RELAY_SCHEMA":            "webhooks",
+		"RELAY_LOG_LEVEL":         "debug",
+		"RELAY_BATCH_SIZE":        "500",
+		"RELAY_MAX_PAYLOAD_BYTES": "1048576", // not 1.048576e+06
+		"RELAY_RETRY_SCHEDULE":    "30s,5m,1h,6h",
+		"RELAY_ALLOW_HTTP":        "true",
+		"RELAY_AUTH_CACHE_TTL":    "0",
+	}, cm.Data)
+
+	job := get[*batchv1.Job](t, r, "Job")
+	require.Equal(t, "pre-install,pre-upgrade", job.Annotations["helm.sh/hook"])
+	require.Equal(t, "before-hook-creation,hook-succeeded", job.Annotations["helm.sh/hook-delete-policy"])
+	jc := job.Spec.Template.Spec.Containers[0]
+	require.Equal(t, []string{"migrate"}, jc.Args)
+	require.Equal(t, corev1.RestartPolicyNever, job.Spec.Template.Spec.RestartPolicy)
+	require.Empty(t, job.Spec.Template.Spec.ServiceAccountName, "the chart's ServiceAccount does not exist yet at pre-install")
+	require.Equal(t, "webhooks", envVar(jc, "RELAY_SCHEMA").Value, "the Job gets the settings inline")
+	requireFromSecret(t, jc, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
+	requireRestricted(t, jc.SecurityContext)
+
+	svc := get[*corev1.Service](t, r, "Service")
+	sm := get[*unstructured.Unstructured](t, r, "ServiceMonitor")
+	require.Equal(t, "monitoring.coreos.com/v1", sm.GetAPIVersion())
+	require.Equal(t, "prometheus", sm.GetLabels()["release"])
+	matchLabels, _, err := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+	require.NoError(t, err)
+	require.Subset(t, svc.Labels, matchLabels, "the ServiceMonitor selects the Service")
+	endpoints, _, err := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	require.NoError(t, err)
+	require.Len(t, endpoints, 1)
+	require.Equal(t, "ops", endpoints[0].(map[string]any)["port"])
+	require.Equal(t, "/metrics", endpoints[0].(map[string]any)["path"])
+
+	rule := get[*unstructured.Unstructured](t, r, "PrometheusRule")
+	require.Equal(t, "monitoring.coreos.com/v1", rule.GetAPIVersion())
+	groups, _, err := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	require.NoError(t, err)
+	require.Len(t, groups, 1)
+	alerts := map[string][2]string{}
+	for _, x := range groups[0].(map[string]any)["rules"].([]any) {
+		rule := x.(map[string]any)
+		alerts[rule["alert"].(string)] = [2]string{rule["expr"].(string), rule["for"].(string)}
+	}
+	require.Equal(t, map[string][2]string{
+		"OutboxRelayBacklogAge": {`outbox_relay_outbox_oldest_age_seconds > 300`, "5m"},
+		"OutboxRelayFailureRatio": {
+			`sum(rate(outbox_relay_attempts_total{outcome!="2xx"}[5m])) / sum(rate(outbox_relay_attempts_total[5m])) > 0.2`, "15m"},
+		"OutboxRelayDisabledSubscriptions": {`outbox_relay_subscriptions{status="disabled"} > 0`, "5m"},
+	}, alerts)
+}
+
+func TestPrometheusRuleLabelMatchers(t *testing.T) {
+	t.Parallel()
+	r := render(t, chartDir, "-f", values("standalone-values.yaml"),
+		"--set", "prometheusRule.enabled=true", "--set-string", `prometheusRule.labelMatchers=namespace="shop"`)
+	rule := get[*unstructured.Unstructured](t, r, "PrometheusRule")
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	var exprs []string
+	for _, x := range groups[0].(map[string]any)["rules"].([]any) {
+		exprs = append(exprs, x.(map[string]any)["expr"].(string))
+	}
+	require.Equal(t, []string{
+		`outbox_relay_outbox_oldest_age_seconds{namespace="shop"} > 300`,
+		`sum(rate(outbox_relay_attempts_total{outcome!="2xx",namespace="shop"}[5m])) / sum(rate(outbox_relay_attempts_total{namespace="shop"}[5m])) > 0.2`,
+		`outbox_relay_subscriptions{status="disabled",namespace="shop"} > 0`,
+	}, exprs)
+}
+
+func TestChecksumFollowsConfig(t *testing.T) {
+	t.Parallel()
+	checksums := func(args ...string) map[string]string {
+		r := render(t, chartDir, append([]string{"-f", values("standalone-values.yaml")}, args...)...)
+		return get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Annotations
+	}
+	base := checksums()
+	require.Equal(t, base, checksums(), "the same values give the same checksums")
+
+	changed := checksums("--set", "config.RELAY_LOG_LEVEL=debug")
+	require.NotEqual(t, base["checksum/config"], changed["checksum/config"])
+	require.Equal(t, base["checksum/secret"], changed["checksum/secret"])
+
+	changed = checksums("--set", "secret.apiToken=rotated")
+	require.Equal(t, base["checksum/config"], changed["checksum/config"])
+	require.NotEqual(t, base["checksum/secret"], changed["checksum/secret"])
+}
+
+func TestSingleReplicaHasNoPodDisruptionBudget(t *testing.T) {
+	t.Parallel()
+	r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "replicaCount=1")
+	require.NotContains(t, r.kinds(), "PodDisruptionBudget", "minAvailable 1 of 1 would block every node drain")
+}
+
+func TestInsecureNoAuth(t *testing.T) {
+	t.Parallel()
+	r := render(t, chartDir, "--set", "secret.databaseURL=postgres://db/app", "--set", "config.RELAY_INSECURE_NO_AUTH=true")
+	c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[0]
+	token := envVar(c, "RELAY_API_TOKEN")
+	require.NotNil(t, token, "the relay wants RELAY_API_TOKEN set, and empty")
+	require.Nil(t, token.ValueFrom)
+	require.Empty(t, token.Value)
+	require.NotContains(t, get[*corev1.Secret](t, r, "Secret").Data, "api-token")
+}
+
+func TestMigrationJobWithChartSecret(t *testing.T) {
+	t.Parallel()
+	r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "migrationJob.enabled=true")
+	var hookSecret *corev1.Secret
+	for _, m := range r {
+		if s, ok := m.Object.(*corev1.Secret); ok && s.Annotations["helm.sh/hook"] != "" {
+			hookSecret = s
+		}
+	}
+	require.NotNil(t, hookSecret, "a pre-install Job cannot read the release's Secret; it gets a hook copy")
+	require.Equal(t, "pre-install,pre-upgrade", hookSecret.Annotations["helm.sh/hook"])
+	require.Equal(t, "-10", hookSecret.Annotations["helm.sh/hook-weight"], "before the Job (weight 0)")
+	require.Equal(t, "before-hook-creation,hook-succeeded", hookSecret.Annotations["helm.sh/hook-delete-policy"])
+	jc := get[*batchv1.Job](t, r, "Job").Spec.Template.Spec.Containers[0]
+	requireFromSecret(t, jc, "RELAY_DATABASE_URL", hookSecret.Name, "database-url")
+	require.Contains(t, hookSecret.Data, "database-url")
+}
+
+func TestSidecarModeRendersNoWorkload(t *testing.T) {
+	t.Parallel()
+	r := render(t, chartDir, "-f", values("sidecar-values.yaml"))
+	require.Equal(t, map[string]int{"Secret": 1, "PrometheusRule": 1}, r.kinds())
+	requireStandardLabels(t, r)
+	secret := get[*corev1.Secret](t, r, "Secret")
+	require.Contains(t, secret.Data, "encryption-key")
+}
+
+func TestSidecarInApplicationChart(t *testing.T) {
+	t.Parallel()
+	app := wrapperChart(t)
+	r := render(t, app)
+	require.Equal(t, map[string]int{"Secret": 1, "Service": 1, "Deployment": 1}, r.kinds(),
+		"the application's Deployment and Service, the relay's Secret, and no relay workload")
+
+	dep := get[*appsv1.Deployment](t, r, "Deployment")
+	require.Equal(t, "demo-shop", dep.Name)
+	spec := dep.Spec.Template.Spec
+	require.Len(t, spec.Containers, 2)
+	require.Equal(t, "shop", spec.Containers[0].Name)
+	c := spec.Containers[1]
+	require.Equal(t, "outbox-relay", c.Name)
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay:"+chartMeta(t).AppVersion, c.Image, "the relay's appVersion, not the application's")
+	requireRelayContainer(t, c)
+	require.Empty(t, c.EnvFrom, "settings are inline: the pod spec changes with them")
+	require.Equal(t, "info", envVar(c, "RELAY_LOG_LEVEL").Value)
+	require.Equal(t, ":8080", envVar(c, "RELAY_LISTEN_ADDR").Value)
+	require.Equal(t, ":9090", envVar(c, "RELAY_OPS_ADDR").Value)
+
+	secret := get[*corev1.Secret](t, r, "Secret")
+	require.Equal(t, "demo-outbox-relay", secret.Name)
+	requireFromSecret(t, c, "RELAY_DATABASE_URL", secret.Name, "database-url")
+	requireFromSecret(t, c, "RELAY_API_TOKEN", secret.Name, "api-token")
+	require.Regexp(t, `^[0-9a-f]{64}$`, dep.Spec.Template.Annotations["checksum/outbox-relay-secret"])
+
+	ports := map[string]bool{}
+	for _, c := range spec.Containers {
+		for _, p := range c.Ports {
+			require.False(t, ports[p.Name], "port name %s twice in the pod", p.Name)
+			ports[p.Name] = true
+		}
+	}
+	svc := get[*corev1.Service](t, r, "Service")
+	require.Equal(t, intstr.FromString("http"), svc.Spec.Ports[0].TargetPort)
+
+	t.Run("ReverseProxy", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app, "--set", "outbox-relay.proxy.enabled=true",
+			"--set", "outbox-relay.proxy.upstreamURL=http://127.0.0.1:3000",
+			"--set", "outbox-relay.proxy.authURL=http://127.0.0.1:3000/auth/webhooks")
+		c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[1]
+		require.Equal(t, "http://127.0.0.1:3000", envVar(c, "RELAY_UPSTREAM_URL").Value)
+		require.Equal(t, "http://127.0.0.1:3000/auth/webhooks", envVar(c, "RELAY_AUTH_URL").Value)
+		require.Equal(t, "/webhooks", envVar(c, "RELAY_PROXY_PREFIX").Value)
+		svc := get[*corev1.Service](t, r, "Service")
+		require.Equal(t, intstr.FromString("api"), svc.Spec.Ports[0].TargetPort, "traffic goes through the relay")
+	})
+
+	t.Run("ExistingSecret", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app, "--set", "outbox-relay.existingSecret=shop-relay", "--set", "outbox-relay.secret=null")
+		require.Equal(t, map[string]int{"Service": 1, "Deployment": 1}, r.kinds())
+		dep := get[*appsv1.Deployment](t, r, "Deployment")
+		requireFromSecret(t, dep.Spec.Template.Spec.Containers[1], "RELAY_DATABASE_URL", "shop-relay", "database-url")
+		require.NotContains(t, dep.Spec.Template.Annotations, "checksum/outbox-relay-secret")
+	})
+
+	t.Run("NoReadinessProbe", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app, "--set", "outbox-relay.readinessProbe=null")
+		c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[1]
+		require.Nil(t, c.ReadinessProbe, "the README's way to keep the relay out of the pod's readiness")
+		require.NotNil(t, c.LivenessProbe)
+	})
+
+	t.Run("StandaloneSubchartRefused", func(t *testing.T) {
+		t.Parallel()
+		msg := renderError(t, app, "--set", "outbox-relay.mode=standalone")
+		require.Contains(t, msg, "set outbox-relay.mode to sidecar")
+	})
+}
+
+func TestRefusedValues(t *testing.T) {
+	t.Parallel()
+	secrets := []string{"--set", "secret.databaseURL=postgres://db/app", "--set", "secret.apiToken=t"}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"NoSecret", nil, "no database URL: set existingSecret"},
+		{"NoAPIToken", []string{"--set", "secret.databaseURL=postgres://db/app"}, "no API token: set secret.apiToken"},
+		{"TokenAndNoAuth", append(secrets, "--set", "config.RELAY_INSECURE_NO_AUTH=true"), "remove one of them"},
+		{"TypoTopLevel", append(secrets, "--set", "replicas=3"), "additional properties 'replicas' not allowed"},
+		{"TypoNested", append(secrets, "--set", "serviceMonitor.enable=true"), "additional properties 'enable' not allowed"},
+		{"TypoConfig", append(secrets, "--set", "config.RELAY_POLL_INTERVALL=2s"), "additional properties 'RELAY_POLL_INTERVALL' not allowed"},
+		{"SecretInConfig", append(secrets, "--set", "config.RELAY_DATABASE_URL=postgres://db/app"), "additional properties 'RELAY_DATABASE_URL' not allowed"},
+		{"PortInConfig", append(secrets, "--set", "config.RELAY_LISTEN_ADDR=:80"), "additional properties 'RELAY_LISTEN_ADDR' not allowed"},
+		{"DurationWithoutUnit", append(secrets, "--set", "config.RELAY_POLL_INTERVAL=5"), "/config/RELAY_POLL_INTERVAL"},
+		{"BadLogLevel", append(secrets, "--set", "config.RELAY_LOG_LEVEL=verbose"), "/config/RELAY_LOG_LEVEL"},
+		{"BatchTooLarge", append(secrets, "--set", "config.RELAY_BATCH_SIZE=20000"), "/config/RELAY_BATCH_SIZE"},
+		{"UnknownMode", append(secrets, "--set", "mode=daemonset"), "/mode"},
+		{"ProxyWithoutUpstream", append(secrets, "--set", "proxy.enabled=true"), "proxy.enabled needs proxy.upstreamURL"},
+		{"PreviousKeyAlone", append(secrets, "--set", "secret.encryptionKeyPrevious=x"), "secret.encryptionKeyPrevious is set but secret.encryptionKey is not"},
+		{"SamePorts", append(secrets, "--set", "containerPorts.ops=8080"), "containerPorts.api and containerPorts.ops must differ"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Contains(t, renderError(t, chartDir, tt.args...), tt.want)
+		})
+	}
+}
+
+// requireRelayContainer checks what every relay container must have, wherever it runs.
+func requireRelayContainer(t *testing.T, c corev1.Container) {
+	t.Helper()
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	require.Equal(t, map[string]int32{"api": 8080, "ops": 9090}, ports)
+
+	require.NotNil(t, c.LivenessProbe)
+	require.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
+	require.Equal(t, intstr.FromString("ops"), c.LivenessProbe.HTTPGet.Port)
+	require.NotNil(t, c.ReadinessProbe)
+	require.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
+	require.Equal(t, intstr.FromString("ops"), c.ReadinessProbe.HTTPGet.Port)
+
+	requireRestricted(t, c.SecurityContext)
+	require.NotNil(t, c.Resources.Requests.Cpu())
+	require.False(t, c.Resources.Requests.Memory().IsZero())
+}
+
+// requireRestricted checks the container fields of the restricted Pod Security Standard.
+func requireRestricted(t *testing.T, sc *corev1.SecurityContext) {
+	t.Helper()
+	require.NotNil(t, sc)
+	require.True(t, *sc.RunAsNonRoot)
+	require.Equal(t, int64(65532), *sc.RunAsUser)
+	require.True(t, *sc.ReadOnlyRootFilesystem)
+	require.False(t, *sc.AllowPrivilegeEscalation)
+	require.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
+	require.Empty(t, sc.Capabilities.Add)
+	require.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, sc.SeccompProfile.Type)
+}
+
+// requireFromSecret checks that the variable comes from that key of that Secret.
+func requireFromSecret(t *testing.T, c corev1.Container, name, secret, key string) {
+	t.Helper()
+	v := envVar(c, name)
+	require.NotNil(t, v, "%s not in the env of %s", name, c.Name)
+	require.NotNil(t, v.ValueFrom, "%s must come from a Secret", name)
+	require.NotNil(t, v.ValueFrom.SecretKeyRef, "%s must come from a Secret", name)
+	require.Equal(t, secret, v.ValueFrom.SecretKeyRef.Name, name)
+	require.Equal(t, key, v.ValueFrom.SecretKeyRef.Key, name)
+	require.Empty(t, v.Value, "%s has a literal value", name)
+}
+
+var standardLabels = []string{
+	"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+	"app.kubernetes.io/managed-by", "helm.sh/chart",
+}
+
+// requireStandardLabels checks the recommended labels on every manifest the chart rendered.
+func requireStandardLabels(t *testing.T, r release) {
+	t.Helper()
+	for _, m := range r {
+		var labels map[string]string
+		switch o := m.Object.(type) {
+		case *unstructured.Unstructured:
+			labels = o.GetLabels()
+		case interface{ GetLabels() map[string]string }:
+			labels = o.GetLabels()
+		}
+		for _, l := range standardLabels {
+			require.NotEmpty(t, labels[l], "%s %s has no label %s", m.Kind, m.Name, l)
+		}
+		require.Equal(t, "demo", labels["app.kubernetes.io/instance"])
+		require.Regexp(t, regexp.MustCompile(`^outbox-relay-\d+\.\d+\.\d+`), labels["helm.sh/chart"])
+	}
+}
+
+func envVar(c corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
+}
+
+type chartYAML struct {
+	Version    string `json:"version"`
+	AppVersion string `json:"appVersion"`
+}
+
+func chartMeta(t *testing.T) chartYAML {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	require.NoError(t, err)
+	var c chartYAML
+	require.NoError(t, yaml.Unmarshal(b, &c))
+	require.NotEmpty(t, c.AppVersion)
+	return c
+}
+
+// TestEveryVariableIsSettable keeps the chart in step with config/config.go: every RELAY_
+// variable must be a key of `config` in the schema, or one the chart sets from other values.
+func TestEveryVariableIsSettable(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("../../config/config.go")
+	require.NoError(t, err)
+	var vars []string
+	for _, m := range regexp.MustCompile(`envconfig:"(RELAY_[A-Z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
+		vars = append(vars, m[1])
+	}
+	require.NotEmpty(t, vars)
+
+	b, err := os.ReadFile(filepath.Join(chartDir, "values.schema.json"))
+	require.NoError(t, err)
+	var schema struct {
+		Properties struct {
+			Config struct {
+				Properties map[string]any `json:"properties"`
+			} `json:"config"`
+		} `json:"properties"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &schema))
+	fromOtherValues := map[string]string{
+		"RELAY_DATABASE_URL":            "secret.databaseURL / secretKeys.databaseURL",
+		"RELAY_LISTEN_DATABASE_URL":     "secret.listenDatabaseURL / secretKeys.listenDatabaseURL",
+		"RELAY_API_TOKEN":               "secret.apiToken / secretKeys.apiToken",
+		"RELAY_ENCRYPTION_KEY":          "secret.encryptionKey / secretKeys.encryptionKey",
+		"RELAY_ENCRYPTION_KEY_PREVIOUS": "secret.encryptionKeyPrevious / secretKeys.encryptionKeyPrevious",
+		"RELAY_LISTEN_ADDR":             "containerPorts.api",
+		"RELAY_OPS_ADDR":                "containerPorts.ops",
+		"RELAY_UPSTREAM_URL":            "proxy.upstreamURL",
+		"RELAY_AUTH_URL":                "proxy.authURL",
+		"RELAY_PROXY_PREFIX":            "proxy.prefix",
+	}
+	for _, v := range vars {
+		_, inConfig := schema.Properties.Config.Properties[v]
+		_, elsewhere := fromOtherValues[v]
+		require.True(t, inConfig != elsewhere,
+			"%s: add it to config's properties in values.schema.json (and the list in values.yaml), or to fromOtherValues if the chart sets it", v)
+	}
+	for v := range schema.Properties.Config.Properties {
+		require.Contains(t, vars, v, "the schema allows %s, which config/config.go does not read", v)
+	}
+}
+
+// TestReadmeExampleIsTested keeps the sidecar example in the chart's README identical to the
+// test application's Deployment, which TestSidecarInApplicationChart renders.
+func TestReadmeExampleIsTested(t *testing.T) {
+	t.Parallel()
+	fixture, err := os.ReadFile(filepath.Join(wrapperDir, "templates", "deployment.yaml"))
+	require.NoError(t, err)
+	for _, name := range []string{"README.md", "README.md.gotmpl"} {
+		readme, err := os.ReadFile(filepath.Join(chartDir, name))
+		require.NoError(t, err)
+		example := string(readme)
+		if name == "README.md.gotmpl" {
+			// helm-docs prints raw strings as they are: {{ `...` }}
+			example = strings.NewReplacer("{{ `", "", "` }}", "").Replace(example)
+		}
+		require.True(t, strings.Contains(example, "# templates/deployment.yaml\n"+string(fixture)),
+			"%s: the sidecar example differs from %s/templates/deployment.yaml", name, wrapperDir)
+	}
+}
+
+func TestNotes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		want     []string
+		dontWant []string
+	}{
+		{"Standalone", []string{"-f", values("standalone-values.yaml")},
+			[]string{"runs as 2 pod(s) in namespace shop", "port-forward svc/demo-outbox-relay 8080 9090",
+				"get secret demo-outbox-relay -o jsonpath='{.data.api-token}'", "stored in the release history"},
+			[]string{"migrate", "sidecar"}},
+		{"Full", []string{"-f", values("full-values.yaml")},
+			[]string{"get secret app-outbox-relay -o jsonpath='{.data.API_TOKEN}'", "The Job demo-outbox-relay-migrate ran"},
+			[]string{"release history"}},
+		{"Proxy", []string{"-f", values("standalone-values.yaml"), "--set", "proxy.enabled=true",
+			"--set", "proxy.upstreamURL=http://shop:3000", "--set", "proxy.authURL=http://shop:3000/auth"},
+			[]string{"Reverse proxy:", "under /webhooks", "RELAY_ADMIN_ADDR"},
+			[]string{"Bearer $TOKEN"}},
+		{"Sidecar", []string{"-f", values("sidecar-values.yaml")},
+			[]string{"sidecar mode", `{{- include "outbox-relay.sidecar" (dict "root" $) | nindent 8 }}`, "The Secret demo-outbox-relay"},
+			[]string{"port-forward"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := notes(t, tt.args...)
+			for _, s := range tt.want {
+				require.Contains(t, n, s)
+			}
+			for _, s := range tt.dontWant {
+				require.NotContains(t, n, s)
+			}
+		})
+	}
+}
