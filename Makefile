@@ -3,7 +3,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo chart
+.PHONY: help build test lint demo chart bench
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -21,6 +21,9 @@ lint: ## Check gofmt, go vet and that go mod tidy changes nothing
 
 demo: ## Show the relay delivering verified webhooks end to end (finds or starts PostgreSQL)
 	scripts/with-postgres.sh bash scripts/demo.sh
+
+bench: ## End-to-end benchmark of the real binary (bench/README.md); BENCH_FLAGS=-quick for a smoke run
+	scripts/with-postgres.sh go run ./bench $(BENCH_FLAGS)
 
 HELM_VERSION ?= v3.22.0
 
