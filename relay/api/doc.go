@@ -21,10 +21,24 @@
 // JSON 405 with Allow, and an unknown path a JSON 404. Handlers have one shape: they write
 // their success answer and return an error; an *apiError is answered as it is, anything else
 // is logged and answered 500 internal_error with no detail. Mounting under a prefix (the
-// reverse proxy's /webhooks) is http.StripPrefix around Handler.
+// reverse proxy's /webhooks) is http.StripPrefix around Handler. openapi.json describes every
+// route, body, answer and error code; a test holds it and API.routes to each other.
 //
-// Idempotency-Key (a later step) fits around the POST routes as a wrapper that stores the
-// first answer per caller and key and replays it; handlers need not know.
+// # Idempotency-Key
+//
+// Every POST takes an Idempotency-Key header (1 to 255 printable ASCII characters; else 400
+// invalid_idempotency_key). The wrapper (idempotent) reads the body, then claims the key for
+// the caller ("operator" or "tenant:<id>": callers never share keys) with INSERT ... ON
+// CONFLICT DO NOTHING into idempotency_keys, so of two identical requests at once exactly one
+// runs. A 2xx answer is stored (sealed through SealSecret, as it may hold a secret) and
+// replayed, status and body, with Idempotent-Replayed: true, to every repeat with the same
+// method, path and body (JSON whitespace aside) for 24 hours. The same key with another
+// request is 422 idempotency_key_reused, as at Stripe. A repeat while the first request runs
+// waits up to 5 seconds for its answer, then gets 409 idempotency_key_in_use. An answer that
+// is not 2xx is not stored and frees the key, so a corrected request may reuse it. A claim
+// whose request never finished (its process died) is taken over after a minute. Expired keys
+// are deleted in batches of 1,000, at most once a minute per process, on the back of a
+// request that uses a key.
 //
 // # Tenancy
 //
@@ -43,9 +57,12 @@
 // field is decoded on its own, so a value of the wrong JSON type is 400 invalid_json naming
 // the field, and a value of the right type that is not acceptable is 422 with a code per
 // field (invalid_target_url, invalid_event_types, invalid_filter, invalid_headers,
-// invalid_metadata, invalid_description). parseCreateSubscription does all of it without
-// I/O, which is what FuzzCreateSubscription exercises; only the target URL's DNS check
-// (targets.Policy) runs afterwards.
+// invalid_metadata, invalid_description, invalid_status, invalid_since).
+// parseCreateSubscription, parsePatchSubscription and parseReplay do all of it without I/O,
+// which is what their fuzz tests exercise; only the target URL's DNS check (targets.Policy)
+// runs afterwards. Routes that take no body (rotate-secret, test, retry) accept none, an
+// empty one, or {}. An ID is checked before the body, so a malformed ID is 404 whatever the
+// body.
 //
 // Everything stored is checked for what PostgreSQL would refuse with an error (U+0000, numbers
 // out of jsonb's range, deep nesting, invalid UTF-8 in X-Tenant-ID), so bad input is never a
@@ -65,16 +82,55 @@
 // receive that type ("*", "signup.*" and "signup.created" for signup.created); with a pattern
 // it lists those that have that very pattern.
 //
+// # Changing
+//
+// PATCH takes the creation's fields plus status, each validated by the same rules, and
+// changes only those present; null resets an optional field to its default (no filter, no
+// headers, {} metadata, "" description, not ordered) and is refused for target_url,
+// event_types and status. The row is locked (SELECT ... FOR UPDATE) while the patch is
+// merged, so a concurrent change by the deliverer (a 410 or RELAY_DISABLE_AFTER disabling
+// it) is never silently overwritten. status takes active or paused; disabled is the relay's
+// verdict (422 invalid_status). Setting active on a paused or disabled subscription clears
+// disabled_reason and failing_since: the auto-disable window starts afresh. A patch that
+// makes it an exact duplicate of another live subscription is 409 duplicate_subscription
+// with existing_id. New target URLs and headers apply to pending deliveries too; ordered
+// applies to events fanned out afterwards.
+//
 // # Deleting
 //
 // DELETE soft-deletes (deleted_at) and, in the same statement, cancels the subscription's
 // pending deliveries; a second DELETE, and every other route, answers 404 for it. Its
-// deliveries stay readable through GET /v1/deliveries/{id} and the event view.
+// deliveries stay readable through GET /v1/deliveries/{id} and the event view. A retry or
+// replay that races a DELETE can leave a pending delivery of a deleted subscription behind;
+// the deliverer never claims those, and retention's orphan sweep cancels them.
+//
+// # Sending again
+//
+// The routes that queue work write rows the deliverer polls for, then call
+// Config.DeliveriesQueued so that a deliverer in this process starts at once:
+//
+//   - test writes a webhook.test outbox row (the subscription's tenant; payload
+//     {"subscription_id", "message"}) that is born dispatched, so the dispatcher never fans
+//     it out, and its one delivery, due now, in one statement. It goes to that subscription
+//     whatever its event types and filter. A paused or disabled subscription is refused (409
+//     subscription_not_active): the deliverer would hold the test back and send it, stale,
+//     whenever the subscription became active again.
+//   - replay re-queues the subscription's finished deliveries of one status (failed by
+//     default) created at or after since; retry re-queues one delivery whatever its status,
+//     except while it is in flight (pending under a live lease: 409 delivery_in_flight) or
+//     when its subscription is deleted (409 subscription_deleted). Both set status pending,
+//     next_attempt_at now and clear the lease, and keep attempt_count, so attempt numbers
+//     continue (attempt 5 after 4). Deliveries of a paused or disabled subscription are
+//     re-queued as asked and go out once it is active.
 //
 // # Secrets
 //
 // The signing secret comes from signature.NewSecret and is stored through Config.SealSecret
-// (encryption at rest when configured). It is shown once in the 201 of the creation and
-// then only by GET /v1/subscriptions/{id}/secret. Answers carry Cache-Control: no-store, and
-// nothing is logged but IDs.
+// (relay/secrets: AES-256-GCM when RELAY_ENCRYPTION_KEY is set). It is shown once in the
+// 201 of the creation, in the answer of rotate-secret, and otherwise only by GET
+// /v1/subscriptions/{id}/secret, which opens it with Config.OpenSecret. rotate-secret moves
+// the current secret, still sealed, to previous_secret with previous_secret_expires_at =
+// now() + SecretRotationOverlap; the deliverer signs with both until then. There is only
+// one previous secret: a rotation during an overlap drops the older one. Answers carry
+// Cache-Control: no-store, and nothing is logged but IDs.
 package api
