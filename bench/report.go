@@ -1,0 +1,330 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// machine describes where the figures come from.
+type machine struct {
+	Cores     int    `json:"cores"`
+	GoVersion string `json:"go_version"`
+	GOOS      string `json:"goos"`
+	GOARCH    string `json:"goarch"`
+	GitCommit string `json:"git_commit"`
+	GitDirty  bool   `json:"git_dirty"`
+	Postgres  string `json:"postgres_version"`
+	Hostname  string `json:"hostname"`
+}
+
+type settings struct {
+	Quick           bool     `json:"quick"`
+	Replicas        int      `json:"replicas"`
+	Scenarios       []string `json:"scenarios"`
+	CountStatements bool     `json:"count_statements"`
+	RelayEnv        []string `json:"relay_env,omitempty"`
+	RelayBinary     string   `json:"relay_binary"`
+	Sizes           sizes    `json:"sizes"`
+}
+
+// target is one goal from the design notes and whether this run met it.
+type target struct {
+	Name     string  `json:"name"`
+	Scenario string  `json:"scenario"`
+	Goal     string  `json:"goal"`
+	Value    float64 `json:"value"`
+	Display  string  `json:"display"`
+	Status   string  `json:"status"` // PASS, MISS or n/a (scenario not run or failed)
+}
+
+type report struct {
+	GeneratedAt time.Time `json:"generated_at"`
+	Machine     machine   `json:"machine"`
+	Settings    settings  `json:"settings"`
+	Scenarios   []Result  `json:"scenarios"`
+	Targets     []target  `json:"targets"`
+	// SlowVsSteadyP99 is the healthy subscription's p99 in "slow" over the p99 in "steady".
+	SlowVsSteadyP99 *float64          `json:"slow_vs_steady_p99_ratio,omitempty"`
+	Definitions     map[string]string `json:"definitions"`
+}
+
+var definitions = map[string]string{
+	"deliveries_per_sec":        "distinct deliveries received / rate_window_s (backlog scenarios: relay ready to last receipt; steady: first commit to last receipt)",
+	"latency":                   "receiver arrival wall clock minus the commit stamp in the payload: the harness's wall clock just before the autocommit INSERT that wrote (and committed) the event was sent",
+	"relay_cpu_s":               "utime+stime from /proc/<pid>/stat of the relay processes over the measurement window (ready to all delivered; idle: the idle period)",
+	"relay_peak_rss_mib":        "VmHWM from /proc/<pid>/status at the end of the window, the largest replica",
+	"transactions_per_delivery": "pg_stat_database xact_commit+xact_rollback delta of the scenario's database from before the relays started to after they exited (start-up, idle polls and shutdown included), minus the harness's own, per delivery. PostgreSQL counts one per Sync or simple Query (a lib/pq parameterised statement counts two) and one per new connection, so this tracks round trips, not statements",
+	"statements_per_delivery":   "Execute + simple Query messages the relays sent (counting TCP proxy) during the window, per delivery",
+	"round_trips_per_delivery":  "Sync + simple Query messages the relays sent during the window (each waits for ReadyForQuery), per delivery; lib/pq uses two per parameterised statement",
+}
+
+func newReport(h *harness, m machine, results []Result) report {
+	rep := report{
+		GeneratedAt: time.Now().UTC(),
+		Machine:     m,
+		Settings: settings{
+			Quick: h.opts.quick, Replicas: h.opts.replicas, Scenarios: h.opts.scenarios,
+			CountStatements: h.opts.countStatements, RelayEnv: h.opts.relayEnv,
+			RelayBinary: h.relayBin, Sizes: h.size,
+		},
+		Scenarios:   results,
+		Definitions: definitions,
+	}
+	rep.Targets = evaluate(results, h.opts.replicas)
+	steady, slow := find(results, "steady"), find(results, "slow")
+	if ok(steady) && ok(slow) && steady.Latency.P99 > 0 {
+		ratio := slow.Latency.P99 / steady.Latency.P99
+		rep.SlowVsSteadyP99 = &ratio
+	}
+	return rep
+}
+
+func find(rs []Result, name string) *Result {
+	for i := range rs {
+		if rs[i].Scenario == name {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+// ok reports whether a scenario ran to the end without error.
+func ok(r *Result) bool { return r != nil && r.Error == "" && r.Complete }
+
+func evaluate(rs []Result, replicas int) []target {
+	var ts []target
+	check := func(name, scenario, goal string, pass func(float64) bool, value func(*Result) (float64, string)) {
+		t := target{Name: name, Scenario: scenario, Goal: goal, Status: "n/a", Display: "-"}
+		r := find(rs, scenario)
+		if r != nil && r.Error == "" {
+			t.Value, t.Display = value(r)
+			t.Status = "MISS"
+			if r.Complete && pass(t.Value) {
+				t.Status = "PASS"
+			}
+		}
+		ts = append(ts, t)
+	}
+	rate := func(r *Result) (float64, string) {
+		return r.DeliveriesPerSec, fmt.Sprintf("%.0f/s", r.DeliveriesPerSec)
+	}
+	check("drain throughput", "drain", ">= 5,000 deliveries/s", func(v float64) bool { return v >= 5000 }, rate)
+	check("fan-out throughput", "fanout", ">= 5,000 deliveries/s", func(v float64) bool { return v >= 5000 }, rate)
+	check("steady p50 latency", "steady", "<= 5 ms", func(v float64) bool { return v <= 5 },
+		func(r *Result) (float64, string) { return r.Latency.P50, fmtMs(r.Latency.P50, r.Latency.N) })
+	check("steady p99 latency", "steady", "<= 25 ms", func(v float64) bool { return v <= 25 },
+		func(r *Result) (float64, string) { return r.Latency.P99, fmtMs(r.Latency.P99, r.Latency.N) })
+
+	// Peak RSS over every scenario that ran.
+	rss := target{Name: "relay peak RSS", Scenario: "all", Goal: "< 64 MiB", Status: "n/a", Display: "-"}
+	for _, r := range rs {
+		if r.RelayPeakRSSMiB > rss.Value {
+			rss.Value, rss.Scenario = r.RelayPeakRSSMiB, "all (max: "+r.Scenario+")"
+		}
+	}
+	if rss.Value > 0 {
+		rss.Display = fmt.Sprintf("%.1f MiB", rss.Value)
+		rss.Status = passMiss(rss.Value < 64)
+	}
+	ts = append(ts, rss)
+
+	check("idle CPU", "idle", "< 1% of a core (per replica)", func(v float64) bool { return v < 1 },
+		func(r *Result) (float64, string) {
+			v := r.RelayCPUPercent / float64(replicas)
+			return v, fmt.Sprintf("%.2f%%", v)
+		})
+	for _, sc := range []string{"drain", "fanout"} {
+		check("database round trips", sc, "<= 1 per 25 deliveries (<= 0.040/delivery)", func(v float64) bool { return v <= 0.04 },
+			func(r *Result) (float64, string) {
+				if r.Wire == nil {
+					// Without the proxy, transactions are the best available lower bound.
+					return r.TransactionsPerDelivery, fmt.Sprintf("%.3f xact/dlv (no proxy: lower bound)", r.TransactionsPerDelivery)
+				}
+				return r.RoundTripsPerDelivery, fmt.Sprintf("%.3f/dlv (1 per %.0f)", r.RoundTripsPerDelivery, 1/r.RoundTripsPerDelivery)
+			})
+	}
+	return ts
+}
+
+func passMiss(pass bool) string {
+	if pass {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+// fmtMs prints a latency in a unit that fits it; n == 0 means no sample.
+func fmtMs(ms float64, n int) string {
+	switch {
+	case n == 0 || math.IsNaN(ms):
+		return "-"
+	case ms >= 1000:
+		return fmt.Sprintf("%.2fs", ms/1000)
+	case ms >= 100:
+		return fmt.Sprintf("%.0fms", ms)
+	case ms >= 10:
+		return fmt.Sprintf("%.1fms", ms)
+	default:
+		return fmt.Sprintf("%.2fms", ms)
+	}
+}
+
+func (rep report) print(w io.Writer) {
+	m, s := rep.Machine, rep.Settings
+	commit := m.GitCommit
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	if m.GitDirty {
+		commit += " (dirty tree)"
+	}
+	mode := "full"
+	if s.Quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(w, "\noutbox-relay benchmark (%s)  cores=%d  %s %s/%s  commit=%s  PostgreSQL %s  replicas=%d  statements counted: %v\n",
+		mode, m.Cores, m.GoVersion, m.GOOS, m.GOARCH, commit, m.Postgres, s.Replicas, s.CountStatements)
+	if len(s.RelayEnv) > 0 {
+		fmt.Fprintf(w, "relay env: %s\n", strings.Join(s.RelayEnv, " "))
+	}
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tdelivered\tdeliveries/s\tp50\tp95\tp99\tCPU s/10k\tpeak RSS\txact/dlv\tstmt/dlv\tRT/dlv\t")
+	for _, r := range rep.Scenarios {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\t\n", r.Scenario)
+			continue
+		}
+		delivered, rate, cpu10k := "-", "-", "-"
+		if r.Expected > 0 {
+			delivered = fmt.Sprintf("%d/%d", r.Delivered, r.Expected)
+			rate = fmt.Sprintf("%.0f", r.DeliveriesPerSec)
+			cpu10k = fmt.Sprintf("%.2f", r.RelayCPUPer10k)
+		}
+		xact, stmt, rt := "-", "-", "-"
+		if r.Delivered > 0 {
+			xact = fmt.Sprintf("%.3f", r.TransactionsPerDelivery)
+			if r.Wire != nil {
+				stmt = fmt.Sprintf("%.3f", r.StatementsPerDelivery)
+				rt = fmt.Sprintf("%.3f", r.RoundTripsPerDelivery)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f MiB\t%s\t%s\t%s\t\n", r.Scenario, delivered, rate,
+			fmtMs(r.Latency.P50, r.Latency.N), fmtMs(r.Latency.P95, r.Latency.N), fmtMs(r.Latency.P99, r.Latency.N),
+			cpu10k, r.RelayPeakRSSMiB, xact, stmt, rt)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\ndetails")
+	for _, r := range rep.Scenarios {
+		printDetails(w, r)
+	}
+
+	fmt.Fprintln(w, "\ntargets")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range rep.Targets {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", t.Status, t.Name, t.Scenario, t.Goal, t.Display)
+	}
+	tw.Flush()
+	if steady, slow := find(rep.Scenarios, "steady"), find(rep.Scenarios, "slow"); rep.SlowVsSteadyP99 != nil {
+		fmt.Fprintf(w, "  slow endpoint: healthy subscription p99 %s with a 2 s endpoint beside it vs %s alone (steady): ratio %.2f\n",
+			fmtMs(slow.Latency.P99, slow.Latency.N), fmtMs(steady.Latency.P99, steady.Latency.N), *rep.SlowVsSteadyP99)
+	} else if slow != nil {
+		fmt.Fprintln(w, "  slow endpoint: no ratio (run steady and slow together to compare p99)")
+	}
+	fmt.Fprintln(w, "\nxact/dlv: pg_stat_database transactions of the test database per delivery, relay start to exit (PostgreSQL")
+	fmt.Fprintln(w, "  counts one per Sync, so a lib/pq parameterised statement counts two: this tracks round trips, not statements);")
+	fmt.Fprintln(w, "stmt/dlv, RT/dlv: statements and round trips the relay sent (counting proxy), ready to all delivered.")
+	fmt.Fprintln(w, "Latency: receiver arrival minus the Go wall clock just before the autocommit INSERT of the event.")
+}
+
+func printDetails(w io.Writer, r Result) {
+	fmt.Fprintf(w, "  %s: %s\n", r.Scenario, r.Description)
+	if r.Error != "" {
+		fmt.Fprintf(w, "    ERROR: %s\n", indent(r.Error, "      "))
+		for _, m := range r.RelayLog.Sample {
+			fmt.Fprintf(w, "      relay log: %s\n", m)
+		}
+		return
+	}
+	var parts []string
+	parts = append(parts, fmt.Sprintf("relay start->ready %.2fs", r.StartToReady))
+	if r.StartToAllReady > r.StartToReady+0.005 {
+		parts = append(parts, fmt.Sprintf("->all replicas ready %.2fs", r.StartToAllReady))
+	}
+	if r.StartToLast > 0 {
+		parts = append(parts, fmt.Sprintf("ready->last receipt %.2fs", r.RateWindowS), fmt.Sprintf("start->last receipt %.2fs", r.StartToLast))
+	} else if r.RateWindowS > 0 {
+		parts = append(parts, fmt.Sprintf("first commit->last receipt %.2fs", r.RateWindowS))
+	}
+	fmt.Fprintf(w, "    %s\n", strings.Join(parts, ", "))
+	fmt.Fprintf(w, "    window %.1fs: relay CPU %.2fs (%.1f%% of one core; lifetime %.2fs); machine busy %.0f%% of %d cores: receiver %.2fs, harness %.2fs, postgres %.2fs, other %.2fs\n",
+		r.MeasureWindowSeconds, r.RelayCPUSeconds, r.RelayCPUPercent, r.RelayCPUSecondsTotal, r.MachineBusyPercent, runtime.NumCPU(),
+		r.ReceiverCPUSeconds, r.HarnessCPUSeconds, r.PostgresCPUSeconds, r.OtherCPUSeconds)
+	if r.Wire != nil {
+		fmt.Fprintf(w, "    database: %d transactions (start to exit); window: %d statements, %d round trips, %d new connections, %.1f statements/s\n",
+			r.Transactions, r.Wire.Statements, r.Wire.RoundTrips, r.Wire.Connections, r.StatementsPerSecond)
+	} else {
+		fmt.Fprintf(w, "    database: %d transactions (start to exit)\n", r.Transactions)
+	}
+	if r.Latency.N > 0 {
+		fmt.Fprintf(w, "    latency: min %s, mean %s, max %s over %d deliveries\n",
+			fmtMs(r.Latency.Min, 1), fmtMs(r.Latency.Mean, 1), fmtMs(r.Latency.Max, 1), r.Latency.N)
+	}
+	if p := r.Publish; p != nil {
+		fmt.Fprintf(w, "    publisher: %d events at %.1f/s from %d connections, max schedule lag %s; INSERT p50 %s, p99 %s\n",
+			p.Events, p.AchievedRate, p.Publishers, fmtMs(p.MaxLagMs, 1), fmtMs(p.Insert.P50, p.Insert.N), fmtMs(p.Insert.P99, p.Insert.N))
+	}
+	if r.DeliveryStates != nil {
+		fmt.Fprintf(w, "    deliveries in the database: %s; attempts %d, failed %d; duplicate requests %d",
+			states(r.DeliveryStates), r.Attempts, r.FailedAttempts, r.Duplicates)
+		if r.OrderViolations != nil {
+			fmt.Fprintf(w, "; order violations %d", *r.OrderViolations)
+		}
+		fmt.Fprintln(w)
+	}
+	l := r.RelayLog
+	fmt.Fprintf(w, "    relay log: %d warn, %d error, %d other lines\n", l.Warn, l.Error, l.Other)
+	for _, m := range l.Sample {
+		fmt.Fprintf(w, "      %s\n", m)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "    note: %s\n", n)
+	}
+}
+
+func states(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, s := range []string{"pending", "succeeded", "failed", "cancelled"} {
+		if n, ok := m[s]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%d", s, n))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func indent(s, prefix string) string {
+	return strings.ReplaceAll(s, "\n", "\n"+prefix)
+}
+
+func (rep report) write(path string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding results: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing results: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+)
+
+// The harness's SQL. {{schema}} is replaced by the quoted relay schema (outbox.Qualify).
+
+const insertSubscription = `
+INSERT INTO {{schema}}.subscriptions (id, target_url, event_types, ordered, secret, description)
+VALUES ($1, $2, $3, $4, $5, $6)`
+
+// insertBacklog writes events $1..$2 with commit stamp $3; $4 > 0 gives ordering keys
+// round-robin. The payload has the same shape as the steady publisher's (eventPayload).
+const insertBacklog = `
+INSERT INTO {{schema}}.outbox (event_type, payload, ordering_key)
+SELECT 'signup.created',
+       jsonb_build_object(
+           'seq', g,
+           'committed_at_unix_ns', $3::bigint,
+           'ordering_key', k.key,
+           'signup', jsonb_build_object(
+               'id', 'su_' || g,
+               'email', 'user' || g || '@example.com',
+               'position', g,
+               'waitlist_id', 'wl_bench',
+               'referral_code', 'r' || lpad(g::text, 8, '0'))),
+       k.key
+FROM generate_series($1::bigint, $2::bigint) AS g,
+     LATERAL (SELECT CASE WHEN $4::int > 0 THEN 'key_' || (g % $4::int) END AS key) AS k
+ORDER BY g`
+
+const deliveryStates = `SELECT status, count(*) FROM {{schema}}.deliveries GROUP BY status ORDER BY status`
+
+const attemptCounts = `
+SELECT count(*), count(*) FILTER (WHERE error IS NOT NULL OR status_code IS NULL OR status_code NOT BETWEEN 200 AND 299)
+FROM {{schema}}.attempts`
+
+const xactCount = `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1`
+
+// newSecret returns a Standard Webhooks secret: whsec_ and base64 of 32 random bytes.
+func newSecret() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(b[:]), nil
+}
