@@ -39,9 +39,10 @@ type Config struct {
 	// after POST /v1/subscriptions/{id}/rotate-secret (RELAY_SECRET_ROTATION_OVERLAP).
 	// Optional: zero ends the old secret at once. Negative is refused.
 	SecretRotationOverlap time.Duration
-	// DeliveriesQueued is called after a request queued deliveries that are due at once
-	// (test, retry, replay), so that a deliverer in this process starts on them instead of
-	// at its next poll. Optional; it must not block. Other replicas find them by polling.
+	// DeliveriesQueued is called after a request made deliveries due at once (test, retry,
+	// replay, a PATCH that sets a subscription active again), so that a deliverer in this
+	// process starts on them instead of at its next poll: pass deliver.Deliverer.Kick.
+	// Optional; it must not block. Other replicas find the deliveries by polling.
 	DeliveriesQueued func()
 }
 

@@ -30,8 +30,7 @@ const (
 	// instance per interval, on the back of a request that uses a key.
 	purgeInterval = time.Minute
 	purgeBatch    = 1000
-	// bookkeepingTimeout bounds storing or releasing a claim, which happens even when the
-	// client has gone away: the work is done and its answer must be kept.
+	// bookkeepingTimeout bounds storing or releasing a claim.
 	bookkeepingTimeout = 5 * time.Second
 )
 
@@ -73,12 +72,17 @@ func (a *API) idempotent(h handlerFunc) handlerFunc {
 			return err
 		}
 
+		// Storing or releasing the claim happens even when the client has gone away: the
+		// work is done (or not) either way, and the key must say which.
+		bookkeeping := func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.WithoutCancel(r.Context()), bookkeepingTimeout)
+		}
 		done := false
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), bookkeepingTimeout)
-		defer cancel()
 		defer func() {
 			if !done { // an error answer, or a panic on its way to recover
-				if _, err := a.db.ExecContext(bctx, a.q.releaseIdempotencyKey, caller, key, claimedAt); err != nil {
+				ctx, cancel := bookkeeping()
+				defer cancel()
+				if _, err := a.db.ExecContext(ctx, a.q.releaseIdempotencyKey, caller, key, claimedAt); err != nil {
 					a.log.Warn().Err(err).Msg("releasing idempotency key")
 				}
 			}
@@ -96,7 +100,9 @@ func (a *API) idempotent(h handlerFunc) handlerFunc {
 			a.log.Error().Err(err).Msg("sealing idempotent answer; the key is released")
 			return nil // the answer is already sent
 		}
-		if _, err := a.db.ExecContext(bctx, a.q.storeIdempotencyKey, caller, key, claimedAt, cw.status, stored); err != nil {
+		ctx, cancel := bookkeeping()
+		defer cancel()
+		if _, err := a.db.ExecContext(ctx, a.q.storeIdempotencyKey, caller, key, claimedAt, cw.status, stored); err != nil {
 			a.log.Error().Err(err).Msg("storing idempotent answer; the key is released")
 			return nil
 		}
@@ -128,7 +134,12 @@ func (a *API) claimIdempotencyKey(w http.ResponseWriter, r *http.Request, caller
 			Body        sql.NullString `db:"body"`
 		}
 		err = a.db.GetContext(ctx, &held, a.q.getIdempotencyKey, caller, key)
+		inUse := errorf(http.StatusConflict, codeIdempotencyInUse,
+			"a request with this Idempotency-Key is still being processed; retry later")
 		if errors.Is(err, sql.ErrNoRows) {
+			if time.Now().After(deadline) {
+				return time.Time{}, false, inUse
+			}
 			continue // released or purged in between: claim again
 		}
 		if err != nil {
@@ -153,8 +164,7 @@ func (a *API) claimIdempotencyKey(w http.ResponseWriter, r *http.Request, caller
 			return time.Time{}, true, nil
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, false, errorf(http.StatusConflict, codeIdempotencyInUse,
-				"a request with this Idempotency-Key is still being processed; retry later")
+			return time.Time{}, false, inUse
 		}
 		select {
 		case <-ctx.Done():
