@@ -3,7 +3,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo chart bench
+.PHONY: help build test lint demo chart bench fuzz
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -11,8 +11,10 @@ help: ## List the targets
 build: ## Build bin/outbox-relay, stamped with the git version
 	go build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/outbox-relay .
 
-test: ## Run all tests with the race detector against a PostgreSQL found or started for them
+test: ## Every test: Go tests with the race detector on a real PostgreSQL, the chart, a short fuzz run
 	scripts/with-postgres.sh go test -race -count=1 ./...
+	$(MAKE) --no-print-directory chart
+	$(MAKE) --no-print-directory fuzz
 
 lint: ## Check gofmt, go vet and that go mod tidy changes nothing
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needs to run on:"; echo "$$unformatted"; exit 1; fi
@@ -33,3 +35,20 @@ chart: ## Lint the Helm chart and test what it renders (builds bin/helm-<version
 		mkdir -p bin && mv tmp/helm-$(HELM_VERSION)/helm bin/helm-$(HELM_VERSION); }
 	for f in charts/outbox-relay/ci/*-values.yaml; do bin/helm-$(HELM_VERSION) lint --strict charts/outbox-relay -f $$f || exit 1; done
 	cd charts/test && go vet ./... && HELM=$(CURDIR)/bin/helm-$(HELM_VERSION) go test -count=1 ./...
+
+FUZZTIME ?= 5s
+# package:FuzzTarget pairs run by `make fuzz`, one after the other (go test -fuzz takes one).
+FUZZ_TARGETS = ./relay/signature:FuzzVerify ./relay/targets:FuzzValidate ./relay/api:FuzzCreateSubscription \
+	./relay/deliver:FuzzAppendJSONString
+
+fuzz: tmp ## Run every fuzz target for FUZZTIME (5s) each
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		go test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg >tmp/fuzz.log 2>&1 && continue; \
+		if grep -q 'Failing input written' tmp/fuzz.log; then cat tmp/fuzz.log; exit 1; fi; \
+		echo "  the fuzzer stopped without a failing input (a loaded machine); once more"; \
+		go test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg >tmp/fuzz.log 2>&1 || { cat tmp/fuzz.log; exit 1; }; \
+	done
+
+tmp:
+	@mkdir -p tmp

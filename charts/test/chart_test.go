@@ -151,10 +151,10 @@ func TestStandaloneFull(t *testing.T) {
 		alerts[rule["alert"].(string)] = [2]string{rule["expr"].(string), rule["for"].(string)}
 	}
 	require.Equal(t, map[string][2]string{
-		"OutboxRelayBacklogAge": {`outbox_relay_outbox_oldest_age_seconds > 300`, "5m"},
+		"OutboxRelayBacklogAge": {`max(outbox_relay_outbox_oldest_age_seconds) > 300`, "5m"},
 		"OutboxRelayFailureRatio": {
 			`sum(rate(outbox_relay_attempts_total{outcome!="2xx"}[5m])) / sum(rate(outbox_relay_attempts_total[5m])) > 0.2`, "15m"},
-		"OutboxRelayDisabledSubscriptions": {`outbox_relay_subscriptions{status="disabled"} > 0`, "5m"},
+		"OutboxRelayDisabledSubscriptions": {`max(outbox_relay_subscriptions{status="disabled"}) > 0`, "5m"},
 	}, alerts)
 }
 
@@ -169,9 +169,9 @@ func TestPrometheusRuleLabelMatchers(t *testing.T) {
 		exprs = append(exprs, x.(map[string]any)["expr"].(string))
 	}
 	require.Equal(t, []string{
-		`outbox_relay_outbox_oldest_age_seconds{namespace="shop"} > 300`,
+		`max(outbox_relay_outbox_oldest_age_seconds{namespace="shop"}) > 300`,
 		`sum(rate(outbox_relay_attempts_total{outcome!="2xx",namespace="shop"}[5m])) / sum(rate(outbox_relay_attempts_total{namespace="shop"}[5m])) > 0.2`,
-		`outbox_relay_subscriptions{status="disabled",namespace="shop"} > 0`,
+		`max(outbox_relay_subscriptions{status="disabled",namespace="shop"}) > 0`,
 	}, exprs)
 }
 
