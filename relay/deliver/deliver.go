@@ -275,19 +275,7 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	defer cancel()
 	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
-	// Claims of all replicas take turns: the in-flight count per subscription that the claim
-	// reads must include every other replica's latest claim, and a statement's snapshot is
-	// taken before it could wait for a lock, hence the lock in its own statement first.
-	// A claim takes a few milliseconds, so turns cost little next to an HTTP request.
-	tx, err := d.db.BeginTx(qctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("claiming deliveries: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	if _, err := tx.ExecContext(qctx, claimLock, d.cfg.Schema); err != nil {
-		return nil, fmt.Errorf("taking the claim lock: %w", err)
-	}
-	rows, err := tx.QueryContext(qctx, d.claimQ, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
+	rows, err := d.db.QueryContext(qctx, d.claimQ, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
@@ -323,9 +311,6 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading claimed deliveries: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("committing claim: %w", err)
 	}
 	return out, nil
 }

@@ -1,66 +1,10 @@
 package deliver
 
-// claimLock serialises claims across replicas for the rest of the transaction ($1: schema).
-const claimLock = `SELECT pg_advisory_xact_lock(hashtext('outbox-relay claim ' || $1))`
-
 // claimDue leases up to $1 due deliveries to owner $2 for $3 milliseconds and answers
-// everything needed to send them. $4 is MaxPayloadBytes: a larger payload is not read
-// (body_text is null), only its size. $5 is MaxInFlightPerSubscription.
-//
-// candidates takes a few more rows than needed (FOR UPDATE OF d: never lock subscriptions,
-// the API writes them) and picked keeps, per subscription, only as many as its free
-// in-flight slots across all replicas. Subscriptions already at their limit are skipped in
-// the scan itself, so one slow endpoint with a long backlog does not fill every batch.
-const claimDue = `
-WITH inflight AS (
-    SELECT subscription_id, count(*) AS n
-    FROM {{schema}}.deliveries
-    WHERE status = 'pending' AND lease_until > now()
-    GROUP BY subscription_id
-), candidates AS (
-    SELECT d.id, d.subscription_id, d.next_attempt_at
-    FROM {{schema}}.deliveries d
-    JOIN {{schema}}.subscriptions s ON s.id = d.subscription_id
-    WHERE d.status = 'pending'
-      AND d.next_attempt_at <= now()
-      AND (d.lease_until IS NULL OR d.lease_until <= now())
-      AND s.status = 'active' AND s.deleted_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM inflight i WHERE i.subscription_id = d.subscription_id AND i.n >= $5)
-      AND (d.ordering_key IS NULL OR NOT EXISTS (
-          SELECT 1 FROM {{schema}}.deliveries p
-          WHERE p.subscription_id = d.subscription_id
-            AND p.ordering_key = d.ordering_key
-            AND p.status = 'pending'
-            AND p.outbox_id < d.outbox_id))
-    ORDER BY d.next_attempt_at, d.id
-    LIMIT $1 * 2
-    FOR UPDATE OF d SKIP LOCKED
-), picked AS (
-    SELECT c.id
-    FROM (
-        SELECT c.id, c.next_attempt_at,
-               row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.next_attempt_at, c.id)
-                 + coalesce(i.n, 0) AS slot
-        FROM candidates c
-        LEFT JOIN inflight i ON i.subscription_id = c.subscription_id
-    ) c
-    WHERE c.slot <= $5
-    ORDER BY c.next_attempt_at, c.id
-    LIMIT $1
-)
-UPDATE {{schema}}.deliveries d
-SET attempt_count = d.attempt_count + 1,
-    lease_owner = $2,
-    lease_until = now() + $3 * interval '1 millisecond',
-    updated_at = now()
-FROM picked, {{schema}}.outbox o, {{schema}}.subscriptions s,
-     LATERAL (SELECT o.payload::text AS text) body
-WHERE d.id = picked.id AND o.id = d.outbox_id AND s.id = d.subscription_id
-RETURNING d.id, d.attempt_count, o.event_id, o.event_type, coalesce(o.tenant_id, ''), o.created_at,
-          CASE WHEN octet_length(body.text) <= $4 THEN body.text END, octet_length(body.text),
-          d.ordering_key IS NOT NULL, s.id, s.target_url, s.headers::text, s.secret,
-          CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END,
-          coalesce(s.tenant_id, '')`
+// everything needed to send them; $4 is MaxPayloadBytes, $5 MaxInFlightPerSubscription. The
+// claim itself lives in the database (outbox/migrations/0003_claim_function.sql), where it can
+// take the cross-replica lock before its snapshot: see the function's comment.
+const claimDue = `SELECT * FROM {{schema}}.claim_deliveries($1, $2, $3, $4, $5)`
 
 // recordResults writes a batch of attempt results. Each array holds one element per result.
 // The delivery is updated only if this replica still holds the lease for that attempt; the
