@@ -92,6 +92,8 @@ func TestRotateSecretWithoutOverlap(t *testing.T) {
 
 	_, err := api.New(api.Config{DB: b.db, SecretRotationOverlap: -time.Second})
 	require.ErrorContains(t, err, "SecretRotationOverlap must not be negative")
+	_, err = api.New(api.Config{DB: b.db, SealSecret: func(s string) (string, error) { return s, nil }})
+	require.ErrorContains(t, err, "go together")
 }
 
 func TestRotateSecretSealed(t *testing.T) {

@@ -76,6 +76,9 @@ func New(cfg Config) (*API, error) {
 	if !outbox.ValidSchemaName(schema) {
 		return nil, fmt.Errorf("api: Config.Schema %q is not a valid schema name", schema)
 	}
+	if (cfg.SealSecret == nil) != (cfg.OpenSecret == nil) {
+		return nil, errors.New("api: Config.SealSecret and Config.OpenSecret go together: set both or neither")
+	}
 	if cfg.SecretRotationOverlap < 0 {
 		return nil, fmt.Errorf("api: Config.SecretRotationOverlap must not be negative, got %s", cfg.SecretRotationOverlap)
 	}
