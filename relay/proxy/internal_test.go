@@ -1,0 +1,277 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestStripPrefix(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		path, prefix, rest string
+		ok                 bool
+	}{
+		{"/webhooks", "/webhooks", "/", true},
+		{"/webhooks/", "/webhooks", "/", true},
+		{"/webhooks/v1/subscriptions", "/webhooks", "/v1/subscriptions", true},
+		{"/webhooks//x", "/webhooks", "//x", true},
+		{"/webhooksfoo", "/webhooks", "", false},
+		{"/webhook", "/webhooks", "", false},
+		{"/Webhooks/v1", "/webhooks", "", false},
+		{"", "/webhooks", "", false},
+		{"/", "/webhooks", "", false},
+		{"/x/webhooks/v1", "/webhooks", "", false},
+		{"/a/b/c", "/a/b", "/c", true},
+		{"/a/bc", "/a/b", "", false},
+	} {
+		rest, ok := stripPrefix(tc.path, tc.prefix)
+		require.Equal(t, tc.ok, ok, "%q under %q", tc.path, tc.prefix)
+		require.Equal(t, tc.rest, rest, "%q under %q", tc.path, tc.prefix)
+	}
+}
+
+func FuzzStripPrefix(f *testing.F) {
+	for _, s := range []string{"/webhooks", "/webhooks/", "/webhooksfoo", "/webhooks/v1/x", "/", "", "/webhooks%2F"} {
+		f.Add(s)
+	}
+	const prefix = "/webhooks"
+	f.Fuzz(func(t *testing.T, p string) {
+		rest, ok := stripPrefix(p, prefix)
+		whole := p == prefix || strings.HasPrefix(p, prefix+"/")
+		if ok != whole {
+			t.Fatalf("stripPrefix(%q) ok=%v, want %v", p, ok, whole)
+		}
+		if !ok {
+			return
+		}
+		if !strings.HasPrefix(rest, "/") {
+			t.Fatalf("stripPrefix(%q) = %q, not rooted", p, rest)
+		}
+		if p != prefix && prefix+rest != p {
+			t.Fatalf("stripPrefix(%q) = %q, which is not what follows the prefix", p, rest)
+		}
+	})
+}
+
+func TestCheckTenantID(t *testing.T) {
+	t.Parallel()
+	for id, ok := range map[string]bool{
+		"tenant_a":                  true,
+		"wl 42":                     true,
+		"Ünïcödé-テナント":              true,
+		strings.Repeat("x", 255):    true,
+		"":                          false,
+		strings.Repeat("x", 256):    false,
+		strings.Repeat("é", 128):    false, // 256 bytes
+		"a\x00b":                    false,
+		"a\tb":                      false,
+		"a\x7fb":                    false,
+		"a\u00a0b":                  false, // no-break space
+		"a\u200bb":                  false, // zero-width space
+		"\xff\xfe":                  false,
+		"tenant\r\nX-Injected: yes": false,
+	} {
+		require.Equal(t, ok, checkTenantID(id) == "", "%q: %s", id, checkTenantID(id))
+	}
+}
+
+func TestCredentialKey(t *testing.T) {
+	t.Parallel()
+	key := func(h http.Header) [sha256.Size]byte { return credentialKey(h) }
+	a := key(http.Header{"Authorization": {"Bearer x"}})
+	require.Equal(t, a, key(http.Header{"Authorization": {"Bearer x"}, "X-Other": {"1"}}), "only credentials count")
+	distinct := []http.Header{
+		{"Authorization": {"Bearer x"}},
+		{"Cookie": {"Bearer x"}},
+		{"Authorization": {"Bearer x"}, "Cookie": {"s=1"}},
+		{"Authorization": {"Bearer x"}, "Cookie": {"s=1", "t=2"}},
+		{"Authorization": {"Bearer x"}, "Cookie": {"s=1; t=2"}},
+		{"Authorization": {"Bearer y"}},
+		{},
+	}
+	seen := map[[sha256.Size]byte]int{}
+	for i, h := range distinct {
+		k := key(h)
+		if j, dup := seen[k]; dup {
+			t.Fatalf("headers %d and %d share a key", j, i)
+		}
+		seen[k] = i
+	}
+}
+
+// fakeClock is a clock the cache tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func keyOf(s string) [sha256.Size]byte { return sha256.Sum256([]byte(s)) }
+
+func allowed(tenant string) verdict { return verdict{outcome: outcomeAllowed, tenant: tenant} }
+
+func TestAuthCacheUnit(t *testing.T) {
+	t.Parallel()
+
+	t.Run("ExpiresAfterTTL", func(t *testing.T) {
+		t.Parallel()
+		clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+		c := newAuthCache(10*time.Second, 100, clock.now)
+		c.put(keyOf("a"), allowed("tenant_a"))
+		clock.advance(9999 * time.Millisecond)
+		v, ok := c.get(keyOf("a"))
+		require.True(t, ok)
+		require.Equal(t, allowed("tenant_a"), v)
+		clock.advance(time.Millisecond)
+		_, ok = c.get(keyOf("a"))
+		require.False(t, ok, "an entry lives exactly the TTL")
+		require.Zero(t, c.len(), "an expired entry is dropped when found")
+	})
+
+	t.Run("BoundedOldestFirst", func(t *testing.T) {
+		t.Parallel()
+		clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+		c := newAuthCache(time.Minute, 3, clock.now)
+		for _, k := range []string{"a", "b", "c", "d"} {
+			c.put(keyOf(k), allowed(k))
+			clock.advance(time.Second)
+		}
+		require.Equal(t, 3, c.len())
+		_, ok := c.get(keyOf("a"))
+		require.False(t, ok, "the oldest went first")
+		for _, k := range []string{"b", "c", "d"} {
+			v, ok := c.get(keyOf(k))
+			require.True(t, ok, k)
+			require.Equal(t, k, v.tenant)
+		}
+		// Putting b again makes it the newest: c goes next.
+		c.put(keyOf("b"), allowed("b2"))
+		c.put(keyOf("e"), allowed("e"))
+		_, ok = c.get(keyOf("c"))
+		require.False(t, ok)
+		v, ok := c.get(keyOf("b"))
+		require.True(t, ok)
+		require.Equal(t, "b2", v.tenant)
+	})
+
+	t.Run("ExpiredGoBeforeLive", func(t *testing.T) {
+		t.Parallel()
+		clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+		c := newAuthCache(time.Minute, 1000, clock.now)
+		for i := range 500 {
+			c.put(keyOf(fmt.Sprint(i)), allowed("t"))
+		}
+		clock.advance(time.Minute)
+		c.put(keyOf("fresh"), allowed("t"))
+		require.Equal(t, 1, c.len(), "a put sweeps what expired")
+	})
+
+	t.Run("Concurrent", func(t *testing.T) {
+		t.Parallel()
+		c := newAuthCache(time.Minute, 64, time.Now)
+		var wg sync.WaitGroup
+		for g := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 2000 {
+					k := keyOf(fmt.Sprint((g*7 + i) % 200))
+					if _, ok := c.get(k); !ok {
+						c.put(k, allowed(fmt.Sprint(i)))
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		require.LessOrEqual(t, c.len(), 64)
+	})
+}
+
+func TestAPIDeadlines(t *testing.T) {
+	t.Parallel()
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Tenant-ID", "tenant_a")
+	}))
+	t.Cleanup(auth.Close)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(time.Second)
+		_, _ = io.WriteString(w, "late\n")
+	}))
+	t.Cleanup(upstream.Close)
+	apiHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(time.Second)
+		}
+		_, _ = io.WriteString(w, "api\n")
+	})
+	up, err := url.Parse(upstream.URL)
+	require.NoError(t, err)
+	h, err := New(Config{Upstream: up, AuthURL: auth.URL, API: apiHandler})
+	require.NoError(t, err)
+	h.(*handler).apiTimeout = 400 * time.Millisecond
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	get := func(client *http.Client, path string) (string, bool, error) {
+		var reused bool
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+		})
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer key")
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", reused, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return string(body), reused, err
+	}
+
+	t.Run("APIRequestIsBounded", func(t *testing.T) {
+		transport := &http.Transport{}
+		t.Cleanup(transport.CloseIdleConnections)
+		_, _, err := get(&http.Client{Transport: transport}, "/webhooks/slow")
+		require.Error(t, err, "an API request past its deadline is cut")
+	})
+
+	t.Run("DeadlineClearedForNextRequest", func(t *testing.T) {
+		// One keep-alive connection: an API request, then a proxied one that outlasts the
+		// API's deadline. net/http clears a handler's deadlines once its answer is out; this
+		// guards that assumption.
+		transport := &http.Transport{MaxConnsPerHost: 1}
+		t.Cleanup(transport.CloseIdleConnections)
+		client := &http.Client{Transport: transport}
+		body, _, err := get(client, "/webhooks/fast")
+		require.NoError(t, err)
+		require.Equal(t, "api\n", body)
+		body, reused, err := get(client, "/upstream")
+		require.NoError(t, err)
+		require.True(t, reused, "the second request must share the connection for this test to mean anything")
+		require.Equal(t, "late\n", body)
+	})
+}
