@@ -29,6 +29,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/notify"
 	"github.com/referralloop/outbox-relay/relay/retention"
+	"github.com/referralloop/outbox-relay/relay/secrets"
 	"github.com/referralloop/outbox-relay/relay/targets"
 	"github.com/referralloop/outbox-relay/relay/tracing"
 )
@@ -48,13 +49,13 @@ type Options struct {
 // (an address in use, a schema newer than this binary); it returns nil after a clean stop.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	log := opts.Logger
-	// Refuse what this version cannot do yet rather than silently ignore it: an operator who
-	// sets an encryption key must not end up with secrets stored in clear.
+	// Refuse what this version cannot do yet rather than silently ignore it.
 	if cfg.UpstreamURL != "" {
 		return errors.New("RELAY_UPSTREAM_URL: reverse-proxy mode is not available in this version")
 	}
-	if len(cfg.EncryptionKey) > 0 {
-		return errors.New("RELAY_ENCRYPTION_KEY: encryption of secrets at rest is not available in this version")
+	box, err := secrets.New(cfg.EncryptionKey, cfg.EncryptionKeyPrevious)
+	if err != nil {
+		return fmt.Errorf("RELAY_ENCRYPTION_KEY: %w", err)
 	}
 	db, err := sqlx.Open("postgres", cfg.DatabaseURL)
 	if err != nil {
@@ -145,6 +146,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
 		Metrics:                    m,
 		Tracer:                     tracer,
+		OpenSecret:                 box.Open,
 		Logger:                     log.With().Str("component", "deliver").Logger(),
 	})
 	if err != nil {
@@ -187,10 +189,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 	apiHandler, err := api.New(api.Config{
-		DB:      db,
-		Schema:  cfg.Schema,
-		Targets: policy,
-		Logger:  log.With().Str("component", "api").Logger(),
+		DB:                    db,
+		Schema:                cfg.Schema,
+		Targets:               policy,
+		SealSecret:            box.Seal,
+		OpenSecret:            box.Open,
+		SecretRotationOverlap: cfg.SecretRotationOverlap,
+		DeliveriesQueued:      r.deliverer.Kick,
+		Logger:                log.With().Str("component", "api").Logger(),
 	})
 	if err != nil {
 		apiLn.Close()

@@ -60,9 +60,11 @@ func parseReplay(body []byte) (replayRequest, error) {
 		return in, err
 	}
 	if !ok {
-		return in, invalid(codeInvalidSince, "since is required: an RFC 3339 timestamp such as 2026-11-27T05:00:00Z")
-	}
-	if in.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
+		// SPEC: replay accepts an empty body or {}. Without since, every stored delivery
+		// in the status counts (retention bounds how far back that reaches).
+		in.Since = minSince
+		since = ""
+	} else if in.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
 		return in, invalid(codeInvalidSince, "since %q is not an RFC 3339 timestamp such as 2026-11-27T05:00:00Z", truncate(since))
 	}
 	// In UTC, because PostgreSQL refuses offsets beyond 15:59 that RFC 3339 allows, and

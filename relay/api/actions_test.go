@@ -274,9 +274,6 @@ func TestReplay(t *testing.T) {
 		status int
 		code   string
 	}{
-		{``, 422, "invalid_since"},
-		{`{}`, 422, "invalid_since"},
-		{`{"since": null}`, 422, "invalid_since"},
 		{`{"since": ""}`, 422, "invalid_since"},
 		{`{"since": "yesterday"}`, 422, "invalid_since"},
 		{`{"since": "2026-11-27"}`, 422, "invalid_since"},
@@ -308,6 +305,23 @@ func TestReplay(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, b.call(t, http.MethodDelete, "/v1/subscriptions/"+sub, "", "").status)
 	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "", `{"since": "`+since+`"}`)
 	require.Equal(t, http.StatusNotFound, res.status)
+}
+
+func TestReplayWithoutSinceTakesEveryStoredDelivery(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := b.createURL(t, "t1", "https://hooks.example.com/")
+	for range 2 {
+		o, e := b.insertEvent(t, "signup.created", "t1", `{}`)
+		b.insertDelivery(t, o, e, sub, "failed", 5)
+	}
+	// SPEC: replay accepts an empty body or {}.
+	res := b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "t1", ``)
+	require.Equal(t, http.StatusAccepted, res.status, res.body)
+	require.Equal(t, 2.0, res.json(t)["count"])
+	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "t1", `{}`)
+	require.Equal(t, http.StatusAccepted, res.status, res.body)
+	require.Equal(t, 0.0, res.json(t)["count"], "they are pending now")
 }
 
 func TestRetryDelivery(t *testing.T) {

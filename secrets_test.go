@@ -1,0 +1,98 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/referralloop/outbox-relay/internal/relaytest"
+	"github.com/referralloop/outbox-relay/relay/signature"
+)
+
+func newKey(t *testing.T) string {
+	b := make([]byte, 32)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// TestSecretsEncryptedAtRestAndKeyRotation creates a subscription with RELAY_ENCRYPTION_KEY
+// set, checks the database holds no clear secret, then rotates the key (old one in
+// RELAY_ENCRYPTION_KEY_PREVIOUS) and checks webhooks still verify.
+func TestSecretsEncryptedAtRestAndKeyRotation(t *testing.T) {
+	db, dsn := relaytest.Open(t, relaytest.Migrated)
+	rc := newCountingReceiver(t, 0)
+	oldKey, newKeyValue := newKey(t), newKey(t)
+	p := startRelay(t, dsn, "RELAY_ENCRYPTION_KEY="+oldKey)
+
+	status, created := p.call(t, http.MethodPost, "/v1/subscriptions", map[string]any{"target_url": rc.URL + "/hook", "event_types": []string{"*"}})
+	require.Equal(t, http.StatusCreated, status, "%v", created)
+	secret := created["secret"].(string)
+	var stored string
+	require.NoError(t, db.Get(&stored, `SELECT secret FROM relay.subscriptions`))
+	require.True(t, strings.HasPrefix(stored, "enc:v1:"), "stored %q", stored)
+	require.NotContains(t, stored, strings.TrimPrefix(secret, "whsec_"))
+
+	insertEvents(t, db, 1, 1)
+	v, err := signature.NewVerifier(secret)
+	require.NoError(t, err)
+	req := rc.WaitFor(t, 1, 15*time.Second)[0]
+	require.NoError(t, v.Verify(req.Header, req.Body))
+	require.Equal(t, 0, p.stop(t))
+
+	// Key rotation: the new key seals, the previous one still opens.
+	q := startRelay(t, dsn, "RELAY_ENCRYPTION_KEY="+newKeyValue, "RELAY_ENCRYPTION_KEY_PREVIOUS="+oldKey)
+	status, got := q.call(t, http.MethodGet, "/v1/subscriptions/"+created["id"].(string)+"/secret", nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, secret, got["secret"])
+	insertEvents(t, db, 1, 1)
+	reqs := rc.WaitFor(t, 2, 15*time.Second)
+	require.NoError(t, v.Verify(reqs[1].Header, reqs[1].Body))
+	require.Equal(t, 0, q.stop(t))
+
+	// Without the key the relay cannot open the secret: the delivery fails, and says why,
+	// instead of sending an unsigned or wrongly signed request.
+	r := startRelay(t, dsn, "RELAY_RETRY_SCHEDULE=")
+	insertEvents(t, db, 1, 1)
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'failed'`) == 1
+	}, "delivery with an unopenable secret did not fail")
+	var msg string
+	require.NoError(t, db.Get(&msg, `SELECT a.error FROM relay.attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.status = 'failed'`))
+	require.Contains(t, msg, "secret")
+	require.Len(t, rc.Requests(), 2)
+	require.Equal(t, 0, r.stop(t))
+	for _, out := range []string{p.Output(), q.Output(), r.Output()} {
+		require.NotContains(t, out, secret)
+		require.NotContains(t, out, oldKey)
+		require.NotContains(t, out, newKeyValue)
+	}
+}
+
+func TestRotateSecretSignsWithBothDuringOverlap(t *testing.T) {
+	db, dsn := relaytest.Open(t, relaytest.Migrated)
+	rc := newCountingReceiver(t, 0)
+	p := startRelay(t, dsn, "RELAY_SECRET_ROTATION_OVERLAP=1h")
+	status, created := p.call(t, http.MethodPost, "/v1/subscriptions", map[string]any{"target_url": rc.URL + "/hook", "event_type": "*"})
+	require.Equal(t, http.StatusCreated, status)
+	oldSecret := created["secret"].(string)
+	status, rotated := p.call(t, http.MethodPost, "/v1/subscriptions/"+created["id"].(string)+"/rotate-secret", nil)
+	require.Equal(t, http.StatusOK, status)
+	newSecret := rotated["secret"].(string)
+	require.NotEqual(t, oldSecret, newSecret)
+
+	insertEvents(t, db, 1, 1)
+	req := rc.WaitFor(t, 1, 15*time.Second)[0]
+	require.Len(t, strings.Fields(req.Header.Get("webhook-signature")), 2, "two signatures during the overlap")
+	for _, s := range []string{oldSecret, newSecret} {
+		v, err := signature.NewVerifier(s)
+		require.NoError(t, err)
+		require.NoError(t, v.Verify(req.Header, req.Body), "verifies with either secret")
+	}
+	require.Equal(t, 0, p.stop(t))
+}
