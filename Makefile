@@ -36,12 +36,13 @@ chart: ## Lint the Helm chart and test what it renders (builds bin/helm-<version
 	for f in charts/outbox-relay/ci/*-values.yaml; do bin/helm-$(HELM_VERSION) lint --strict charts/outbox-relay -f $$f || exit 1; done
 	cd charts/test && go vet ./... && HELM=$(CURDIR)/bin/helm-$(HELM_VERSION) go test -count=1 ./...
 
-FUZZTIME ?= 5s
+FUZZTIME ?= 4s
 # package:FuzzTarget pairs run by `make fuzz`, one after the other (go test -fuzz takes one).
 FUZZ_TARGETS = ./relay/signature:FuzzVerify ./relay/targets:FuzzValidate ./relay/api:FuzzCreateSubscription \
-	./relay/deliver:FuzzAppendJSONString
+	./relay/api:FuzzPatchSubscription ./relay/api:FuzzReplay ./relay/deliver:FuzzAppendJSONString \
+	./relay/secrets:FuzzOpen ./config:FuzzDurationListDecode ./config:FuzzKeyDecode
 
-fuzz: tmp ## Run every fuzz target for FUZZTIME (5s) each
+fuzz: tmp ## Run every fuzz target for FUZZTIME (4s) each
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 		go test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg >tmp/fuzz.log 2>&1 && continue; \
