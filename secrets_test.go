@@ -96,3 +96,26 @@ func TestRotateSecretSignsWithBothDuringOverlap(t *testing.T) {
 	}
 	require.Equal(t, 0, p.stop(t))
 }
+
+// TestPrivateTargetRefusedAtConnectTime puts a loopback target straight into the database,
+// past the API's check (as a DNS name that later resolves inside would get past it): the
+// relay refuses to connect, and the receiver sees nothing.
+func TestPrivateTargetRefusedAtConnectTime(t *testing.T) {
+	db, dsn := relaytest.Open(t, relaytest.Migrated)
+	rc := newCountingReceiver(t, 0)
+	addSubscription(t, db, rc.URL+"/hook")
+	p := startRelay(t, dsn, "RELAY_ALLOW_PRIVATE_TARGETS=false", "RELAY_RETRY_SCHEDULE=")
+
+	status, body := p.call(t, http.MethodPost, "/v1/subscriptions", map[string]any{"target_url": rc.URL + "/other", "event_type": "*"})
+	require.Equal(t, http.StatusUnprocessableEntity, status, "the API refuses a loopback target: %v", body)
+
+	insertEvents(t, db, 1, 1)
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'failed'`) == 1
+	}, "delivery to a private address did not fail")
+	var msg string
+	require.NoError(t, db.Get(&msg, `SELECT error FROM relay.attempts`))
+	require.Contains(t, msg, "private address 127.0.0.1 refused")
+	require.Zero(t, rc.total.Load(), "nothing reached the private address")
+	require.Equal(t, 0, p.stop(t))
+}
