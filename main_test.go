@@ -110,6 +110,11 @@ func startRelay(t *testing.T, dsn string, env ...string) *relayProcess {
 		if t.Failed() {
 			t.Logf("relay output:\n%s", p.Output())
 		}
+		// Every relay run by every test: no secret or token in any log line.
+		out := p.Output()
+		if strings.Contains(out, "whsec_") || strings.Contains(out, p.token) {
+			t.Errorf("a secret or the API token appeared in the relay's output:\n%s", out)
+		}
 	})
 	relaytest.Eventually(t, 30*time.Second, func() bool {
 		resp, err := http.Get(p.opsURL + "/readyz")
