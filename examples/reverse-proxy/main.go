@@ -36,11 +36,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:3000", "address to listen on (keep it on loopback: the relay is the way in)")
 	flag.Parse()
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", home)
-	mux.HandleFunc("GET /auth", forwardAuth)
-
-	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: *addr, Handler: newMux(), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -53,6 +49,14 @@ func main() {
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
+}
+
+// newMux is the whole application: its own pages, and the forward-auth endpoint.
+func newMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", home)
+	mux.HandleFunc("GET /auth", forwardAuth)
+	return mux
 }
 
 // home is the application itself: every path the relay does not serve ends up here. It shows
