@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/dispatch"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/notify"
+	"github.com/referralloop/outbox-relay/relay/proxy"
 	"github.com/referralloop/outbox-relay/relay/retention"
 	"github.com/referralloop/outbox-relay/relay/secrets"
 	"github.com/referralloop/outbox-relay/relay/targets"
@@ -43,16 +45,15 @@ type Options struct {
 	// Listening, if set, is called with the bound API and ops addresses once both listen
 	// (tests use ":0" and need to know the ports).
 	Listening func(apiAddr, opsAddr net.Addr)
+	// AdminListening, if set, is called with the bound operator API address in reverse-proxy
+	// mode (RELAY_ADMIN_ADDR), once it listens.
+	AdminListening func(adminAddr net.Addr)
 }
 
 // Run runs the relay until ctx ends. It returns an error only when it cannot start at all
 // (an address in use, a schema newer than this binary); it returns nil after a clean stop.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	log := opts.Logger
-	// Refuse what this version cannot do yet rather than silently ignore it.
-	if cfg.UpstreamURL != "" {
-		return errors.New("RELAY_UPSTREAM_URL: reverse-proxy mode is not available in this version")
-	}
 	box, err := secrets.New(cfg.EncryptionKey, cfg.EncryptionKeyPrevious)
 	if err != nil {
 		return fmt.Errorf("RELAY_ENCRYPTION_KEY: %w", err)
@@ -80,8 +81,29 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		apiLn.Close()
 		return fmt.Errorf("listening on RELAY_OPS_ADDR %s: %w", cfg.OpsAddr, err)
 	}
+	// In reverse-proxy mode the public port serves the proxy, and the operator API (bearer
+	// token, X-Tenant-ID trusted) moves to RELAY_ADMIN_ADDR, reachable only inside the pod.
+	var adminLn net.Listener
+	if cfg.UpstreamURL != "" {
+		adminLn, err = net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			apiLn.Close()
+			opsLn.Close()
+			return fmt.Errorf("listening on RELAY_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+		}
+	}
+	// closeListeners closes the listeners no server owns yet, on an early return.
+	closeListeners := func() {
+		apiLn.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
+	}
 	if opts.Listening != nil {
 		opts.Listening(apiLn.Addr(), opsLn.Addr())
+	}
+	if opts.AdminListening != nil && adminLn != nil {
+		opts.AdminListening(adminLn.Addr())
 	}
 
 	// The ops server comes up first so that liveness answers while the database is awaited.
@@ -100,7 +122,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}()
 
 	if err := r.prepareSchema(ctx); err != nil {
-		apiLn.Close()
+		closeListeners()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -109,7 +131,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 
 	tp, stopTracing, err := tracing.Setup(ctx, opts.Version)
 	if err != nil {
-		apiLn.Close()
+		closeListeners()
 		return err
 	}
 	defer func() {
@@ -150,7 +172,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:                     log.With().Str("component", "deliver").Logger(),
 	})
 	if err != nil {
-		apiLn.Close()
+		closeListeners()
 		return err
 	}
 	r.dispatcher, err = dispatch.New(dispatch.Config{
@@ -163,7 +185,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:       log.With().Str("component", "dispatch").Logger(),
 	})
 	if err != nil {
-		apiLn.Close()
+		closeListeners()
 		return err
 	}
 	if cfg.NotifyTrigger {
@@ -174,7 +196,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			Logger:  log.With().Str("component", "notify").Logger(),
 		})
 		if err != nil {
-			apiLn.Close()
+			closeListeners()
 			return err
 		}
 	}
@@ -185,7 +207,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:    log.With().Str("component", "retention").Logger(),
 	})
 	if err != nil {
-		apiLn.Close()
+		closeListeners()
 		return err
 	}
 	apiHandler, err := api.New(api.Config{
@@ -199,7 +221,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:                log.With().Str("component", "api").Logger(),
 	})
 	if err != nil {
-		apiLn.Close()
+		closeListeners()
 		return err
 	}
 
@@ -229,26 +251,79 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	run(cleaner.Run)
 	r.started.Store(true)
 
-	apiSrv := &http.Server{
-		Handler:           api.BearerAuth(cfg.APIToken, api.TenantFromHeader(apiHandler.Handler())),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	servers.Add(1)
-	go func() {
-		defer servers.Done()
-		if err := apiSrv.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("api server stopped")
+	operatorAPI := api.BearerAuth(cfg.APIToken, api.TenantFromHeader(apiHandler.Handler()))
+	newOperatorServer := func() *http.Server {
+		return &http.Server{
+			Handler:           operatorAPI,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
 		}
-	}()
-	log.Info().Str("api", apiLn.Addr().String()).Str("ops", opsLn.Addr().String()).Msg("relay running")
+	}
+	serve := func(name string, srv *http.Server, ln net.Listener) {
+		servers.Add(1)
+		go func() {
+			defer servers.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error().Err(err).Msg(name + " server stopped")
+			}
+		}()
+	}
+
+	var apiSrv, adminSrv *http.Server
+	// streams is the base context of proxied requests. Cancelled after the public server's
+	// graceful shutdown, it ends the long streams and WebSockets that Shutdown does not wait
+	// for (hijacked connections) or would wait for forever.
+	streams, endStreams := context.WithCancel(context.WithoutCancel(ctx))
+	defer endStreams()
+	if cfg.UpstreamURL == "" {
+		apiSrv = newOperatorServer()
+		serve("api", apiSrv, apiLn)
+		log.Info().Str("api", apiLn.Addr().String()).Str("ops", opsLn.Addr().String()).Msg("relay running")
+	} else {
+		upstream, err := url.Parse(cfg.UpstreamURL) // config.Validate checked it
+		if err != nil {
+			closeListeners()
+			return fmt.Errorf("RELAY_UPSTREAM_URL: %w", err)
+		}
+		public, err := proxy.New(proxy.Config{
+			Upstream:     upstream,
+			Prefix:       cfg.ProxyPrefix,
+			AuthURL:      cfg.AuthURL,
+			AuthCacheTTL: cfg.AuthCacheTTL,
+			// Without BearerAuth and TenantFromHeader: forward auth sets the tenant Caller.
+			API:    apiHandler.Handler(),
+			Logger: log.With().Str("component", "proxy").Logger(),
+		})
+		if err != nil {
+			closeListeners()
+			return err
+		}
+		apiSrv = &http.Server{
+			Handler: public,
+			// No ReadTimeout or WriteTimeout: proxied streams and WebSockets may last hours.
+			// The proxy bounds requests under the prefix itself (30s).
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			BaseContext:       func(net.Listener) context.Context { return streams },
+		}
+		adminSrv = newOperatorServer()
+		serve("public", apiSrv, apiLn)
+		serve("admin", adminSrv, adminLn)
+		log.Info().Str("public", apiLn.Addr().String()).Str("upstream", upstream.Redacted()).
+			Str("prefix", cfg.ProxyPrefix).Str("admin", adminLn.Addr().String()).
+			Str("ops", opsLn.Addr().String()).Msg("relay running in reverse-proxy mode")
+	}
 
 	<-ctx.Done()
 	log.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down: no more claims, finishing requests in flight")
 	r.started.Store(false)
 	shutdownServer(apiSrv, 5*time.Second)
+	endStreams()
+	if adminSrv != nil {
+		shutdownServer(adminSrv, 5*time.Second)
+	}
 	components.Wait()
 	log.Info().Msg("stopped")
 	return nil
