@@ -123,7 +123,6 @@ func (d *Deliverer) write(batch []result) error {
 		outcomes    = make(pq.StringArray, n)
 		delays      = make(pq.Int64Array, n)
 		gone        pq.StringArray
-		lineMoved   bool
 		okSubs      = map[string]bool{}
 		failedSubs  = map[string]bool{}
 	)
@@ -139,9 +138,6 @@ func (d *Deliverer) write(batch []result) error {
 		delays[i] = r.delay.Milliseconds()
 		if r.outcome == outcomeGone {
 			gone = append(gone, r.job.subscriptionID)
-		}
-		if r.job.ordered && r.outcome != outcomeRetry {
-			lineMoved = true
 		}
 		if r.outcome == outcomeSucceeded {
 			okSubs[r.job.subscriptionID] = true
@@ -214,10 +210,9 @@ func (d *Deliverer) write(batch []result) error {
 	for _, id := range gone {
 		d.log.Warn().Str("subscription_id", id).Msg("subscription disabled: endpoint answered 410 Gone")
 	}
-	if lineMoved {
-		// The next delivery of an ordered line is due now; do not leave it to the next poll.
-		d.Kick()
-	}
+	// Ended leases free in-flight slots of their subscriptions, and an ended head of an
+	// ordered line makes the next one due: claim again now rather than at the next poll.
+	d.Kick()
 	return nil
 }
 
