@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
@@ -78,8 +79,9 @@ type Deliverer struct {
 	client   *http.Client
 	now      func() time.Time
 	log      zerolog.Logger
-	claimQ   string
+	claimQ   *pgstmt.Stmt
 	recordQ  string
+	recordP  *pgstmt.Stmt
 	goneQ    string
 	releaseQ string
 	opEvQ    string
@@ -123,8 +125,9 @@ func New(cfg Config) (*Deliverer, error) {
 		client:   cfg.Client,
 		now:      cfg.Now,
 		log:      cfg.Logger,
-		claimQ:   outbox.Qualify(cfg.Schema, claimDue),
+		claimQ:   pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, claimDue)),
 		recordQ:  outbox.Qualify(cfg.Schema, recordResults),
+		recordP:  pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, recordResults)),
 		goneQ:    outbox.Qualify(cfg.Schema, disableGone),
 		releaseQ: outbox.Qualify(cfg.Schema, releaseClaims),
 		opEvQ:    outbox.Qualify(cfg.Schema, insertOperationalEvents),
@@ -275,7 +278,7 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	defer cancel()
 	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
-	rows, err := d.db.QueryContext(qctx, d.claimQ, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
+	rows, err := d.claimQ.QueryContext(qctx, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}

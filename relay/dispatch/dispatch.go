@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
 
+	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 )
@@ -37,8 +38,7 @@ type Config struct {
 // Dispatcher claims outbox rows and fans them out. Safe for several replicas at once.
 type Dispatcher struct {
 	cfg     Config
-	db      *sqlx.DB
-	claimQ  string
+	claim   *pgstmt.Stmt
 	wake    chan struct{}
 	healthy atomic.Bool
 }
@@ -66,10 +66,9 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.PollInterval = time.Second
 	}
 	return &Dispatcher{
-		cfg:    cfg,
-		db:     cfg.DB,
-		claimQ: outbox.Qualify(cfg.Schema, claimAndFanOut),
-		wake:   make(chan struct{}, 1),
+		cfg:   cfg,
+		claim: pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, claimAndFanOut)),
+		wake:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -137,7 +136,7 @@ func (d *Dispatcher) drain(ctx context.Context) error {
 // statement and so in one transaction.
 func (d *Dispatcher) DispatchOnce(ctx context.Context) (Result, error) {
 	var res Result
-	if err := d.db.QueryRowContext(ctx, d.claimQ, d.cfg.BatchSize).Scan(&res.Events, &res.Deliveries); err != nil {
+	if err := d.claim.QueryRow(ctx, []any{d.cfg.BatchSize}, &res.Events, &res.Deliveries); err != nil {
 		return Result{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
 	d.healthy.Store(true)
