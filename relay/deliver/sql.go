@@ -34,7 +34,9 @@ WITH r AS (
         lease_until = NULL,
         updated_at = now()
     FROM r
-    WHERE d.id = r.delivery_id
+    -- The id list as well as the join: a primary-key lookup whatever the statistics say.
+    WHERE d.id = ANY ($1::bigint[])
+      AND d.id = r.delivery_id
       AND d.attempt_count = r.attempt
       AND d.lease_owner = $10
       AND d.status = 'pending'
