@@ -35,16 +35,21 @@ func (d *Deliverer) recordLoop(results <-chan result) {
 	}
 }
 
-// recordLinger is how long a batch waits for the results of requests still on the wire.
-const recordLinger = 2 * time.Millisecond
+// recordLinger bounds how long a batch waits for the results of requests still on the wire,
+// and recordGap how long it waits for the next one: results of requests sent together
+// arrive within a fraction of a millisecond of each other, while a slow endpoint's requests,
+// also on the wire, may take seconds and must not hold up the others' records.
+const (
+	recordLinger = 2 * time.Millisecond
+	recordGap    = 300 * time.Microsecond
+)
 
-// gather adds to batch what else is ready, and, while requests are still on the wire, waits
-// up to recordLinger for their results too: requests sent together mostly finish together,
-// and one statement for all of them (then one claim for the slots they free) costs the
-// database far less than one each. When nothing else is on the wire, as at low load, the
-// batch goes at once.
+// gather adds to batch what else is ready and, while results keep arriving close together,
+// waits for them too: one statement for a wave of requests (then one claim for the slots
+// they free) costs the database far less than one each. At low load, or when the next result
+// is not close behind, the batch goes at once.
 func (d *Deliverer) gather(results <-chan result, batch []result) []result {
-	var linger <-chan time.Time
+	deadline := time.Now().Add(recordLinger)
 	for len(batch) < maxRecordBatch {
 		select {
 		case r, ok := <-results:
@@ -55,19 +60,19 @@ func (d *Deliverer) gather(results <-chan result, batch []result) []result {
 			continue
 		default:
 		}
-		if d.inFlight.Load() == 0 {
+		wait := min(recordGap, time.Until(deadline))
+		if d.inFlight.Load() == 0 || wait <= 0 {
 			return batch
 		}
-		if linger == nil {
-			linger = time.After(recordLinger)
-		}
+		gap := time.NewTimer(wait)
 		select {
 		case r, ok := <-results:
+			gap.Stop()
 			if !ok {
 				return batch
 			}
 			batch = append(batch, r)
-		case <-linger:
+		case <-gap.C:
 			return batch
 		}
 	}
