@@ -673,3 +673,30 @@ func TestOperationalEventsReachOnlySubscriptionsThatAskForThem(t *testing.T) {
 		WHERE d.subscription_id = $1 AND o.event_type <> 'signup.created'`, everything.id))
 	require.Zero(t, toEverything, `"*" does not match the relay's operational events`)
 }
+
+// TestExpiredLeaseOnOrderedHeadSendsTheHeadAgain plays a replica that died while sending the
+// head of an ordering line: the line waits for the lease, then the same head goes again, and
+// only after it the next event.
+func TestExpiredLeaseOnOrderedHeadSendsTheHeadAgain(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.NewDB(t)
+	b := bundle{db: db, receiver: relaytest.NewReceiver(t)}
+	b.subscribe(t, b.receiver.URL, nil, true)
+	head := b.publish(t, outbox.Event{OrderingKey: "su_1"})
+	next := b.publish(t, outbox.Event{OrderingKey: "su_1"})
+	d, err := dispatch.New(dispatch.Config{DB: db, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	_, err = d.DispatchOnce(context.Background())
+	require.NoError(t, err)
+	_, err = db.Exec(`UPDATE relay.deliveries SET attempt_count = 1, lease_owner = 'dead', lease_until = now() + interval '400 milliseconds' WHERE event_id = $1`, head)
+	require.NoError(t, err)
+
+	start := time.Now()
+	b.start(t, options{})
+	reqs := b.receiver.WaitFor(t, 2, 10*time.Second)
+	require.GreaterOrEqual(t, reqs[0].At.Sub(start), 300*time.Millisecond, "the line waited for the dead replica's lease")
+	require.Equal(t, head, reqs[0].Header.Get("webhook-id"), "the head goes again first")
+	require.Equal(t, "2", reqs[0].Header.Get("X-Webhook-Attempt"))
+	require.Equal(t, next, reqs[1].Header.Get("webhook-id"))
+	require.Equal(t, "1", reqs[1].Header.Get("X-Webhook-Attempt"))
+}
