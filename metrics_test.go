@@ -101,6 +101,17 @@ func TestMetricsFollowFailuresAndSuccesses(t *testing.T) {
 	require.Zero(t, metricValue(t, after, "outbox_relay_deliveries_due"))
 	require.Zero(t, metricValue(t, after, "outbox_relay_in_flight_requests"))
 
+	// A DELETE that cancels a pending delivery counts it as cancelled.
+	paused := addSubscription(t, db, rc.URL+"/paused")
+	_, err := db.Exec(`UPDATE relay.subscriptions SET status = 'paused' WHERE id = $1`, paused)
+	require.NoError(t, err)
+	_, err = db.Exec(`INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, next_attempt_at)
+		SELECT event_id, id, $1, now() FROM relay.outbox LIMIT 1`, paused)
+	require.NoError(t, err)
+	status, _ := p.call(t, http.MethodDelete, "/v1/subscriptions/"+paused, nil)
+	require.Equal(t, http.StatusNoContent, status)
+	require.Equal(t, 1.0, metricValue(t, scrape(t, p), "outbox_relay_deliveries_total", "status", "cancelled"))
+
 	require.Equal(t, 0, p.stop(t))
 }
 

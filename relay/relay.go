@@ -218,6 +218,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		OpenSecret:            box.Open,
 		SecretRotationOverlap: cfg.SecretRotationOverlap,
 		DeliveriesQueued:      r.deliverer.Kick,
+		DeliveriesCancelled:   func(n int) { m.Finished("cancelled", n) },
 		Logger:                log.With().Str("component", "api").Logger(),
 	})
 	if err != nil {

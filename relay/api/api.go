@@ -44,6 +44,9 @@ type Config struct {
 	// process starts on them instead of at its next poll: pass deliver.Deliverer.Kick.
 	// Optional; it must not block. Other replicas find the deliveries by polling.
 	DeliveriesQueued func()
+	// DeliveriesCancelled is called with the number of pending deliveries a DELETE cancelled,
+	// for the outbox_relay_deliveries_total{status="cancelled"} metric. Optional.
+	DeliveriesCancelled func(n int)
 }
 
 // API serves the management API. Create it with New.
@@ -56,6 +59,7 @@ type API struct {
 	openSecret func(string) (string, error)
 	overlap    time.Duration
 	queued     func()
+	cancelled  func(n int)
 	handler    http.Handler
 	// idempotencyWait is idempotencyWait, shortened by tests.
 	idempotencyWait time.Duration
@@ -92,8 +96,12 @@ func New(cfg Config) (*API, error) {
 		openSecret: cfg.OpenSecret,
 		overlap:    cfg.SecretRotationOverlap,
 		queued:     cfg.DeliveriesQueued,
+		cancelled:  cfg.DeliveriesCancelled,
 
 		idempotencyWait: idempotencyWait,
+	}
+	if a.cancelled == nil {
+		a.cancelled = func(int) {}
 	}
 	if a.queued == nil {
 		a.queued = func() {}

@@ -472,6 +472,7 @@ func (a *API) deleteSubscription(w http.ResponseWriter, r *http.Request, s scope
 		return notFound("subscription")
 	}
 	a.log.Info().Str("subscription_id", id).Int64("cancelled", cancelled).Msg("subscription deleted")
+	a.cancelled(int(cancelled))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
