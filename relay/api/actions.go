@@ -92,11 +92,7 @@ func parseReplay(body []byte) (replayRequest, error) {
 // the current one becomes the previous secret and signs beside it (two signatures in
 // webhook-signature) for SecretRotationOverlap. Answers the new secret.
 func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, s scope) error {
-	id := r.PathValue("id")
-	if !ids.ValidSubscriptionID(id) {
-		return notFound("subscription")
-	}
-	body, err := readBody(w, r)
+	id, body, err := subscriptionRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -131,11 +127,7 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, s scope) erro
 // with 409 subscription_not_active rather than queued: the deliverer sends nothing to it, so
 // the test would sit unsent and then arrive unexpectedly once it is active again.
 func (a *API) sendTest(w http.ResponseWriter, r *http.Request, s scope) error {
-	id := r.PathValue("id")
-	if !ids.ValidSubscriptionID(id) {
-		return notFound("subscription")
-	}
-	body, err := readBody(w, r)
+	id, body, err := subscriptionRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -171,11 +163,7 @@ func (a *API) sendTest(w http.ResponseWriter, r *http.Request, s scope) error {
 // their attempt count so the next attempt has the next number. Deliveries of a paused or
 // disabled subscription are re-queued too and wait until it is active.
 func (a *API) replay(w http.ResponseWriter, r *http.Request, s scope) error {
-	id := r.PathValue("id")
-	if !ids.ValidSubscriptionID(id) {
-		return notFound("subscription")
-	}
-	body, err := readBody(w, r)
+	id, body, err := subscriptionRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -255,4 +243,15 @@ func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, s scope) err
 	}
 	writeJSON(w, http.StatusAccepted, out[0])
 	return nil
+}
+
+// subscriptionRequest reads what every write on one subscription starts with: the
+// subscription ID from the path (a malformed one is 404, like a missing one) and the body.
+func subscriptionRequest(w http.ResponseWriter, r *http.Request) (id string, body []byte, err error) {
+	id = r.PathValue("id")
+	if !ids.ValidSubscriptionID(id) {
+		return "", nil, notFound("subscription")
+	}
+	body, err = readBody(w, r)
+	return id, body, err
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -154,11 +153,7 @@ func parsePatchSubscription(body []byte) (subscriptionPatch, error) {
 // record; its waiting deliveries go out again (those cancelled when it was disabled do not:
 // replay them).
 func (a *API) patchSubscription(w http.ResponseWriter, r *http.Request, s scope) error {
-	id := r.PathValue("id")
-	if !ids.ValidSubscriptionID(id) {
-		return notFound("subscription")
-	}
-	body, err := readBody(w, r)
+	id, body, err := subscriptionRequest(w, r)
 	if err != nil {
 		return err
 	}
