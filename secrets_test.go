@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/internal/relaytest"
+	"github.com/referralloop/outbox-relay/relay/secrets"
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
 
@@ -55,6 +56,19 @@ func TestSecretsEncryptedAtRestAndKeyRotation(t *testing.T) {
 	require.NoError(t, v.Verify(reqs[1].Header, reqs[1].Body))
 	require.Equal(t, 0, q.stop(t))
 
+	// That start resealed the secret with the new key: the old one is no longer needed.
+	var resealed string
+	require.NoError(t, db.Get(&resealed, `SELECT secret FROM relay.subscriptions`))
+	require.NotEqual(t, stored, resealed)
+	rawNew, err := base64.StdEncoding.DecodeString(newKeyValue)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(resealed, "enc:v1:"+secrets.KeyID(rawNew)+":"), resealed)
+	q2 := startRelay(t, dsn, "RELAY_ENCRYPTION_KEY="+newKeyValue)
+	insertEvents(t, db, 1, 1)
+	reqs = rc.WaitFor(t, 3, 15*time.Second)
+	require.NoError(t, v.Verify(reqs[2].Header, reqs[2].Body))
+	require.Equal(t, 0, q2.stop(t))
+
 	// Without the key the relay cannot open the secret: the delivery fails, and says why,
 	// instead of sending an unsigned or wrongly signed request.
 	r := startRelay(t, dsn, "RELAY_RETRY_SCHEDULE=")
@@ -65,9 +79,9 @@ func TestSecretsEncryptedAtRestAndKeyRotation(t *testing.T) {
 	var msg string
 	require.NoError(t, db.Get(&msg, `SELECT a.error FROM relay.attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.status = 'failed'`))
 	require.Contains(t, msg, "secret")
-	require.Len(t, rc.Requests(), 2)
+	require.Len(t, rc.Requests(), 3)
 	require.Equal(t, 0, r.stop(t))
-	for _, out := range []string{p.Output(), q.Output(), r.Output()} {
+	for _, out := range []string{p.Output(), q.Output(), q2.Output(), r.Output()} {
 		require.NotContains(t, out, secret)
 		require.NotContains(t, out, oldKey)
 		require.NotContains(t, out, newKeyValue)

@@ -129,6 +129,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
+	if n, err := resealSecrets(ctx, db, cfg.Schema, box); err != nil {
+		// Not fatal: the secrets still open with the keys given; the next start tries again.
+		log.Warn().Err(err).Msg("resealing subscription secrets with RELAY_ENCRYPTION_KEY")
+	} else if n > 0 {
+		log.Info().Int("subscriptions", n).Msg("resealed subscription secrets with RELAY_ENCRYPTION_KEY")
+	}
+
 	tp, stopTracing, err := tracing.Setup(ctx, opts.Version)
 	if err != nil {
 		closeListeners()
