@@ -222,10 +222,10 @@ func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
 			case <-poll.C:
 			}
 		}
-		// Wait until at least half a batch of workers is free, so that claims stay batched
+		// Wait until three quarters of a batch of workers are free, so that claims stay batched
 		// under load instead of one query per finished request.
 		want := min(d.cfg.BatchSize, d.cfg.Workers)
-		for int64(d.cfg.Workers)-d.busy.Load() < int64(max(1, want/2)) {
+		for int64(d.cfg.Workers)-d.busy.Load() < int64(max(1, want*3/4)) {
 			select {
 			case <-ctx.Done():
 				return
