@@ -222,15 +222,8 @@ func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
 			case <-poll.C:
 			}
 		}
-		// Wait until three quarters of a batch of workers are free, so that claims stay batched
-		// under load instead of one query per finished request.
-		want := min(d.cfg.BatchSize, d.cfg.Workers)
-		for int64(d.cfg.Workers)-d.busy.Load() < int64(max(1, want*3/4)) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-d.slotFree:
-			}
+		if !d.awaitWorkers(ctx) {
+			return
 		}
 		n := min(d.cfg.BatchSize, d.cfg.Workers-int(d.busy.Load()))
 		claimed, err := d.claim(ctx, n)
@@ -261,6 +254,35 @@ func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
 				d.release(claimed[i:])
 				return
 			}
+		}
+	}
+}
+
+// claimGather bounds how long a claim waits for more free workers once some are free.
+const claimGather = 2 * time.Millisecond
+
+// awaitWorkers waits until a claim is worth making: three quarters of a batch of workers
+// free, so that claims stay batched under load instead of one query per finished request;
+// or, once at least one is free, claimGather has passed, so that workers held by slow
+// endpoints (each up to RELAY_DELIVERY_TIMEOUT) never hold back the others. It reports false
+// when ctx ended.
+func (d *Deliverer) awaitWorkers(ctx context.Context) bool {
+	want := int64(max(1, min(d.cfg.BatchSize, d.cfg.Workers)*3/4))
+	var gather <-chan time.Time
+	for {
+		free := int64(d.cfg.Workers) - d.busy.Load()
+		if free >= want {
+			return true
+		}
+		if free > 0 && gather == nil {
+			gather = time.After(claimGather)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-d.slotFree:
+		case <-gather:
+			return true
 		}
 	}
 }

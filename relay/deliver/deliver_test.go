@@ -700,3 +700,34 @@ func TestExpiredLeaseOnOrderedHeadSendsTheHeadAgain(t *testing.T) {
 	require.Equal(t, next, reqs[1].Header.Get("webhook-id"))
 	require.Equal(t, "1", reqs[1].Header.Get("X-Webhook-Attempt"))
 }
+
+// TestWorkersHeldBySlowEndpointsDoNotHoldBackOthers fills most workers with requests that
+// hang: the few left free must still be claimed for the healthy subscription at once.
+func TestWorkersHeldBySlowEndpointsDoNotHoldBackOthers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{workers: 8, maxInFlight: 3, timeout: 5 * time.Second})
+	release := make(chan struct{})
+	b.receiver.Respond = func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if strings.HasPrefix(r.URL.Path, "/hang") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	t.Cleanup(func() { close(release) })
+	b.subscribe(t, b.receiver.URL+"/hang1", nil, false)
+	b.subscribe(t, b.receiver.URL+"/hang2", nil, false)
+	healthy := b.subscribe(t, b.receiver.URL+"/healthy", nil, false)
+	for range 20 {
+		b.publish(t, outbox.Event{})
+	}
+	start := time.Now()
+	relaytest.Eventually(t, 10*time.Second, func() bool {
+		var n int
+		require.NoError(t, b.db.Get(&n, `SELECT count(*) FROM relay.deliveries WHERE subscription_id = $1 AND status = 'succeeded'`, healthy.id))
+		return n == 20
+	}, "the healthy subscription waited for the hanging ones")
+	require.Less(t, time.Since(start), 3*time.Second, "six of eight workers hang for 5s; the other two carry on")
+}
