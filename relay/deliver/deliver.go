@@ -74,17 +74,19 @@ type Config struct {
 
 // Deliverer claims due deliveries and sends them. Safe for several replicas at once.
 type Deliverer struct {
-	cfg      Config
-	db       *sqlx.DB
-	client   *http.Client
-	now      func() time.Time
-	log      zerolog.Logger
-	claimQ   *pgstmt.Stmt
-	recordQ  string
-	recordP  *pgstmt.Stmt
-	goneQ    string
-	releaseQ string
-	opEvQ    string
+	cfg     Config
+	db      *sqlx.DB
+	client  *http.Client
+	now     func() time.Time
+	log     zerolog.Logger
+	claimQ  *pgstmt.Stmt
+	recordQ string
+	recordP *pgstmt.Stmt
+	// recordClaimP records a batch and claims for the slots it frees in one round trip.
+	recordClaimP *pgstmt.Stmt
+	goneQ        string
+	releaseQ     string
+	opEvQ        string
 
 	wake     chan struct{} // something may be due
 	slotFree chan struct{} // a worker finished
@@ -92,6 +94,13 @@ type Deliverer struct {
 	healthy  atomic.Bool
 	inFlight atomic.Int64 // requests on the wire, for metrics
 	stopped  atomic.Bool  // shutdown has begun: no more claims
+
+	// ready holds jobs the recorder claimed together with a record, for the claim loop (the
+	// only sender to workers) to hand out; readyFull says that claim filled every slot asked,
+	// so more may be due.
+	readyMu   sync.Mutex
+	ready     []*job
+	readyFull bool
 }
 
 // New returns a Deliverer for cfg.
@@ -120,19 +129,20 @@ func New(cfg Config) (*Deliverer, error) {
 		cfg.Now = time.Now
 	}
 	return &Deliverer{
-		cfg:      cfg,
-		db:       cfg.DB,
-		client:   cfg.Client,
-		now:      cfg.Now,
-		log:      cfg.Logger,
-		claimQ:   pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, claimDue)),
-		recordQ:  outbox.Qualify(cfg.Schema, recordResults),
-		recordP:  pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, recordResults)),
-		goneQ:    outbox.Qualify(cfg.Schema, disableGone),
-		releaseQ: outbox.Qualify(cfg.Schema, releaseClaims),
-		opEvQ:    outbox.Qualify(cfg.Schema, insertOperationalEvents),
-		wake:     make(chan struct{}, 1),
-		slotFree: make(chan struct{}, 1),
+		cfg:          cfg,
+		db:           cfg.DB,
+		client:       cfg.Client,
+		now:          cfg.Now,
+		log:          cfg.Logger,
+		claimQ:       pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, claimDue)),
+		recordQ:      outbox.Qualify(cfg.Schema, recordResults),
+		recordP:      pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, recordResults)),
+		recordClaimP: pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, recordAndClaim)),
+		goneQ:        outbox.Qualify(cfg.Schema, disableGone),
+		releaseQ:     outbox.Qualify(cfg.Schema, releaseClaims),
+		opEvQ:        outbox.Qualify(cfg.Schema, insertOperationalEvents),
+		wake:         make(chan struct{}, 1),
+		slotFree:     make(chan struct{}, 1),
 	}, nil
 }
 
@@ -203,6 +213,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	grace.Stop()
 	close(results)
 	<-recorded
+	// Claims the recorder made that no worker took.
+	if left := d.takeReady(); len(left) > 0 {
+		d.release(left)
+	}
 	return nil
 }
 
@@ -222,8 +236,20 @@ func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
 			case <-poll.C:
 			}
 		}
+		if sent, full, ok := d.sendReady(ctx, jobs); !ok {
+			return
+		} else if sent {
+			more = full
+			continue
+		}
 		if !d.awaitWorkers(ctx) {
 			return
+		}
+		if sent, full, ok := d.sendReady(ctx, jobs); !ok {
+			return
+		} else if sent {
+			more = full
+			continue
 		}
 		n := min(d.cfg.BatchSize, d.cfg.Workers-int(d.busy.Load()))
 		claimed, err := d.claim(ctx, n)
@@ -271,7 +297,7 @@ func (d *Deliverer) awaitWorkers(ctx context.Context) bool {
 	var gather <-chan time.Time
 	for {
 		free := int64(d.cfg.Workers) - d.busy.Load()
-		if free >= want {
+		if free >= want || d.hasReady() {
 			return true
 		}
 		if free > 0 && gather == nil {
@@ -281,10 +307,58 @@ func (d *Deliverer) awaitWorkers(ctx context.Context) bool {
 		case <-ctx.Done():
 			return false
 		case <-d.slotFree:
+		case <-d.wake: // ready jobs, perhaps; checked above
 		case <-gather:
 			return true
 		}
 	}
+}
+
+// addReady queues jobs claimed by the recorder for the claim loop; they already count as
+// busy.
+func (d *Deliverer) addReady(js []*job, full bool) {
+	d.readyMu.Lock()
+	d.ready = append(d.ready, js...)
+	d.readyFull = d.readyFull || full
+	d.readyMu.Unlock()
+	d.Kick()
+}
+
+func (d *Deliverer) hasReady() bool {
+	d.readyMu.Lock()
+	defer d.readyMu.Unlock()
+	return len(d.ready) > 0
+}
+
+// takeReady empties the ready queue.
+func (d *Deliverer) takeReady() []*job {
+	js, _ := d.takeReadyFull()
+	return js
+}
+
+func (d *Deliverer) takeReadyFull() ([]*job, bool) {
+	d.readyMu.Lock()
+	defer d.readyMu.Unlock()
+	js, full := d.ready, d.readyFull
+	d.ready, d.readyFull = nil, false
+	return js, full
+}
+
+// sendReady hands the recorder's claims to workers. It reports whether there were any,
+// whether that claim was full (more may be due), and false in ok when ctx ended (the jobs
+// not handed out are released).
+func (d *Deliverer) sendReady(ctx context.Context, jobs chan<- *job) (sent, full, ok bool) {
+	js, full := d.takeReadyFull()
+	for i, j := range js {
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			d.busy.Add(int64(-(len(js) - i)))
+			d.release(js[i:])
+			return true, full, false
+		}
+	}
+	return len(js) > 0, full, true
 }
 
 func newBackoff() *backoff.ExponentialBackOff {
@@ -304,6 +378,11 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
+	return d.scanJobs(rows)
+}
+
+// scanJobs turns the rows of a claim into jobs, and closes them.
+func (d *Deliverer) scanJobs(rows *sql.Rows) ([]*job, error) {
 	defer rows.Close()
 	var out []*job
 	for rows.Next() {
@@ -325,11 +404,11 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 		} else {
 			j.payloadSize = payloadSize
 		}
+		var err error
 		if j.headers, err = decodeHeaders(headers); err != nil {
 			j.badSecret = err
 		}
-		j.keys, err = d.keys(secret, previousSecret)
-		if err != nil {
+		if j.keys, err = d.keys(secret, previousSecret); err != nil {
 			j.badSecret = err
 		}
 		out = append(out, &j)

@@ -208,10 +208,15 @@ func (d *Deliverer) write(batch []result) error {
 	args := []any{deliveryIDs, attempts, startedAt, durations, statuses, errs, responses, outcomes, delays, d.cfg.Owner,
 		healthy, failing, d.cfg.DisableAfter.Milliseconds()}
 	var err error
-	if tx != nil {
+	claimedWith := false
+	switch {
+	case tx != nil:
 		err = tx.QueryRowContext(ctx, d.recordQ, args...).Scan(&updated, &disabled)
-	} else {
-		// The common case runs prepared: one round trip.
+	case d.claimRoom() > 0:
+		// The common case: record and claim for the slots this wave frees, one round trip.
+		claimedWith = true
+		err = d.recordAndClaim(ctx, args)
+	default:
 		err = d.recordP.QueryRow(ctx, args, &updated, &disabled)
 	}
 	if err != nil {
@@ -251,9 +256,42 @@ func (d *Deliverer) write(batch []result) error {
 	for _, id := range gone {
 		d.log.Warn().Str("subscription_id", id).Msg("subscription disabled: endpoint answered 410 Gone")
 	}
-	// Ended leases free in-flight slots of their subscriptions, and an ended head of an
-	// ordered line makes the next one due: claim again now rather than at the next poll.
-	d.Kick()
+	if !claimedWith {
+		// Ended leases free in-flight slots of their subscriptions, and an ended head of an
+		// ordered line makes the next one due: claim again now rather than at the next poll.
+		d.Kick()
+	}
+	return nil
+}
+
+// claimRoom is how many deliveries a claim made now may take: free workers, at most a
+// batch, none once shutdown has begun.
+func (d *Deliverer) claimRoom() int {
+	if d.stopping() {
+		return 0
+	}
+	return max(0, min(d.cfg.BatchSize, d.cfg.Workers-int(d.busy.Load())))
+}
+
+// recordAndClaim records a success-only batch and claims for the free slots in one call,
+// and queues what it claimed for the claim loop.
+func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any) error {
+	room := d.claimRoom()
+	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
+	args := append(recordArgs, room, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
+	rows, err := d.recordClaimP.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	js, err := d.scanJobs(rows)
+	if err != nil {
+		// The record and the claim are one statement: both rolled back, or both committed
+		// and only reading the answer failed; then the leases expire and the deliveries are
+		// sent again, as after a crash.
+		return err
+	}
+	d.busy.Add(int64(len(js)))
+	d.addReady(js, room > 0 && len(js) == room)
 	return nil
 }
 
