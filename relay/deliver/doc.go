@@ -19,6 +19,14 @@
 //   - only deliveries of active subscriptions are sent: a paused subscription's pending
 //     deliveries wait until it is active again.
 //
+// # Batching
+//
+// Requests go out in waves: a claim leases up to a batch for the free workers, the results
+// of requests that end close together are recorded by one statement, and for a wave with
+// no failure that same call (record_and_claim) claims the next wave for the slots it freed.
+// Statements are prepared, and the claim and record logic lives in PL/pgSQL functions
+// (outbox/migrations/0003_claim_function.sql), so a wave costs one round trip.
+//
 // # Outcomes
 //
 // Any 2xx is success. Everything else fails the attempt: another status (3xx included:
