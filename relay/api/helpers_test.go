@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/internal/pgtest"
+	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/targets"
@@ -103,17 +104,7 @@ func (r response) json(t *testing.T) map[string]any {
 // code answers the error code of an error answer, checking the error shape on the way.
 func (r response) code(t *testing.T) string {
 	t.Helper()
-	require.Equal(t, "application/json", r.header.Get("Content-Type"), "body: %s", r.body)
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	require.NoError(t, json.Unmarshal(r.body, &e), "body: %s", r.body)
-	require.NotEmpty(t, e.Error.Code, "body: %s", r.body)
-	require.NotEmpty(t, e.Error.Message, "body: %s", r.body)
-	return e.Error.Code
+	return relaytest.ErrorCode(t, r.header, r.body)
 }
 
 func (r response) message(t *testing.T) string {

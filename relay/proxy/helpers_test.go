@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/proxy"
 )
@@ -169,12 +170,12 @@ type bundle struct {
 	authSrv  *httptest.Server
 	upstream *httptest.Server
 	client   *http.Client
-	log      *lockedBuffer
+	log      *relaytest.LockedBuffer
 }
 
 func setup(t *testing.T, e env) *bundle {
 	t.Helper()
-	b := &bundle{auth: &fakeAuth{}, log: &lockedBuffer{}}
+	b := &bundle{auth: &fakeAuth{}, log: &relaytest.LockedBuffer{}}
 	if e.api == nil {
 		e.api = echoAPI()
 	}
@@ -273,17 +274,7 @@ func (r response) upstreamEcho(t *testing.T) upstreamEcho {
 // errorCode checks the API's error shape and answers its code.
 func (r response) errorCode(t *testing.T) string {
 	t.Helper()
-	require.Equal(t, "application/json", r.header.Get("Content-Type"), "body: %s", r.body)
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	require.NoError(t, json.Unmarshal(r.body, &e), "body: %s", r.body)
-	require.NotEmpty(t, e.Error.Code, "body: %s", r.body)
-	require.NotEmpty(t, e.Error.Message, "body: %s", r.body)
-	return e.Error.Code
+	return relaytest.ErrorCode(t, r.header, r.body)
 }
 
 // droppingURL is the URL of a server that accepts connections and drops them at once,
@@ -312,22 +303,4 @@ func droppingURL(t *testing.T) string {
 		<-done
 	})
 	return "http://" + ln.Addr().String()
-}
-
-// lockedBuffer is an io.Writer the test can read while the proxy logs to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/relay/receiver"
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
@@ -28,28 +29,10 @@ func TestMain(m *testing.M) {
 
 const body = `{"id":"evt_1","event_type":"signup.created","data":{"signup":{"id":"su_1","position":17}}}`
 
-// lockedBuffer is an io.Writer the test can read while the server writes to it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testBundle struct {
 	secret string
 	key    []byte
-	out    *lockedBuffer
+	out    *relaytest.LockedBuffer
 	server *httptest.Server
 }
 
@@ -62,7 +45,7 @@ func setup(t *testing.T) *testBundle {
 	v, err := signature.NewVerifier(secret)
 	require.NoError(t, err)
 
-	out := &lockedBuffer{}
+	out := &relaytest.LockedBuffer{}
 	server := httptest.NewServer(receiver.Handler(v, out))
 	t.Cleanup(server.Close)
 	return &testBundle{secret: secret, key: key, out: out, server: server}
@@ -293,9 +276,9 @@ func mustRequest(t *testing.T, method, url, body string) *http.Request {
 
 // startRun runs receiver.Run in the background and returns the bound address, the output and
 // a function that cancels Run and returns its result.
-func startRun(t *testing.T, cfg receiver.Config) (net.Addr, *lockedBuffer, func() error) {
+func startRun(t *testing.T, cfg receiver.Config) (net.Addr, *relaytest.LockedBuffer, func() error) {
 	t.Helper()
-	out := &lockedBuffer{}
+	out := &relaytest.LockedBuffer{}
 	cfg.Out = out
 	ready := make(chan net.Addr, 1)
 	cfg.Ready = func(addr net.Addr) { ready <- addr }
