@@ -155,12 +155,20 @@ type DBCollector struct {
 	up      *prometheus.Desc
 }
 
+// queueStats counts unordered and ordered pending deliveries apart: each half matches one
+// partial index (deliveries_due_by_subscription_idx, deliveries_ordered_idx), so a scrape
+// never reads the delivered history.
 const queueStats = `
 SELECT (SELECT count(*) FROM {{schema}}.outbox WHERE dispatched_at IS NULL),
        coalesce((SELECT extract(epoch FROM now() - min(created_at)) FROM {{schema}}.outbox WHERE dispatched_at IS NULL), 0),
        (SELECT count(*) FROM {{schema}}.deliveries
-         WHERE status = 'pending' AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until <= now())),
-       (SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending')`
+         WHERE status = 'pending' AND ordering_key IS NULL
+           AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until <= now()))
+       + (SELECT count(*) FROM {{schema}}.deliveries
+         WHERE status = 'pending' AND ordering_key IS NOT NULL
+           AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until <= now())),
+       (SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending' AND ordering_key IS NULL)
+       + (SELECT count(*) FROM {{schema}}.deliveries WHERE status = 'pending' AND ordering_key IS NOT NULL)`
 
 const subscriptionStats = `
 SELECT s.status, count(x.status)
