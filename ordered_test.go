@@ -29,6 +29,7 @@ type orderedReceiver struct {
 	headFailed  time.Time // when the stuck key's head got its last failure
 	stuckAfter  []time.Time
 	doneAt      map[string]time.Time
+	ackedAt     []time.Time // when each event of the other keys was acknowledged
 	eventsByKey int
 }
 
@@ -83,6 +84,9 @@ func (o *orderedReceiver) handle(w http.ResponseWriter, r *http.Request, body []
 	delete(o.keysBusy, key)
 	if !fail {
 		o.acked[key] = n
+		if key != "stuck" {
+			o.ackedAt = append(o.ackedAt, time.Now())
+		}
 		if n == o.eventsByKey-1 {
 			o.doneAt[key] = time.Now()
 		}
@@ -147,16 +151,22 @@ func TestOrderedDeliveryAcrossReplicas(t *testing.T) {
 	for _, at := range o.stuckAfter {
 		require.True(t, at.After(o.headFailed), "an event of the stuck key arrived before its head failed for good")
 	}
-	// The other keys did not wait for the stuck one: most finished before its head gave up.
-	before := 0
-	for _, at := range o.doneAt {
+	// The other keys did not wait for the stuck one: while its head was being retried, their
+	// lines moved on by several events each.
+	before, keysDone := 0, 0
+	for _, at := range o.ackedAt {
 		if at.Before(o.headFailed) {
 			before++
 		}
 	}
-	t.Logf("ordered: %d events over %d keys with 3 replicas in %s; peak %d requests / %d keys in flight; %d keys done before the stuck head failed",
-		total, keys+1, took.Round(time.Millisecond), o.peak, o.peakKeys, before)
-	require.Greater(t, before, 0, "no key finished before the stuck key's head failed: they waited for it")
+	for _, at := range o.doneAt {
+		if at.Before(o.headFailed) {
+			keysDone++
+		}
+	}
+	t.Logf("ordered: %d events over %d keys with 3 replicas in %s; peak %d requests / %d keys in flight; %d events of other keys (%d whole keys) done before the stuck head failed",
+		total, keys+1, took.Round(time.Millisecond), o.peak, o.peakKeys, before, keysDone)
+	require.Greater(t, before, 2*keys, "the other keys waited for the stuck key's head")
 	for _, p := range procs {
 		require.Equal(t, 0, p.stop(t))
 	}

@@ -174,9 +174,10 @@ func TestReliabilityKill9MidBacklog(t *testing.T) {
 	pairs, dups := rc.duplicates()
 	t.Logf("kill -9 after %d requests of %d: %d delivered, %d duplicates", killedAt, events, pairs, dups)
 	require.Equal(t, events, pairs, "nothing lost")
-	// Only requests on the wire at the kill can be sent twice: at most the subscription's
-	// in-flight cap (16).
-	require.LessOrEqual(t, dups, 16)
+	// Only requests sent and not yet recorded at the kill can be sent twice: at most the
+	// leases one subscription may hold (8 x the in-flight cap of 16), and in practice far
+	// fewer; claims queued and never sent are not duplicates.
+	require.LessOrEqual(t, dups, 128)
 	require.Zero(t, countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE lease_owner IS NOT NULL`))
 	require.Equal(t, 0, second.stop(t))
 }

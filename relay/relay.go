@@ -239,6 +239,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			Name: "outbox_relay_in_flight_requests",
 			Help: "Webhook requests on the wire from this replica.",
 		}, func() float64 { return float64(r.deliverer.InFlight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outbox_relay_queued_requests",
+			Help: "Deliveries this replica has claimed and not yet sent: waiting for a worker or for a free slot of their subscription.",
+		}, func() float64 { return float64(r.deliverer.Queued()) }),
 	)
 
 	var components sync.WaitGroup

@@ -52,6 +52,13 @@ type Config struct {
 	// MaxInFlightPerSubscription caps concurrent requests per subscription across replicas;
 	// 16 when zero.
 	MaxInFlightPerSubscription int
+	// MaxLeasedPerSubscription caps the leases one subscription may hold, queued here ahead
+	// of its requests; 8 x MaxInFlightPerSubscription when zero. A slow subscription gets no
+	// more than MaxInFlightPerSubscription.
+	MaxLeasedPerSubscription int
+	// MaxClaimed caps the deliveries this replica holds at once (queued, on the wire or
+	// awaiting their record); 4 x Workers when zero.
+	MaxClaimed int
 	// ShutdownGrace is how long requests in flight may finish after Run's context ends;
 	// zero cuts them at once.
 	ShutdownGrace time.Duration
@@ -82,25 +89,32 @@ type Deliverer struct {
 	claimQ  *pgstmt.Stmt
 	recordQ string
 	recordP *pgstmt.Stmt
-	// recordClaimP records a batch and claims for the slots it frees in one round trip.
+	// recordClaimP records a batch and claims for the room it frees in one round trip.
 	recordClaimP *pgstmt.Stmt
 	goneQ        string
 	releaseQ     string
 	opEvQ        string
 
-	wake     chan struct{} // something may be due
-	slotFree chan struct{} // a worker finished
-	busy     atomic.Int64  // jobs handed to workers and not finished
-	healthy  atomic.Bool
-	inFlight atomic.Int64 // requests on the wire, for metrics
-	stopped  atomic.Bool  // shutdown has begun: no more claims
+	// lanes queues claimed jobs per subscription and hands them to the workers.
+	lanes *lanes
+	// sendWithin is how long after its claim a job may still be sent: the rest of the lease
+	// covers the request.
+	sendWithin time.Duration
 
-	// ready holds jobs the recorder claimed together with a record, for the claim loop (the
-	// only sender to workers) to hand out; readyFull says that claim filled every slot asked,
-	// so more may be due.
-	readyMu   sync.Mutex
-	ready     []*job
-	readyFull bool
+	wake     chan struct{} // something may be due
+	roomFree chan struct{} // leases ended: there is room to claim more
+	// kicks counts Kick calls. A record that claims stores in claimedKicks the count read
+	// before its statement: every kick up to it is covered by that claim, whose snapshot
+	// sees what the kicker committed. recording is set while results are being gathered
+	// or written, and recordDone signalled after each write. Together they let the claim
+	// loop leave a kick to the record about to claim anyway, instead of a second statement.
+	kicks        atomic.Uint64
+	claimedKicks atomic.Uint64
+	recording    atomic.Bool
+	recordDone   chan struct{}
+	healthy      atomic.Bool
+	inFlight     atomic.Int64 // requests on the wire, for metrics
+	stopped      atomic.Bool  // shutdown has begun: no more claims
 }
 
 // New returns a Deliverer for cfg.
@@ -118,6 +132,9 @@ func New(cfg Config) (*Deliverer, error) {
 	setDefault(&cfg.BatchSize, 100)
 	setDefault(&cfg.MaxPayloadBytes, 256<<10)
 	setDefault(&cfg.MaxInFlightPerSubscription, 16)
+	setDefault(&cfg.MaxLeasedPerSubscription, 8*cfg.MaxInFlightPerSubscription)
+	setDefault(&cfg.MaxClaimed, 4*cfg.Workers)
+	cfg.MaxLeasedPerSubscription = max(cfg.MaxLeasedPerSubscription, cfg.MaxInFlightPerSubscription)
 	setDefault(&cfg.PollInterval, time.Second)
 	setDefault(&cfg.DeliveryTimeout, 5*time.Second)
 	setDefault(&cfg.LeaseMargin, 5*time.Second)
@@ -128,7 +145,13 @@ func New(cfg Config) (*Deliverer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// A queued job may wait for half the lease's margin; a lane whose waves take longer than
+	// that spread over its queue is slow and gets no leases ahead.
+	sendWithin := cfg.LeaseMargin / 2
+	waves := max(1, cfg.MaxLeasedPerSubscription/cfg.MaxInFlightPerSubscription)
 	return &Deliverer{
+		lanes:        newLanes(cfg.MaxInFlightPerSubscription, sendWithin/time.Duration(2*waves), time.Minute),
+		sendWithin:   sendWithin,
 		cfg:          cfg,
 		db:           cfg.DB,
 		client:       cfg.Client,
@@ -142,7 +165,8 @@ func New(cfg Config) (*Deliverer, error) {
 		releaseQ:     outbox.Qualify(cfg.Schema, releaseClaims),
 		opEvQ:        outbox.Qualify(cfg.Schema, insertOperationalEvents),
 		wake:         make(chan struct{}, 1),
-		slotFree:     make(chan struct{}, 1),
+		roomFree:     make(chan struct{}, 1),
+		recordDone:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -154,13 +178,23 @@ func setDefault[T comparable](v *T, def T) {
 }
 
 // Kick asks the deliverer to look for due deliveries now. It never blocks; kicks coalesce.
-func (d *Deliverer) Kick() { signal(d.wake) }
+func (d *Deliverer) Kick() {
+	d.kicks.Add(1)
+	signal(d.wake)
+}
 
 // Healthy reports whether the last claim reached the database.
 func (d *Deliverer) Healthy() bool { return d.healthy.Load() }
 
 // InFlight is the number of requests on the wire right now.
 func (d *Deliverer) InFlight() int64 { return d.inFlight.Load() }
+
+// Queued is the number of claimed deliveries waiting for a free worker or for a free slot
+// of their subscription.
+func (d *Deliverer) Queued() int {
+	q, _ := d.lanes.counts()
+	return q
+}
 
 func signal(ch chan struct{}) {
 	select {
@@ -180,21 +214,13 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	hard, cutRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutRequests()
 
-	jobs := make(chan *job)
 	results := make(chan result, d.cfg.Workers)
 	var workers sync.WaitGroup
 	for range d.cfg.Workers {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			for j := range jobs {
-				d.inFlight.Add(1)
-				res := d.send(hard, j)
-				d.inFlight.Add(-1)
-				results <- res
-				d.busy.Add(-1)
-				signal(d.slotFree)
-			}
+			d.work(hard, results)
 		}()
 	}
 	recorded := make(chan struct{})
@@ -203,25 +229,44 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		d.recordLoop(results)
 	}()
 
-	d.claimLoop(ctx, jobs)
+	d.claimLoop(ctx)
 	d.stopped.Store(true)
 	d.healthy.Store(false)
 
-	close(jobs)
+	// Workers finish what they are sending; what is still queued goes back at once.
+	d.release(d.lanes.close())
 	grace := time.AfterFunc(d.cfg.ShutdownGrace, cutRequests)
 	workers.Wait()
 	grace.Stop()
 	close(results)
 	<-recorded
-	// Claims the recorder made that no worker took.
-	if left := d.takeReady(); len(left) > 0 {
-		d.release(left)
-	}
 	return nil
 }
 
-// claimLoop claims due deliveries for free workers until ctx ends.
-func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
+// work sends jobs from the lanes until they close. A job that waited in its lane so long
+// that its lease could end during the request is not sent but released, so that no other
+// replica takes it while it is on the wire.
+func (d *Deliverer) work(ctx context.Context, results chan<- result) {
+	for {
+		j := d.lanes.next()
+		if j == nil {
+			return
+		}
+		if time.Now().After(j.sendBy) {
+			d.lanes.finished(j, 0, true)
+			results <- result{job: j, aborted: true}
+			continue
+		}
+		d.inFlight.Add(1)
+		res := d.send(ctx, j)
+		d.inFlight.Add(-1)
+		d.lanes.finished(j, res.duration, false)
+		results <- res
+	}
+}
+
+// claimLoop claims due deliveries into the lanes until ctx ends.
+func (d *Deliverer) claimLoop(ctx context.Context) {
 	bo := newBackoff()
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
@@ -233,25 +278,18 @@ func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
 			case <-ctx.Done():
 				return
 			case <-d.wake:
+				if d.coveredByRecord(ctx, d.kicks.Load()) {
+					continue
+				}
 			case <-poll.C:
 			}
 		}
-		if sent, full, ok := d.sendReady(ctx, jobs); !ok {
-			return
-		} else if sent {
-			more = full
-			continue
-		}
-		if !d.awaitWorkers(ctx) {
+		// Claims that waited too long in a hanging lane go back, and their room with them.
+		d.release(d.lanes.expire(time.Now()))
+		if !d.awaitRoom(ctx) {
 			return
 		}
-		if sent, full, ok := d.sendReady(ctx, jobs); !ok {
-			return
-		} else if sent {
-			more = full
-			continue
-		}
-		n := min(d.cfg.BatchSize, d.cfg.Workers-int(d.busy.Load()))
+		n := d.claimRoom(0)
 		claimed, err := d.claim(ctx, n)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -271,94 +309,82 @@ func (d *Deliverer) claimLoop(ctx context.Context, jobs chan<- *job) {
 		bo.Reset()
 		d.healthy.Store(true)
 		more = len(claimed) == n
-		for i, j := range claimed {
-			d.busy.Add(1)
-			select {
-			case jobs <- j:
-			case <-ctx.Done():
-				d.busy.Add(int64(-(len(claimed) - i)))
-				d.release(claimed[i:])
-				return
-			}
-		}
+		d.queue(claimed)
 	}
 }
 
-// claimGather bounds how long a claim waits for more free workers once some are free.
+// recordWait bounds how long a kick waits for the record in progress to claim for it.
+const recordWait = 20 * time.Millisecond
+
+// coveredByRecord reports whether a record that claims has covered (or, while results
+// are being recorded, soon covers) every kick up to kick, so the claim loop need not claim.
+func (d *Deliverer) coveredByRecord(ctx context.Context, kick uint64) bool {
+	timeout := time.NewTimer(recordWait)
+	defer timeout.Stop()
+	for d.claimedKicks.Load() < kick {
+		if !d.recording.Load() {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timeout.C:
+			return false
+		case <-d.recordDone:
+		}
+	}
+	return true
+}
+
+// queue hands claimed jobs to the lanes, or releases them once the lanes are closed.
+func (d *Deliverer) queue(js []*job) {
+	if refused := d.lanes.add(js); len(refused) > 0 {
+		d.release(refused)
+	}
+}
+
+// claimGather bounds how long a claim waits for more room once there is some.
 const claimGather = 2 * time.Millisecond
 
-// awaitWorkers waits until a claim is worth making: three quarters of a batch of workers
-// free, so that claims stay batched under load instead of one query per finished request;
-// or, once at least one is free, claimGather has passed, so that workers held by slow
-// endpoints (each up to RELAY_DELIVERY_TIMEOUT) never hold back the others. It reports false
-// when ctx ended.
-func (d *Deliverer) awaitWorkers(ctx context.Context) bool {
-	want := int64(max(1, min(d.cfg.BatchSize, d.cfg.Workers)*3/4))
+// awaitRoom waits until a claim is worth making: room for three quarters of a batch, so
+// that claims stay batched under load instead of one query per recorded result; or, once
+// there is any room, claimGather has passed. It reports false when ctx ended.
+func (d *Deliverer) awaitRoom(ctx context.Context) bool {
+	want := max(1, min(d.cfg.BatchSize, d.cfg.MaxClaimed)*3/4)
 	var gather <-chan time.Time
 	for {
-		free := int64(d.cfg.Workers) - d.busy.Load()
-		if free >= want || d.hasReady() {
+		room := d.claimRoom(0)
+		if room >= want {
 			return true
 		}
-		if free > 0 && gather == nil {
+		if room > 0 && gather == nil {
 			gather = time.After(claimGather)
 		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-d.slotFree:
-		case <-d.wake: // ready jobs, perhaps; checked above
+		case <-d.roomFree:
 		case <-gather:
 			return true
 		}
 	}
 }
 
-// addReady queues jobs claimed by the recorder for the claim loop; they already count as
-// busy.
-func (d *Deliverer) addReady(js []*job, full bool) {
-	d.readyMu.Lock()
-	d.ready = append(d.ready, js...)
-	d.readyFull = d.readyFull || full
-	d.readyMu.Unlock()
-	d.Kick()
-}
-
-func (d *Deliverer) hasReady() bool {
-	d.readyMu.Lock()
-	defer d.readyMu.Unlock()
-	return len(d.ready) > 0
-}
-
-// takeReady empties the ready queue.
-func (d *Deliverer) takeReady() []*job {
-	js, _ := d.takeReadyFull()
-	return js
-}
-
-func (d *Deliverer) takeReadyFull() ([]*job, bool) {
-	d.readyMu.Lock()
-	defer d.readyMu.Unlock()
-	js, full := d.ready, d.readyFull
-	d.ready, d.readyFull = nil, false
-	return js, full
-}
-
-// sendReady hands the recorder's claims to workers. It reports whether there were any,
-// whether that claim was full (more may be due), and false in ok when ctx ended (the jobs
-// not handed out are released).
-func (d *Deliverer) sendReady(ctx context.Context, jobs chan<- *job) (sent, full, ok bool) {
-	js, full := d.takeReadyFull()
-	for i, j := range js {
-		select {
-		case jobs <- j:
-		case <-ctx.Done():
-			d.busy.Add(int64(-(len(js) - i)))
-			d.release(js[i:])
-			return true, full, false
-		}
+// claimRoom is how many deliveries a claim made now may take once freeing more leases end:
+// at most a batch, within MaxClaimed, none once shutdown has begun.
+func (d *Deliverer) claimRoom(freeing int) int {
+	if d.stopping() {
+		return 0
 	}
-	return len(js) > 0, full, true
+	return min(d.cfg.BatchSize, d.lanes.room(d.cfg.MaxClaimed)+freeing)
+}
+
+// leasesEnded accounts for n jobs whose leases ended (recorded or released).
+func (d *Deliverer) leasesEnded(n int) {
+	if n > 0 {
+		d.lanes.ended(n)
+		signal(d.roomFree)
+	}
 }
 
 func newBackoff() *backoff.ExponentialBackOff {
@@ -374,15 +400,17 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	defer cancel()
 	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
-	rows, err := d.claimQ.QueryContext(qctx, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
+	start := time.Now()
+	rows, err := d.claimQ.QueryContext(qctx, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes,
+		d.cfg.MaxInFlightPerSubscription, d.cfg.MaxLeasedPerSubscription, pq.StringArray(d.lanes.fast()))
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
-	return d.scanJobs(rows)
+	return d.scanJobs(rows, start)
 }
 
-// scanJobs turns the rows of a claim into jobs, and closes them.
-func (d *Deliverer) scanJobs(rows *sql.Rows) ([]*job, error) {
+// scanJobs turns the rows of a claim made at start into jobs, and closes them.
+func (d *Deliverer) scanJobs(rows *sql.Rows, start time.Time) ([]*job, error) {
 	defer rows.Close()
 	var out []*job
 	for rows.Next() {
@@ -399,6 +427,7 @@ func (d *Deliverer) scanJobs(rows *sql.Rows) ([]*job, error) {
 		}
 		j.createdAt = createdAt
 		j.tenantID = tenantID
+		j.sendBy = start.Add(d.sendWithin)
 		if payload.Valid {
 			j.body = appendBody(make([]byte, 0, len(payload.String)+160), j.eventID, j.eventType, createdAt, tenantID, payload.String)
 		} else {
@@ -448,6 +477,7 @@ func (d *Deliverer) release(jobs []*job) {
 	if len(jobs) == 0 {
 		return
 	}
+	defer d.leasesEnded(len(jobs))
 	idList := make(pq.Int64Array, len(jobs))
 	attempts := make(pq.Int64Array, len(jobs))
 	for i, j := range jobs {

@@ -437,6 +437,35 @@ func TestExpiredLeaseIsTakenAgain(t *testing.T) {
 	require.Equal(t, 2, attempts[0].Attempt)
 }
 
+// TestSubscriptionHeldByAnotherReplicaWaits: while another replica holds a live lease on a
+// subscription, this one sends none of that subscription's deliveries, so the in-flight cap
+// (which each replica keeps locally) holds across replicas.
+func TestSubscriptionHeldByAnotherReplicaWaits(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.NewDB(t)
+	b := bundle{db: db, receiver: relaytest.NewReceiver(t)}
+	b.subscribe(t, b.receiver.URL, nil, false)
+	held := b.publish(t, outbox.Event{})
+	free := b.publish(t, outbox.Event{})
+	d, err := dispatch.New(dispatch.Config{DB: db, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	_, err = d.DispatchOnce(context.Background())
+	require.NoError(t, err)
+	_, err = db.Exec(`UPDATE relay.deliveries SET attempt_count = 1, lease_owner = 'other', lease_until = now() + interval '400 milliseconds'
+		WHERE event_id = $1`, held)
+	require.NoError(t, err)
+
+	start := time.Now()
+	b.start(t, options{})
+	reqs := b.receiver.WaitFor(t, 2, 10*time.Second)
+	require.GreaterOrEqual(t, time.Since(start), 350*time.Millisecond, "sent while another replica held the subscription")
+	got := map[string]string{}
+	for _, r := range reqs {
+		got[r.Header.Get("webhook-id")] = r.Header.Get("X-Webhook-Attempt")
+	}
+	require.Equal(t, map[string]string{held: "2", free: "1"}, got)
+}
+
 func TestInFlightCapPerSubscription(t *testing.T) {
 	t.Parallel()
 	b := setup(t, options{maxInFlight: 2, workers: 16})

@@ -11,21 +11,33 @@
 // again with the next attempt number: at-least-once, never lost.
 //
 // The claim also enforces, inside the database and so across replicas:
-//   - at most MaxInFlightPerSubscription leased deliveries per subscription, so one slow
-//     endpoint cannot take every worker;
+//   - a subscription is leased to one replica at a time: while another replica holds a live
+//     lease on it, it is skipped. The holder sends at most MaxInFlightPerSubscription of its
+//     requests at once, so one slow endpoint cannot take every worker, and the cap holds
+//     across replicas without counting every replica's requests;
 //   - for deliveries with an ordering key (ordered subscriptions), only the oldest pending
 //     delivery of each (subscription, key) may be sent, so the next waits until the previous
 //     has succeeded, failed for good or been cancelled;
 //   - only deliveries of active subscriptions are sent: a paused subscription's pending
 //     deliveries wait until it is active again.
 //
+// # Claiming ahead
+//
+// Claimed jobs wait in lanes, one per subscription, that take turns handing jobs to the
+// workers, each keeping at most MaxInFlightPerSubscription on the wire. A subscription seen
+// answering fast may hold up to MaxLeasedPerSubscription leases (8 waves by default), so its
+// workers never wait for the database between waves; any other (new, slow, hanging) holds no
+// more than it may send at once. A job that waited in its lane for half the lease margin is
+// not sent but released, so no lease ends while its request is on the wire.
+//
 // # Batching
 //
-// Requests go out in waves: a claim leases up to a batch for the free workers, the results
-// of requests that end close together are recorded by one statement, and for a wave with
-// no failure that same call (record_and_claim) claims the next wave for the slots it freed.
-// Statements are prepared, and the claim and record logic lives in PL/pgSQL functions
-// (outbox/migrations/0003_claim_function.sql), so a wave costs one round trip.
+// The results of requests that end within a few milliseconds of each other are recorded by
+// one statement, and for a batch with no failure that same call (record_and_lease) claims as
+// many as it freed. A kick (new deliveries fanned out) that arrives while such a record is
+// on its way is left to it rather than sent as a second claim. Statements are prepared, and
+// the claim and record logic lives in PL/pgSQL functions (outbox/migrations/), so under load
+// one round trip records and refills dozens of deliveries.
 //
 // # Outcomes
 //
@@ -45,7 +57,13 @@
 //
 // # Shutdown
 //
-// When Run's context ends the deliverer stops claiming, lets requests in flight finish
-// within ShutdownGrace, records their results, and releases every claim it did not use (the
-// attempt number is given back), so another replica takes them at once.
+// When Run's context ends the deliverer stops claiming, releases every claim still queued
+// (the attempt number is given back) so another replica takes them at once, lets requests in
+// flight finish within ShutdownGrace, and records their results.
+//
+// # Duplicates
+//
+// A crash (kill -9) between a receiver's answer and its record means that request is sent
+// again after the lease ends: at most the leases one subscription holds, and in practice the
+// few results awaiting their batch. Claims queued and never sent are not duplicates.
 package deliver

@@ -29,28 +29,34 @@ func (d *Deliverer) recordLoop(results <-chan result) {
 		if !ok {
 			return
 		}
+		d.recording.Store(true)
 		batch = append(batch[:0], r)
 		batch = d.gather(results, batch)
 		d.writeWithRetry(batch)
+		d.recording.Store(false)
+		signal(d.recordDone)
 	}
 }
 
-// recordLinger bounds how long a batch waits for the results of requests still on the wire,
-// and recordGap how long it waits for the next one: results of requests sent together
-// arrive within a fraction of a millisecond of each other, while a slow endpoint's requests,
-// also on the wire, may take seconds and must not hold up the others' records.
+// recordLinger bounds how long a batch waits for the results of requests still on the
+// wire, and recordGap how long it waits for the next one. Workers do not wait for records
+// (they send what the lanes hold, claimed ahead), so a batch can afford to wait for a few
+// milliseconds of results: under load one statement then records, and claims for, dozens of
+// deliveries. A slow endpoint's requests, also on the wire, may take seconds: the gap keeps
+// them from holding up the others' records. At low load, when nothing else is on the wire,
+// a result is written at once.
 const (
-	recordLinger = 2 * time.Millisecond
-	recordGap    = 300 * time.Microsecond
+	recordLinger = 4 * time.Millisecond
+	recordGap    = time.Millisecond
 )
 
 // gather adds to batch what else is ready and, while results keep arriving close together,
-// waits for them too: one statement for a wave of requests (then one claim for the slots
-// they free) costs the database far less than one each. At low load, or when the next result
-// is not close behind, the batch goes at once.
+// waits for them too, up to a claim batch (BatchSize): one statement for many results (and
+// one claim for the room they free) costs the database far less than one each.
 func (d *Deliverer) gather(results <-chan result, batch []result) []result {
 	deadline := time.Now().Add(recordLinger)
-	for len(batch) < maxRecordBatch {
+	limit := min(maxRecordBatch, max(d.cfg.BatchSize, 1))
+	for len(batch) < limit {
 		select {
 		case r, ok := <-results:
 			if !ok {
@@ -103,6 +109,8 @@ func (d *Deliverer) writeWithRetry(batch []result) {
 	if len(toRecord) == 0 {
 		return
 	}
+	// Recorded or given up, these leases are no longer this replica's to count.
+	defer d.leasesEnded(len(toRecord))
 	bo := newBackoff()
 	var giveUpAt time.Time
 	for {
@@ -212,10 +220,10 @@ func (d *Deliverer) write(batch []result) error {
 	switch {
 	case tx != nil:
 		err = tx.QueryRowContext(ctx, d.recordQ, args...).Scan(&updated, &disabled)
-	case d.claimRoom() > 0:
-		// The common case: record and claim for the slots this wave frees, one round trip.
+	case d.claimRoom(n) > 0:
+		// The common case: record and claim for the room this batch frees, one round trip.
 		claimedWith = true
-		err = d.recordAndClaim(ctx, args)
+		err = d.recordAndClaim(ctx, args, d.claimRoom(n))
 	default:
 		err = d.recordP.QueryRow(ctx, args, &updated, &disabled)
 	}
@@ -264,34 +272,32 @@ func (d *Deliverer) write(batch []result) error {
 	return nil
 }
 
-// claimRoom is how many deliveries a claim made now may take: free workers, at most a
-// batch, none once shutdown has begun.
-func (d *Deliverer) claimRoom() int {
-	if d.stopping() {
-		return 0
-	}
-	return max(0, min(d.cfg.BatchSize, d.cfg.Workers-int(d.busy.Load())))
-}
-
-// recordAndClaim records a success-only batch and claims for the free slots in one call,
-// and queues what it claimed for the claim loop.
-func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any) error {
-	room := d.claimRoom()
+// recordAndClaim records a success-only batch and claims up to room deliveries in one
+// call, and queues what it claimed.
+func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any, room int) error {
 	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
-	args := append(recordArgs, room, lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription)
+	args := append(recordArgs, room, lease.Milliseconds(), d.cfg.MaxPayloadBytes,
+		d.cfg.MaxInFlightPerSubscription, d.cfg.MaxLeasedPerSubscription, pq.StringArray(d.lanes.fast()))
+	start := time.Now()
+	kicks := d.kicks.Load()
 	rows, err := d.recordClaimP.QueryContext(ctx, args...)
 	if err != nil {
 		return err
 	}
-	js, err := d.scanJobs(rows)
+	if js := d.claimedKicks.Load(); js < kicks {
+		d.claimedKicks.CompareAndSwap(js, kicks)
+	}
+	js, err := d.scanJobs(rows, start)
 	if err != nil {
 		// The record and the claim are one statement: both rolled back, or both committed
 		// and only reading the answer failed; then the leases expire and the deliveries are
 		// sent again, as after a crash.
 		return err
 	}
-	d.busy.Add(int64(len(js)))
-	d.addReady(js, room > 0 && len(js) == room)
+	d.queue(js)
+	if len(js) == room {
+		d.Kick() // a full claim: more may be due
+	}
 	return nil
 }
 

@@ -56,6 +56,9 @@ type job struct {
 	payloadSize int
 	// badSecret is set when the subscription's secret could not be opened or decoded.
 	badSecret error
+	// sendBy is the last moment the job may be sent: after it, the rest of its lease might
+	// not cover the request.
+	sendBy time.Time
 }
 
 // result is what one attempt produced.

@@ -1,10 +1,11 @@
 package deliver
 
 // claimDue leases up to $1 due deliveries to owner $2 for $3 milliseconds and answers
-// everything needed to send them; $4 is MaxPayloadBytes, $5 MaxInFlightPerSubscription. The
-// claim itself lives in the database (outbox/migrations/0003_claim_function.sql), where it can
-// take the cross-replica lock before its snapshot: see the function's comment.
-const claimDue = `SELECT * FROM {{schema}}.claim_deliveries($1, $2, $3, $4, $5)`
+// everything needed to send them; $4 is MaxPayloadBytes, $5 MaxInFlightPerSubscription, $6
+// MaxLeasedPerSubscription and $7 the subscriptions that may lease that many (fast lanes). The claim
+// lives in the database (outbox/migrations/0005_lease_ahead.sql), where it can take the
+// cross-replica lock before its snapshot: see the function's comment.
+const claimDue = `SELECT * FROM {{schema}}.lease_deliveries($1, $2, $3, $4, $5, $6, $7)`
 
 // recordResults writes a batch of results: see record_attempts in
 // outbox/migrations/0003_claim_function.sql. $1 to $9 are the per-result arrays, $10 the
@@ -12,9 +13,9 @@ const claimDue = `SELECT * FROM {{schema}}.claim_deliveries($1, $2, $3, $4, $5)`
 const recordResults = `SELECT updated, disabled FROM {{schema}}.record_attempts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
 
 // recordAndClaim records a batch as recordResults does, then claims up to $14 deliveries as
-// claimDue does ($15 lease ms, $16 MaxPayloadBytes, $17 MaxInFlightPerSubscription), in
-// one round trip.
-const recordAndClaim = `SELECT * FROM {{schema}}.record_and_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
+// claimDue does ($15 lease ms, $16 MaxPayloadBytes, $17 MaxInFlightPerSubscription, $18
+// MaxLeasedPerSubscription, $19 fast lanes), in one round trip.
+const recordAndClaim = `SELECT * FROM {{schema}}.record_and_lease($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`
 
 // disableGone disables the subscriptions in $1 (they answered 410 Gone) with reason $2 and
 // cancels their pending deliveries. For subscriptions already disabled (by the failure
