@@ -32,6 +32,12 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 BEGIN
+    -- The lock is held until commit, so the commit of a claim alone must not wait for a
+    -- disk flush: make bench saw one slow flush hold every claim of every replica for
+    -- hundreds of milliseconds. A claim lost in a database crash costs nothing: its leases
+    -- and attempt numbers are gone with it, and the deliveries are claimed again. (Called
+    -- from record_and_lease, whose record must be durable, this is overridden there.)
+    PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM pg_advisory_xact_lock(hashtext('outbox-relay claim ' || '{{schema}}'));
     RETURN QUERY
     WITH leased AS (
@@ -210,12 +216,16 @@ RETURNS TABLE (
     subscription_id text, target_url text, headers text, secret text, previous_secret text,
     subscription_tenant_id text)
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    -- The record must survive a crash: the session's setting, restored after the lease.
+    v_sync text := current_setting('synchronous_commit');
 BEGIN
     PERFORM {{schema}}.record_attempts(p_ids, p_attempts, p_started, p_durations, p_statuses, p_errors,
         p_responses, p_outcomes, p_delays, p_owner, p_healthy, p_failing, p_disable_after_ms);
     IF p_limit > 0 THEN
         RETURN QUERY SELECT * FROM {{schema}}.lease_deliveries(p_limit, p_owner, p_lease_ms, p_max_payload,
             p_max_in_flight, p_max_leased, p_ahead);
+        PERFORM set_config('synchronous_commit', v_sync, true);
     END IF;
 END
 $$;

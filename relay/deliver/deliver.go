@@ -114,7 +114,9 @@ type Deliverer struct {
 	recordDone   chan struct{}
 	healthy      atomic.Bool
 	inFlight     atomic.Int64 // requests on the wire, for metrics
-	stopped      atomic.Bool  // shutdown has begun: no more claims
+	// quickInFlight counts the requests on the wire expected to end soon (job.quick).
+	quickInFlight atomic.Int64
+	stopped       atomic.Bool // shutdown has begun: no more claims
 }
 
 // New returns a Deliverer for cfg.
@@ -258,8 +260,14 @@ func (d *Deliverer) work(ctx context.Context, results chan<- result) {
 			continue
 		}
 		d.inFlight.Add(1)
+		if j.quick {
+			d.quickInFlight.Add(1)
+		}
 		res := d.send(ctx, j)
 		d.inFlight.Add(-1)
+		if j.quick {
+			d.quickInFlight.Add(-1)
+		}
 		d.lanes.finished(j, res.duration, false)
 		results <- res
 	}

@@ -42,9 +42,9 @@ func (d *Deliverer) recordLoop(results <-chan result) {
 // wire, and recordGap how long it waits for the next one. Workers do not wait for records
 // (they send what the lanes hold, claimed ahead), so a batch can afford to wait for a few
 // milliseconds of results: under load one statement then records, and claims for, dozens of
-// deliveries. A slow endpoint's requests, also on the wire, may take seconds: the gap keeps
-// them from holding up the others' records. At low load, when nothing else is on the wire,
-// a result is written at once.
+// deliveries. A slow endpoint's requests, also on the wire, may take seconds: they are not
+// waited for (job.quick), and the gap keeps any other straggler from holding up the
+// records. At low load, when no quick request is on the wire, a result is written at once.
 const (
 	recordLinger = 4 * time.Millisecond
 	recordGap    = time.Millisecond
@@ -67,7 +67,7 @@ func (d *Deliverer) gather(results <-chan result, batch []result) []result {
 		default:
 		}
 		wait := min(recordGap, time.Until(deadline))
-		if d.inFlight.Load() == 0 || wait <= 0 {
+		if d.quickInFlight.Load() == 0 || wait <= 0 {
 			return batch
 		}
 		gap := time.NewTimer(wait)

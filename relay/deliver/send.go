@@ -59,6 +59,9 @@ type job struct {
 	// sendBy is the last moment the job may be sent: after it, the rest of its lease might
 	// not cover the request.
 	sendBy time.Time
+	// quick is set when the job's request is expected to end soon (its lane answers fast):
+	// the recorder waits for quick requests to batch their results, never for others.
+	quick bool
 }
 
 // result is what one attempt produced.
