@@ -111,9 +111,12 @@ type Result struct {
 	OrderViolations *int           `json:"order_violations,omitempty"`
 	Publish         *publishStats  `json:"publish,omitempty"`
 	SlowReceipts    *int           `json:"slow_subscription_receipts,omitempty"`
-	RelayLog        logSummary     `json:"relay_log"`
-	Notes           []string       `json:"notes,omitempty"`
-	Error           string         `json:"error,omitempty"`
+	// SlowPaired compares, within the slow run, the healthy subscription's latency while
+	// the slow subscription is active with its latency while the slow one is paused.
+	SlowPaired *pairedLatency `json:"slow_paired,omitempty"`
+	RelayLog   logSummary     `json:"relay_log"`
+	Notes      []string       `json:"notes,omitempty"`
+	Error      string         `json:"error,omitempty"`
 }
 
 // backlog describes a scenario whose events are all in the outbox before the relay starts.
@@ -225,13 +228,26 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 			return err
 		}
 	}
+	var windows *slowWindows
+	if withSlow {
+		windows = &slowWindows{}
+	}
 	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
 	if err := e.startRelays(ctx); err != nil {
 		return err
 	}
 	progress("%s: publishing %d events/s for %s", e.name, e.h.size.SteadyRate, e.h.size.SteadyFor)
 	before := e.probe()
+	toggled := make(chan error, 1)
+	if windows != nil {
+		go func() { toggled <- e.toggleSlow(ctx, slow, e.h.size.SteadyFor, windows) }()
+	} else {
+		toggled <- nil
+	}
 	pub, err := e.publishSteady(ctx, e.h.size.SteadyRate, e.h.size.SteadyFor)
+	if terr := <-toggled; err == nil {
+		err = terr
+	}
 	if err != nil {
 		return err
 	}
@@ -252,6 +268,9 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	got := analyse(rs)
 	r.Delivered, r.Duplicates = got.distinct, got.duplicates
 	r.Latency = Summarize(got.latencies)
+	if windows != nil {
+		r.SlowPaired = windows.pair(rs, e.h.size.SlowDelay)
+	}
 	r.RateWindowS = time.Unix(0, got.last).Sub(time.Unix(0, pub.FirstCommitNs)).Seconds()
 	if r.RateWindowS > 0 {
 		r.DeliveriesPerSec = float64(r.Delivered) / r.RateWindowS
@@ -269,6 +288,94 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 		r.Notes = append(r.Notes, fmt.Sprintf("timed out after %s: %d of %d delivered", e.h.opts.timeout, r.Delivered, r.Expected))
 	}
 	return e.finish(ctx, r)
+}
+
+// slowWindows records when the slow subscription was switched on and off during a run.
+type slowWindows struct {
+	mu       sync.Mutex
+	switches []slowSwitch
+}
+
+type slowSwitch struct {
+	atNs int64
+	on   bool
+}
+
+// pairedLatency is the healthy subscription's latency with the slow endpoint active and
+// paused, in alternating windows of one run: a comparison that the drift of a shared
+// machine between two runs does not blur.
+type pairedLatency struct {
+	Active Summary  `json:"active"`
+	Paused Summary  `json:"paused"`
+	Ratio  *float64 `json:"p99_ratio,omitempty"` // active p99 / paused p99
+}
+
+// toggleSlow switches the slow subscription active and paused in four equal windows over
+// d (active first), as an operator would with PATCH, and records when.
+func (e *env) toggleSlow(ctx context.Context, path string, d time.Duration, w *slowWindows) error {
+	db, err := e.db()
+	if err != nil {
+		return err
+	}
+	window := d / 4
+	for i := range 4 {
+		on := i%2 == 0
+		status := map[bool]string{true: "active", false: "paused"}[on]
+		if _, err := db.ExecContext(ctx, outbox.Qualify(outbox.DefaultSchema, setSubscriptionStatus), status, e.recv.URL(path)); err != nil {
+			return fmt.Errorf("switching the slow subscription %s: %w", status, err)
+		}
+		w.mu.Lock()
+		w.switches = append(w.switches, slowSwitch{atNs: time.Now().UnixNano(), on: on})
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(window):
+		}
+	}
+	return nil
+}
+
+// pair splits the healthy receipts by the window their event was committed in. A paused
+// window counts only after the slow requests sent before the pause have ended (slowDelay
+// and half a second); nil when a side has too few events for a p99.
+func (w *slowWindows) pair(rs []receipt, slowDelay time.Duration) *pairedLatency {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	settle := (slowDelay + 500*time.Millisecond).Nanoseconds()
+	var active, paused []float64
+	seen := map[string]bool{}
+	for _, rc := range rs {
+		if seen[rc.EventID] {
+			continue
+		}
+		seen[rc.EventID] = true
+		idx := -1
+		for i, sw := range w.switches {
+			if rc.CommitNs >= sw.atNs {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			continue
+		}
+		sw, lat := w.switches[idx], float64(rc.ArrivalNs-rc.CommitNs)/1e6
+		switch {
+		case sw.on:
+			active = append(active, lat)
+		case rc.CommitNs >= sw.atNs+settle:
+			paused = append(paused, lat)
+		}
+	}
+	if len(active) < 100 || len(paused) < 100 {
+		return nil
+	}
+	p := &pairedLatency{Active: Summarize(active), Paused: Summarize(paused)}
+	if p.Paused.P99 > 0 {
+		ratio := p.Active.P99 / p.Paused.P99
+		p.Ratio = &ratio
+	}
+	return p
 }
 
 // runIdle measures what the relay costs with nothing to do: one subscription, no events.

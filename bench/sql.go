@@ -11,6 +11,11 @@ const insertSubscription = `
 INSERT INTO {{schema}}.subscriptions (id, target_url, event_types, ordered, secret, description)
 VALUES ($1, $2, $3, $4, $5, $6)`
 
+// setSubscriptionStatus sets the status ($1) of the subscriptions with target URL $2, as
+// PATCH /v1/subscriptions/{id} would.
+const setSubscriptionStatus = `
+UPDATE {{schema}}.subscriptions SET status = $1, updated_at = now() WHERE target_url = $2`
+
 // insertBacklog writes events $1..$2 with commit stamp $3; $4 > 0 gives ordering keys
 // round-robin. The payload has the same shape as the steady publisher's (eventPayload).
 const insertBacklog = `
