@@ -7,6 +7,12 @@ package dispatch
 // subscription.disabled): those go only to subscriptions that name them (or a prefix of
 // them), so that an endpoint subscribed to everything is not sent reports about itself.
 //
+// The commit does not wait for the WAL flush (synchronous_commit off for this transaction
+// only): a flush that stalls for a moment would otherwise hold every new event back. A
+// fan-out lost in a database crash is redone: its outbox rows are undispatched again and
+// ON CONFLICT keeps a delivery that did survive from being doubled. A later record, which
+// does wait for the flush, makes every fan-out before it durable too.
+//
 // The data-modifying CTEs run even though the final SELECT only counts them. ORDER BY on the
 // insert keeps delivery ids in outbox order, which the deliverer's claim order relies on.
 const claimAndFanOut = `
@@ -42,4 +48,6 @@ WITH claimed AS (
     ON CONFLICT (event_id, subscription_id) DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fanned)`
+SELECT (SELECT count(*) FROM marked), (SELECT count(*) FROM fanned)
+-- This transaction's commit need not wait for the WAL flush (see above).
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`
