@@ -122,13 +122,15 @@ func evaluate(rs []Result, replicas int) []target {
 	check("steady p99 latency", "steady", "<= 25 ms", func(v float64) bool { return v <= 25 },
 		func(r *Result) (float64, string) { return r.Latency.P99, fmtMs(r.Latency.P99, r.Latency.N) })
 
-	// The slow endpoint's effect, from the paired windows of the slow run.
-	st := target{Name: "slow endpoint p99", Scenario: "slow", Goal: "<= 1.10 x (active vs paused)", Status: "n/a", Display: "-"}
-	if r := find(rs, "slow"); r != nil && r.Error == "" && r.SlowPaired != nil && r.SlowPaired.Ratio != nil {
-		st.Value = *r.SlowPaired.Ratio
-		st.Display = fmt.Sprintf("%.2f (%s vs %s)", st.Value, fmtMs(r.SlowPaired.Active.P99, r.SlowPaired.Active.N), fmtMs(r.SlowPaired.Paused.P99, r.SlowPaired.Paused.N))
+	// The slow endpoint's effect as the issue defines it: the healthy subscription's p99 in
+	// "slow" against the p99 in "steady". The paired figure (printed below the targets)
+	// is a diagnostic: it also counts the second subscription's own work.
+	st := target{Name: "slow endpoint p99", Scenario: "slow", Goal: "<= 1.10 x steady p99", Status: "n/a", Display: "-"}
+	if steady, slow := find(rs, "steady"), find(rs, "slow"); steady != nil && slow != nil && steady.Error == "" && slow.Error == "" && steady.Latency.P99 > 0 {
+		st.Value = slow.Latency.P99 / steady.Latency.P99
+		st.Display = fmt.Sprintf("%.2f (%s vs %s)", st.Value, fmtMs(slow.Latency.P99, slow.Latency.N), fmtMs(steady.Latency.P99, steady.Latency.N))
 		st.Status = "MISS"
-		if r.Complete && st.Value <= 1.10 {
+		if slow.Complete && steady.Complete && st.Value <= 1.10 {
 			st.Status = "PASS"
 		}
 	}
@@ -254,7 +256,7 @@ func (rep report) print(w io.Writer) {
 	}
 	if slow := find(rep.Scenarios, "slow"); slow != nil && slow.SlowPaired != nil {
 		sp := slow.SlowPaired
-		fmt.Fprintf(w, "  slow endpoint, paired in one run: healthy p50/p99 %s/%s while the 2 s endpoint is active, %s/%s while it is paused\n",
+		fmt.Fprintf(w, "  slow endpoint, paired in one run (diagnostic; includes the second subscription's own work): healthy p50/p99 %s/%s while the 2 s endpoint is active, %s/%s while it is paused\n",
 			fmtMs(sp.Active.P50, sp.Active.N), fmtMs(sp.Active.P99, sp.Active.N), fmtMs(sp.Paused.P50, sp.Paused.N), fmtMs(sp.Paused.P99, sp.Paused.N))
 	}
 	fmt.Fprintln(w, "\nxact/dlv: pg_stat_database transactions of the test database per delivery, relay start to exit (PostgreSQL")

@@ -310,8 +310,8 @@ type pairedLatency struct {
 	Ratio  *float64 `json:"p99_ratio,omitempty"` // active p99 / paused p99
 }
 
-// toggleSlow switches the slow subscription active and paused in four equal windows over
-// d (active first), as an operator would with PATCH, and records when.
+// toggleSlow switches the slow subscription paused and active in four equal windows over d,
+// as an operator would with PATCH, and records when.
 func (e *env) toggleSlow(ctx context.Context, path string, d time.Duration, w *slowWindows) error {
 	db, err := e.db()
 	if err != nil {
@@ -319,7 +319,9 @@ func (e *env) toggleSlow(ctx context.Context, path string, d time.Duration, w *s
 	}
 	window := d / 4
 	for i := range 4 {
-		on := i%2 == 0
+		// Paused first: the run's first seconds (connections, plans, warming up) fall in a
+		// paused window before it counts, not in an active one.
+		on := i%2 == 1
 		status := map[bool]string{true: "active", false: "paused"}[on]
 		if _, err := db.ExecContext(ctx, outbox.Qualify(outbox.DefaultSchema, setSubscriptionStatus), status, e.recv.URL(path)); err != nil {
 			return fmt.Errorf("switching the slow subscription %s: %w", status, err)
