@@ -48,6 +48,13 @@
 // disables the subscription and cancels its other pending deliveries. A payload larger
 // than MaxPayloadBytes fails without a request.
 //
+// # Durability
+//
+// A record waits for the WAL flush like any commit. A claim made alone does not
+// (synchronous_commit off for its transaction): it holds the claim lock until it commits, and
+// one slow flush would hold every claim back, while a claim lost in a database crash only
+// means its deliveries are claimed again.
+//
 // # Database trouble
 //
 // A database error is never a failed attempt. Results wait in memory and are written in
