@@ -328,7 +328,9 @@ func TestRun(t *testing.T) {
 		require.Equal(t, fmt.Sprintf("listening on http://%s, verifying with 1 secret(s)\n", addr), out.String())
 
 		url := "http://" + addr.String() + "/webhook"
-		client := &http.Client{Timeout: 5 * time.Second}
+		// Its own transport: closing the shared default one's idle connections would break
+		// requests of tests running in parallel (CI saw "CloseIdleConnections called").
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
 		defer client.CloseIdleConnections()
 		resp, err := client.Do(signedRequest(t, url, key, "evt_1", body, body))
 		require.NoError(t, err)
