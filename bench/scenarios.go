@@ -322,7 +322,10 @@ func (e *env) toggleSlow(ctx context.Context, path string, d time.Duration, w *s
 		// Paused first: the run's first seconds (connections, plans, warming up) fall in a
 		// paused window before it counts, not in an active one.
 		on := i%2 == 1
-		status := map[bool]string{true: "active", false: "paused"}[on]
+		status := "paused"
+		if on {
+			status = "active"
+		}
 		if _, err := db.ExecContext(ctx, outbox.Qualify(outbox.DefaultSchema, setSubscriptionStatus), status, e.recv.URL(path)); err != nil {
 			return fmt.Errorf("switching the slow subscription %s: %w", status, err)
 		}

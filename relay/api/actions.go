@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/referralloop/outbox-relay/relay/ids"
-	"github.com/referralloop/outbox-relay/relay/signature"
 )
 
 // testMessage is the message in a webhook.test event's payload.
@@ -99,13 +98,9 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, s scope) erro
 	if err := parseNoBody(body); err != nil {
 		return err
 	}
-	plain, err := signature.NewSecret()
+	plain, stored, err := a.newSecret()
 	if err != nil {
 		return err
-	}
-	stored, err := a.sealSecret(plain)
-	if err != nil {
-		return fmt.Errorf("sealing secret: %w", err)
 	}
 	var got string
 	err = a.db.GetContext(r.Context(), &got, a.q.rotateSecret, id, s.sqlTenant(), stored, a.overlap.Milliseconds())

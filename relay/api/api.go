@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/signature"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -114,6 +115,18 @@ func New(cfg Config) (*API, error) {
 	}
 	a.handler = a.newHandler()
 	return a, nil
+}
+
+// newSecret makes a signing secret: plain ("whsec_...", shown once) and stored (sealed for
+// the database).
+func (a *API) newSecret() (plain, stored string, err error) {
+	if plain, err = signature.NewSecret(); err != nil {
+		return "", "", err
+	}
+	if stored, err = a.sealSecret(plain); err != nil {
+		return "", "", fmt.Errorf("sealing secret: %w", err)
+	}
+	return plain, stored, nil
 }
 
 // handlerFunc is one route's handler. It writes its own success answer; an error it returns is

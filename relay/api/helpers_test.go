@@ -117,16 +117,7 @@ func (r response) message(t *testing.T) string {
 // goes as application/json.
 func (b *bundle) call(t *testing.T, method, path, tenant, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
-	require.NoError(t, err)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if tenant != "" {
-		req.Header.Set("X-Tenant-ID", tenant)
-	}
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	return b.send(t, req)
+	return b.callWith(t, method, path, tenant, body, nil)
 }
 
 // callWith is call with extra request headers (each may repeat).

@@ -15,7 +15,6 @@ import (
 
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
-	"github.com/referralloop/outbox-relay/relay/signature"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -307,13 +306,9 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 		return fmt.Errorf("validating target URL: %w", err)
 	}
 
-	plain, err := signature.NewSecret()
+	plain, stored, err := a.newSecret()
 	if err != nil {
 		return err
-	}
-	stored, err := a.sealSecret(plain)
-	if err != nil {
-		return fmt.Errorf("sealing secret: %w", err)
 	}
 	headers, err := json.Marshal(in.Headers)
 	if err != nil {

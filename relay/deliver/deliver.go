@@ -290,10 +290,11 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 					continue
 				}
 			case <-poll.C:
+				// Claims that waited too long in a hanging lane go back, and their room
+				// with them. Once per poll is enough: they may wait half a lease margin.
+				d.release(d.lanes.expire(time.Now()))
 			}
 		}
-		// Claims that waited too long in a hanging lane go back, and their room with them.
-		d.release(d.lanes.expire(time.Now()))
 		if !d.awaitRoom(ctx) {
 			return
 		}
@@ -407,14 +408,21 @@ func newBackoff() *backoff.ExponentialBackOff {
 func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	defer cancel()
-	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
 	start := time.Now()
-	rows, err := d.claimQ.QueryContext(qctx, n, d.cfg.Owner, lease.Milliseconds(), d.cfg.MaxPayloadBytes,
-		d.cfg.MaxInFlightPerSubscription, d.cfg.MaxLeasedPerSubscription, pq.StringArray(d.lanes.fast()))
+	rows, err := d.claimQ.QueryContext(qctx, append([]any{n, d.cfg.Owner}, d.leaseArgs()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
 	}
 	return d.scanJobs(rows, start)
+}
+
+// leaseArgs are the arguments a claim takes after its limit (and, for lease_deliveries, the
+// owner): lease length in ms, MaxPayloadBytes, MaxInFlightPerSubscription,
+// MaxLeasedPerSubscription and the fast lanes, which may lease that many.
+func (d *Deliverer) leaseArgs() []any {
+	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
+	return []any{lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription,
+		d.cfg.MaxLeasedPerSubscription, pq.StringArray(d.lanes.fast())}
 }
 
 // scanJobs turns the rows of a claim made at start into jobs, and closes them.

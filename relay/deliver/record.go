@@ -217,13 +217,14 @@ func (d *Deliverer) write(batch []result) error {
 		healthy, failing, d.cfg.DisableAfter.Milliseconds()}
 	var err error
 	claimedWith := false
+	room := d.claimRoom(n)
 	switch {
 	case tx != nil:
 		err = tx.QueryRowContext(ctx, d.recordQ, args...).Scan(&updated, &disabled)
-	case d.claimRoom(n) > 0:
+	case room > 0:
 		// The common case: record and claim for the room this batch frees, one round trip.
 		claimedWith = true
-		err = d.recordAndClaim(ctx, args, d.claimRoom(n))
+		err = d.recordAndClaim(ctx, args, room)
 	default:
 		err = d.recordP.QueryRow(ctx, args, &updated, &disabled)
 	}
@@ -275,18 +276,15 @@ func (d *Deliverer) write(batch []result) error {
 // recordAndClaim records a success-only batch and claims up to room deliveries in one
 // call, and queues what it claimed.
 func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any, room int) error {
-	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
-	args := append(recordArgs, room, lease.Milliseconds(), d.cfg.MaxPayloadBytes,
-		d.cfg.MaxInFlightPerSubscription, d.cfg.MaxLeasedPerSubscription, pq.StringArray(d.lanes.fast()))
+	args := append(append(recordArgs, room), d.leaseArgs()...)
 	start := time.Now()
 	kicks := d.kicks.Load()
 	rows, err := d.recordClaimP.QueryContext(ctx, args...)
 	if err != nil {
 		return err
 	}
-	if js := d.claimedKicks.Load(); js < kicks {
-		d.claimedKicks.CompareAndSwap(js, kicks)
-	}
+	// Only the recorder writes it, and kicks only grow: a plain store keeps it monotonic.
+	d.claimedKicks.Store(kicks)
 	js, err := d.scanJobs(rows, start)
 	if err != nil {
 		// The record and the claim are one statement: both rolled back, or both committed
