@@ -94,9 +94,9 @@ WITH sub AS (
     WHERE sub.status = 'active'
     RETURNING id, event_id
 ), dl AS (
-    INSERT INTO {{schema}}.deliveries (event_id, outbox_id, subscription_id, status, next_attempt_at)
-    SELECT ev.event_id, ev.id, $1, 'pending', now()
-    FROM ev
+    INSERT INTO {{schema}}.deliveries (event_id, outbox_id, subscription_id, tenant_key, status, next_attempt_at)
+    SELECT ev.event_id, ev.id, $1, coalesce(sub.tenant_id, ''), 'pending', now()
+    FROM ev, sub
     RETURNING id
 )
 SELECT sub.status, ev.event_id::text, dl.id

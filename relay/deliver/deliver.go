@@ -20,7 +20,7 @@ import (
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
-	"github.com/referralloop/outbox-relay/relay/signature"
+	"github.com/referralloop/outbox-relay/relay/secrets"
 )
 
 // Config configures a Deliverer.
@@ -66,8 +66,12 @@ type Config struct {
 	UserAgent string
 	// Client sends the requests; NewHTTPClient(Workers, nil) when nil.
 	Client *http.Client
-	// OpenSecret turns a stored secret into "whsec_..."; nil means stored in clear.
+	// OpenSecret turns a stored secret (or a sealed header value) into its plain value; nil
+	// means stored in clear.
 	OpenSecret func(stored string) (string, error)
+	// KeyProblems, optional, is told about every subscription whose secret or sealed
+	// headers no configured key opens, and names those this replica must not claim for.
+	KeyProblems KeyProblems
 	// Tracer makes one client span per attempt, whose context goes to the receiver in the
 	// traceparent header; nil means no tracing.
 	Tracer trace.Tracer
@@ -77,6 +81,16 @@ type Config struct {
 	Now func() time.Time
 	// Logger is the component's logger.
 	Logger zerolog.Logger
+}
+
+// KeyProblems keeps the subscriptions whose secrets cannot be opened with the configured
+// keys. Their deliveries wait, unsent and with their attempts untouched, until a relay
+// with the right key (or a new secret) takes them.
+type KeyProblems interface {
+	// Report says that subscriptionID's secret or sealed headers could not be opened.
+	Report(subscriptionID string, err error)
+	// Blocked lists the subscriptions not to claim for.
+	Blocked() []string
 }
 
 // Deliverer claims due deliveries and sends them. Safe for several replicas at once.
@@ -97,6 +111,8 @@ type Deliverer struct {
 
 	// lanes queues claimed jobs per subscription and hands them to the workers.
 	lanes *lanes
+	// skipped are the subscriptions whose secrets this replica could not open lately.
+	skipped skipList
 	// sendWithin is how long after its claim a job may still be sent: the rest of the lease
 	// covers the request.
 	sendWithin time.Duration
@@ -113,10 +129,21 @@ type Deliverer struct {
 	recording    atomic.Bool
 	recordDone   chan struct{}
 	healthy      atomic.Bool
-	inFlight     atomic.Int64 // requests on the wire, for metrics
+	// recordFailingSince is when the results waiting to be written first failed to be
+	// written (Unix ns; 0 while records succeed), and recordErr the last error.
+	recordFailingSince atomic.Int64
+	recordErr          atomic.Pointer[string]
+	// localFaultAt is when a request last failed for a reason of this process (Unix ns),
+	// and localFaultErr what happened.
+	localFaultAt  atomic.Int64
+	localFaultErr atomic.Pointer[string]
+	inFlight      atomic.Int64 // requests on the wire, for metrics
 	// quickInFlight counts the requests on the wire expected to end soon (job.quick).
 	quickInFlight atomic.Int64
 	stopped       atomic.Bool // shutdown has begun: no more claims
+	// deadline is when shutdown must be over (Unix ns; 0 while running): statements and
+	// retries of records stop by then.
+	deadline atomic.Int64
 }
 
 // New returns a Deliverer for cfg.
@@ -188,6 +215,36 @@ func (d *Deliverer) Kick() {
 // Healthy reports whether the last claim reached the database.
 func (d *Deliverer) Healthy() bool { return d.healthy.Load() }
 
+// Readiness thresholds: how long results may fail to be written, and how long after a
+// local fault the deliverer still reports it, before Trouble says so.
+const (
+	recordStallLimit = 5 * time.Second
+	localFaultMemory = 10 * time.Second
+)
+
+// Trouble says why the deliverer cannot do its work right now, or "" when it can: results
+// that could not be written for longer than recordStallLimit, or a request that failed
+// for a reason of this process within localFaultMemory.
+func (d *Deliverer) Trouble() string {
+	now := time.Now()
+	if since := d.recordFailingSince.Load(); since != 0 {
+		if stalled := now.Sub(time.Unix(0, since)); stalled > recordStallLimit {
+			return fmt.Sprintf("cannot record attempt results for %s: %s", stalled.Round(time.Second), derefOr(d.recordErr.Load(), "database error"))
+		}
+	}
+	if at := d.localFaultAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) < localFaultMemory {
+		return "requests fail for a reason of this process: " + derefOr(d.localFaultErr.Load(), "local fault")
+	}
+	return ""
+}
+
+func derefOr(p *string, def string) string {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
 // InFlight is the number of requests on the wire right now.
 func (d *Deliverer) InFlight() int64 { return d.inFlight.Load() }
 
@@ -232,17 +289,43 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}()
 
 	d.claimLoop(ctx)
+	// From here on everything, the last records included, ends within ShutdownGrace, so
+	// that the process exits before an orchestrator's kill (Kubernetes waits 30s by
+	// default; RELAY_SHUTDOWN_GRACE is 25s).
+	deadline := time.Now().Add(d.cfg.ShutdownGrace)
+	d.deadline.Store(deadline.UnixNano())
 	d.stopped.Store(true)
 	d.healthy.Store(false)
 
 	// Workers finish what they are sending; what is still queued goes back at once.
 	d.release(d.lanes.close())
-	grace := time.AfterFunc(d.cfg.ShutdownGrace, cutRequests)
+	// Requests are cut early enough to leave their results time to be written.
+	reserve := min(recordReserve, d.cfg.ShutdownGrace/4)
+	grace := time.AfterFunc(time.Until(deadline.Add(-reserve)), cutRequests)
 	workers.Wait()
 	grace.Stop()
 	close(results)
 	<-recorded
 	return nil
+}
+
+// recordReserve is how long before the shutdown deadline requests still on the wire are
+// cut, so that their results (and those waiting) can be written in time.
+const recordReserve = 2 * time.Second
+
+// dbContext bounds one statement by dbTimeout and, once shutdown has begun, by its deadline.
+func (d *Deliverer) dbContext() (context.Context, context.CancelFunc) {
+	timeout := dbTimeout
+	if dl := d.deadline.Load(); dl != 0 {
+		timeout = max(min(timeout, time.Until(time.Unix(0, dl))), 100*time.Millisecond)
+	}
+	return context.WithTimeout(context.Background(), timeout)
+}
+
+// pastDeadline reports whether shutdown has begun and its deadline has passed.
+func (d *Deliverer) pastDeadline() bool {
+	dl := d.deadline.Load()
+	return dl != 0 && time.Now().UnixNano() > dl
 }
 
 // work sends jobs from the lanes until they close. A job that waited in its lane so long
@@ -305,6 +388,7 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 				return
 			}
 			d.healthy.Store(false)
+			d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
 			wait := bo.NextBackOff()
 			d.log.Warn().Err(err).Dur("retry_in", wait).Msg("claiming deliveries")
 			select {
@@ -345,11 +429,84 @@ func (d *Deliverer) coveredByRecord(ctx context.Context, kick uint64) bool {
 	return true
 }
 
-// queue hands claimed jobs to the lanes, or releases them once the lanes are closed.
+// queue hands claimed jobs to the lanes, or releases them once the lanes are closed. Jobs
+// whose subscription's secret cannot be opened go back at once, unsent: the subscription
+// is reported, and the next claims pass it over.
 func (d *Deliverer) queue(js []*job) {
-	if refused := d.lanes.add(js); len(refused) > 0 {
+	var blocked []*job
+	sendable := js[:0:0]
+	for _, j := range js {
+		if j.keyProblem != nil {
+			blocked = append(blocked, j)
+			continue
+		}
+		sendable = append(sendable, j)
+	}
+	if len(blocked) > 0 {
+		d.blocked(blocked)
+	}
+	if refused := d.lanes.add(sendable); len(refused) > 0 {
 		d.release(refused)
 	}
+}
+
+// keyProblemRecheck is how long this replica passes over a subscription whose secret it
+// could not open before it claims for it again, to see whether it was rotated meanwhile.
+const keyProblemRecheck = 30 * time.Second
+
+// skipList holds subscriptions not to claim for until a given time.
+type skipList struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+// add skips id until t; it reports whether id was not skipped already.
+func (s *skipList) add(id string, t time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.until == nil {
+		s.until = map[string]time.Time{}
+	}
+	_, had := s.until[id]
+	s.until[id] = t
+	return !had
+}
+
+// list answers the subscriptions skipped at now, forgetting those whose time has come.
+func (s *skipList) list(now time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []string{}
+	for id, t := range s.until {
+		if now.After(t) {
+			delete(s.until, id)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// blocked gives back jobs whose subscription's secret or sealed headers no configured key
+// opens, and reports their subscriptions. Nothing is sent unsigned, and no attempt is
+// charged to the receiver: the deliveries wait until a relay with the right key takes them.
+func (d *Deliverer) blocked(js []*job) {
+	seen := map[string]bool{}
+	for _, j := range js {
+		if seen[j.subscriptionID] {
+			continue
+		}
+		seen[j.subscriptionID] = true
+		if d.skipped.add(j.subscriptionID, time.Now().Add(keyProblemRecheck)) {
+			d.log.Warn().Str("subscription_id", j.subscriptionID).Str("error", j.keyProblem.Error()).
+				Msg("subscription's deliveries wait: no configured key opens its secret or a sealed header (RELAY_ENCRYPTION_KEY, RELAY_ENCRYPTION_KEY_PREVIOUS)")
+		}
+		if d.cfg.KeyProblems != nil {
+			d.cfg.KeyProblems.Report(j.subscriptionID, j.keyProblem)
+		}
+	}
+	d.cfg.Metrics.LocalFault(metrics.FaultSecret, len(js))
+	d.releaseAfter(js, 0)
 }
 
 // claimGather bounds how long a claim waits for more room once there is some.
@@ -416,47 +573,65 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	return d.scanJobs(rows, start)
 }
 
-// leaseArgs are the arguments a claim takes after its limit (and, for lease_deliveries, the
-// owner): lease length in ms, MaxPayloadBytes, MaxInFlightPerSubscription,
-// MaxLeasedPerSubscription and the fast lanes, which may lease that many.
+// leaseArgs are the arguments a claim takes after its limit and owner: lease length in ms,
+// MaxPayloadBytes, MaxInFlightPerSubscription, MaxLeasedPerSubscription, the fast lanes
+// (which may lease that many) and the subscriptions not to claim for (no key opens their
+// secret here).
 func (d *Deliverer) leaseArgs() []any {
 	lease := d.cfg.DeliveryTimeout + d.cfg.LeaseMargin
+	skip := d.skipped.list(time.Now())
+	if d.cfg.KeyProblems != nil {
+		skip = append(skip, d.cfg.KeyProblems.Blocked()...)
+	}
 	return []any{lease.Milliseconds(), d.cfg.MaxPayloadBytes, d.cfg.MaxInFlightPerSubscription,
-		d.cfg.MaxLeasedPerSubscription, pq.StringArray(d.lanes.fast())}
+		d.cfg.MaxLeasedPerSubscription, pq.StringArray(d.lanes.fast(maxAheadLanes)), pq.StringArray(skip)}
 }
 
-// scanJobs turns the rows of a claim made at start into jobs, and closes them.
+// maxAheadLanes caps the fast lanes a claim names: the busiest, those that gain from
+// leases queued ahead. With thousands of subscriptions a claim's share of each is small
+// anyway, and the list goes with every claim.
+const maxAheadLanes = 64
+
+// claimedColumns is what lease_due answers for each claimed delivery.
+type claimedColumns struct {
+	deliveryID                int64
+	attempt                   int
+	eventID, eventType        string
+	tenantID                  string
+	createdAt                 sql.NullTime
+	payload                   sql.NullString
+	payloadSize               int
+	ordered                   bool
+	subscriptionID, targetURL string
+	headers, secret           string
+	previousSecret            sql.NullString
+	subscriptionTenant        string
+}
+
+// scanJobs turns the rows of a claim made at start into jobs, and closes them. A row that
+// cannot be read becomes a job that fails alone, with the reason: the rest of the claim is
+// sent as usual.
 func (d *Deliverer) scanJobs(rows *sql.Rows, start time.Time) ([]*job, error) {
 	defer rows.Close()
 	var out []*job
 	for rows.Next() {
-		var (
-			j                         job
-			tenantID, headers, secret string
-			createdAt                 time.Time
-			payload, previousSecret   sql.NullString
-			payloadSize               int
-		)
-		if err := rows.Scan(&j.deliveryID, &j.attempt, &j.eventID, &j.eventType, &tenantID, &createdAt,
-			&payload, &payloadSize, &j.ordered, &j.subscriptionID, &j.targetURL, &headers, &secret, &previousSecret, &j.subscriptionTenant); err != nil {
-			return nil, fmt.Errorf("reading claimed delivery: %w", err)
+		var c claimedColumns
+		err := rows.Scan(&c.deliveryID, &c.attempt, &c.eventID, &c.eventType, &c.tenantID, &c.createdAt,
+			&c.payload, &c.payloadSize, &c.ordered, &c.subscriptionID, &c.targetURL, &c.headers, &c.secret,
+			&c.previousSecret, &c.subscriptionTenant)
+		if err != nil {
+			// database/sql scans the same row again: at least which delivery it is.
+			var ignore any
+			if err2 := rows.Scan(&c.deliveryID, &c.attempt, &ignore, &ignore, &ignore, &ignore, &ignore, &ignore,
+				&ignore, &c.subscriptionID, &ignore, &ignore, &ignore, &ignore, &ignore); err2 != nil {
+				return nil, fmt.Errorf("reading claimed delivery: %w", err)
+			}
+			d.cfg.Metrics.LocalFault(metrics.FaultRowUnreadable, 1)
+			out = append(out, &job{deliveryID: c.deliveryID, attempt: c.attempt, subscriptionID: c.subscriptionID,
+				sendBy: start.Add(d.sendWithin), unreadable: "the delivery's row could not be read: " + err.Error()})
+			continue
 		}
-		j.createdAt = createdAt
-		j.tenantID = tenantID
-		j.sendBy = start.Add(d.sendWithin)
-		if payload.Valid {
-			j.body = appendBody(make([]byte, 0, len(payload.String)+160), j.eventID, j.eventType, createdAt, tenantID, payload.String)
-		} else {
-			j.payloadSize = payloadSize
-		}
-		var err error
-		if j.headers, err = decodeHeaders(headers); err != nil {
-			j.badSecret = err
-		}
-		if j.keys, err = d.keys(secret, previousSecret); err != nil {
-			j.badSecret = err
-		}
-		out = append(out, &j)
+		out = append(out, d.newJob(c, start))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading claimed deliveries: %w", err)
@@ -464,24 +639,44 @@ func (d *Deliverer) scanJobs(rows *sql.Rows, start time.Time) ([]*job, error) {
 	return out, nil
 }
 
+// newJob builds the job for one claimed delivery.
+func (d *Deliverer) newJob(c claimedColumns, claimedAt time.Time) *job {
+	j := &job{
+		deliveryID: c.deliveryID, attempt: c.attempt, eventID: c.eventID, eventType: c.eventType,
+		tenantID: c.tenantID, ordered: c.ordered, subscriptionID: c.subscriptionID, targetURL: c.targetURL,
+		subscriptionTenant: c.subscriptionTenant, sendBy: claimedAt.Add(d.sendWithin),
+	}
+	var err error
+	if j.headers, err = decodeHeaders(c.headers, d.cfg.OpenSecret); err != nil {
+		j.keyProblem = err
+	}
+	if j.keys, err = d.keys(c.secret, c.previousSecret); err != nil {
+		j.keyProblem = err
+	}
+	switch {
+	case !c.createdAt.Valid:
+		// Only a row written before the outbox's CHECK on created_at can get here.
+		j.unreadable = "the event's created_at is not a finite time, so no webhook timestamp can be made from it"
+	case c.payload.Valid:
+		j.createdAt = c.createdAt.Time
+		j.body = appendBody(make([]byte, 0, len(c.payload.String)+160), j.eventID, j.eventType, j.createdAt, j.tenantID, c.payload.String)
+	default:
+		j.createdAt = c.createdAt.Time
+		j.payloadSize = c.payloadSize
+	}
+	return j
+}
+
 // keys opens and decodes the current secret and, during a rotation, the previous one.
 func (d *Deliverer) keys(current string, previous sql.NullString) ([][]byte, error) {
-	stored := []string{current}
-	if previous.Valid && previous.String != "" {
-		stored = append(stored, previous.String)
+	k, err := secrets.SigningKey(current, d.cfg.OpenSecret)
+	if err != nil {
+		return nil, err
 	}
-	keys := make([][]byte, 0, len(stored))
-	for _, s := range stored {
-		if d.cfg.OpenSecret != nil {
-			plain, err := d.cfg.OpenSecret(s)
-			if err != nil {
-				return nil, fmt.Errorf("opening secret: %w", err)
-			}
-			s = plain
-		}
-		k, err := signature.DecodeSecret(s)
-		if err != nil {
-			return nil, err
+	keys := [][]byte{k}
+	if previous.Valid && previous.String != "" {
+		if k, err = secrets.SigningKey(previous.String, d.cfg.OpenSecret); err != nil {
+			return nil, fmt.Errorf("previous secret: %w", err)
 		}
 		keys = append(keys, k)
 	}
@@ -489,7 +684,11 @@ func (d *Deliverer) keys(current string, previous sql.NullString) ([][]byte, err
 }
 
 // release gives back claims that were never sent.
-func (d *Deliverer) release(jobs []*job) {
+func (d *Deliverer) release(jobs []*job) { d.releaseAfter(jobs, 0) }
+
+// releaseAfter gives back claims that were never sent, not to be due again before delay
+// has passed.
+func (d *Deliverer) releaseAfter(jobs []*job, delay time.Duration) {
 	if len(jobs) == 0 {
 		return
 	}
@@ -499,14 +698,14 @@ func (d *Deliverer) release(jobs []*job) {
 	for i, j := range jobs {
 		idList[i], attempts[i] = j.deliveryID, int64(j.attempt)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+	ctx, cancel := d.dbContext()
 	defer cancel()
-	if _, err := d.db.ExecContext(ctx, d.releaseQ, idList, attempts, d.cfg.Owner); err != nil {
+	if _, err := d.db.ExecContext(ctx, d.releaseQ, idList, attempts, d.cfg.Owner, delay.Milliseconds()); err != nil {
 		// Not fatal: the leases expire and another replica takes them then.
 		d.log.Warn().Err(err).Int("deliveries", len(jobs)).Msg("releasing unsent claims")
 		return
 	}
-	d.log.Info().Int("deliveries", len(jobs)).Msg("released unsent claims")
+	d.log.Info().Int("deliveries", len(jobs)).Dur("due_in", delay).Msg("released unsent claims")
 }
 
 // logAttempt writes one line per attempt: debug for success, warn for failure.

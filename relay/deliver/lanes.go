@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -200,21 +201,33 @@ func (ls *lanes) counts() (queued, held int) {
 }
 
 // fast lists the subscriptions whose lanes may lease ahead: requests that took less than
-// slowAfter on average, and no claim expired within slowFor. It forgets lanes idle for
-// slowFor, so the list holds only subscriptions with recent traffic.
-func (ls *lanes) fast() []string {
+// slowAfter on average, and no claim expired within slowFor. Of those, it answers at most
+// limit, the busiest first (most jobs held), since a lane with nothing in hand gains
+// nothing from leases ahead until its next claim. It forgets lanes idle for slowFor, so
+// the list holds only subscriptions with recent traffic.
+func (ls *lanes) fast(limit int) []string {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	now := time.Now()
-	var ids []string
+	var fast []*lane
 	for id, ln := range ls.byID {
 		idle := len(ln.queue) == 0 && ln.inFlight == 0
 		switch {
 		case idle && now.Sub(ln.lastUsed) > ls.slowFor:
 			delete(ls.byID, id)
 		case ln.avg > 0 && ln.avg <= ls.slowAfter && now.After(ln.slowTill):
-			ids = append(ids, id)
+			fast = append(fast, ln)
 		}
+	}
+	if len(fast) > limit {
+		slices.SortFunc(fast, func(a, b *lane) int {
+			return (len(b.queue) + b.inFlight) - (len(a.queue) + a.inFlight)
+		})
+		fast = fast[:limit]
+	}
+	ids := make([]string, len(fast))
+	for i, ln := range fast {
+		ids[i] = ln.id
 	}
 	return ids
 }

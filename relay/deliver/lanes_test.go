@@ -76,7 +76,7 @@ func TestLanesFastOnlyAfterQuickAnswers(t *testing.T) {
 	later := time.Now().Add(time.Hour)
 	ls.add(jobsFor("quick", 2, later))
 	ls.add(jobsFor("slow", 2, later))
-	require.Empty(t, ls.fast(), "nothing is known to be fast before an answer")
+	require.Empty(t, ls.fast(64), "nothing is known to be fast before an answer")
 
 	for range 4 {
 		j := ls.next()
@@ -86,7 +86,7 @@ func TestLanesFastOnlyAfterQuickAnswers(t *testing.T) {
 		}
 		ls.finished(j, took, false)
 	}
-	require.Equal(t, []string{"quick"}, ls.fast())
+	require.Equal(t, []string{"quick"}, ls.fast(64))
 }
 
 func TestLanesExpireSweepsHeldBackJobsAndSlowsTheLane(t *testing.T) {
@@ -94,13 +94,13 @@ func TestLanesExpireSweepsHeldBackJobsAndSlowsTheLane(t *testing.T) {
 	soon := time.Now().Add(20 * time.Millisecond)
 	ls.add(jobsFor("hang", 3, soon))
 	ls.finished(ls.next(), time.Millisecond, false) // fast so far
-	require.Equal(t, []string{"hang"}, ls.fast())
+	require.Equal(t, []string{"hang"}, ls.fast(64))
 	hanging := ls.next() // holds the only slot
 	require.NotNil(t, hanging)
 
 	expired := ls.expire(time.Now().Add(time.Second))
 	require.Len(t, expired, 1, "the job behind the hanging request")
-	require.Empty(t, ls.fast(), "a lane whose claims expired leases no more ahead")
+	require.Empty(t, ls.fast(64), "a lane whose claims expired leases no more ahead")
 	queued, _ := ls.counts()
 	require.Zero(t, queued)
 }

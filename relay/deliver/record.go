@@ -10,15 +10,13 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/referralloop/outbox-relay/internal/pgerr"
 	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/metrics"
 )
 
 // maxRecordBatch caps the results written by one statement.
 const maxRecordBatch = 500
-
-// stopRecordingAfter bounds how long, once shutdown has begun, unwritten results are retried
-// before they are given up (their leases expire and the deliveries are sent again).
-const stopRecordingAfter = 10 * time.Second
 
 // recordLoop writes results in batches until results is closed and drained. Batching falls
 // out of the flow: while one batch is being written the next accumulates in the channel.
@@ -86,49 +84,108 @@ func (d *Deliverer) gather(results <-chan result, batch []result) []result {
 }
 
 // writeWithRetry writes one batch, retrying database errors with backoff: a database error
-// is never a failed attempt.
+// is never a failed attempt. A batch the database refuses for its data (a text it cannot
+// store) is written row by row, so that one receiver's answer never holds back the others.
 func (d *Deliverer) writeWithRetry(batch []result) {
-	var toRecord, toRelease []result
+	var toRecord []result
+	var toRelease, faulted []*job
 	for i := range batch {
 		r := &batch[i]
-		if r.aborted {
-			toRelease = append(toRelease, *r)
-			continue
+		switch {
+		case r.aborted:
+			toRelease = append(toRelease, r.job)
+		case r.localFault != "":
+			faulted = append(faulted, r.job)
+			d.localFault(r)
+		default:
+			d.decide(r)
+			d.logAttempt(r)
+			toRecord = append(toRecord, *r)
 		}
-		d.decide(r)
-		d.logAttempt(r)
-		toRecord = append(toRecord, *r)
 	}
-	if len(toRelease) > 0 {
-		jobs := make([]*job, len(toRelease))
-		for i := range toRelease {
-			jobs[i] = toRelease[i].job
-		}
-		d.release(jobs)
-	}
+	d.release(toRelease)
+	// What failed for a reason of this process is given back, due again a little later
+	// rather than at once: the fault (no file descriptor left, say) is likely still there.
+	d.releaseAfter(faulted, localFaultRetry)
 	if len(toRecord) == 0 {
 		return
 	}
 	// Recorded or given up, these leases are no longer this replica's to count.
 	defer d.leasesEnded(len(toRecord))
+	err := d.writeRetrying(toRecord)
+	if err == nil || !pgerr.RefusedData(err) {
+		return
+	}
+	d.log.Warn().Err(err).Int("results", len(toRecord)).Msg("the database refused a batch of attempt results for its data: writing them one by one")
+	for i := range toRecord {
+		d.writeAlone(toRecord[i])
+	}
+}
+
+// localFaultRetry is how long a delivery whose request failed for a reason of this process
+// waits before it is due again.
+const localFaultRetry = 2 * time.Second
+
+// localFault accounts for a request that failed for a reason of this process: it is not an
+// attempt against the receiver; it is logged, counted, and shown by Trouble for a while.
+func (d *Deliverer) localFault(r *result) {
+	msg := r.err
+	d.localFaultErr.Store(&msg)
+	d.localFaultAt.Store(time.Now().UnixNano())
+	d.cfg.Metrics.LocalFault(r.localFault, 1)
+	d.log.Error().Str("event_id", r.job.eventID).
+		Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).
+		Str("subscription_id", r.job.subscriptionID).
+		Str("error", r.err).Dur("due_in", localFaultRetry).
+		Msg("request failed for a reason of this process, not of the receiver: the delivery waits, no attempt is recorded")
+}
+
+// writeAlone writes one result that was refused as part of a batch. If the database refuses
+// it alone too, its texts are replaced by a note that says so, and that is written: the
+// attempt is recorded, and the bytes the database refused are never sent to it again.
+func (d *Deliverer) writeAlone(r result) {
+	err := d.writeRetrying([]result{r})
+	if err == nil || !pgerr.RefusedData(err) {
+		return
+	}
+	d.cfg.Metrics.LocalFault(metrics.FaultRecordRefused, 1)
+	d.log.Error().Err(err).Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).
+		Str("subscription_id", r.job.subscriptionID).Int("attempt", r.job.attempt).
+		Msg("the database refused an attempt's result for its data: recording it with its texts replaced")
+	r.err = fmt.Sprintf("the attempt's error text could not be stored (SQLSTATE %s); status %d", pgerr.Code(err), r.statusCode)
+	r.response = ""
+	if err := d.writeRetrying([]result{r}); err != nil {
+		// Not written: its lease ends, and the delivery is sent again later.
+		d.log.Error().Err(err).Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).Msg("giving up recording an attempt")
+	}
+}
+
+// writeRetrying writes batch, retrying while the database is unavailable (or fails for any
+// reason but the batch's data), until it succeeds or the shutdown deadline passes. It
+// answers nil, the error of a refusal for the data, or the last error when it gave up.
+func (d *Deliverer) writeRetrying(batch []result) error {
 	bo := newBackoff()
-	var giveUpAt time.Time
 	for {
-		err := d.write(toRecord)
+		err := d.write(batch)
 		if err == nil {
-			return
+			d.recordFailingSince.Store(0)
+			return nil
 		}
-		if giveUpAt.IsZero() {
-			giveUpAt = time.Now().Add(stopRecordingAfter)
+		if pgerr.RefusedData(err) {
+			return err
 		}
+		d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
+		msg := err.Error()
+		d.recordErr.Store(&msg)
+		d.recordFailingSince.CompareAndSwap(0, time.Now().UnixNano())
 		// Keep retrying while the relay runs; a long outage is ridden out here, and the
 		// workers wait on the full results channel meanwhile instead of claiming more.
 		wait := bo.NextBackOff()
-		d.log.Warn().Err(err).Int("results", len(toRecord)).Dur("retry_in", wait).Msg("recording attempts")
-		if d.stopping() && time.Now().After(giveUpAt) {
-			d.log.Error().Int("results", len(toRecord)).Msg("giving up recording attempts at shutdown; the deliveries will be sent again")
-			return
+		if dl := d.deadline.Load(); dl != 0 && time.Until(time.Unix(0, dl)) < wait {
+			d.log.Error().Err(err).Int("results", len(batch)).Msg("giving up recording attempts at shutdown; the deliveries will be sent again")
+			return err
 		}
+		d.log.Warn().Err(err).Int("results", len(batch)).Dur("retry_in", wait).Msg("recording attempts")
 		time.Sleep(wait)
 	}
 }
@@ -143,7 +200,7 @@ func (d *Deliverer) decide(r *result) {
 		r.outcome = outcomeSucceeded
 	case r.statusCode == 410:
 		r.outcome = outcomeGone
-	case r.job.payloadSize > 0 || r.job.badSecret != nil:
+	case r.job.payloadSize > 0 || r.job.unreadable != "":
 		r.outcome = outcomeFailed // no retry can change these
 	default:
 		r.outcome, r.delay = nextStep(d.cfg.RetrySchedule, r.job.attempt, r.retryAfter)
@@ -182,7 +239,7 @@ func (d *Deliverer) write(batch []result) error {
 		}
 		if r.outcome == outcomeSucceeded {
 			okSubs[r.job.subscriptionID] = true
-		} else if r.job.payloadSize == 0 && r.job.badSecret == nil {
+		} else if r.job.payloadSize == 0 && r.job.unreadable == "" {
 			// Only requests that were made say anything about the endpoint's health.
 			failedSubs[r.job.subscriptionID] = true
 		}
@@ -196,7 +253,7 @@ func (d *Deliverer) write(batch []result) error {
 			failing = append(failing, id)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+	ctx, cancel := d.dbContext()
 	defer cancel()
 	// The common batch, all successes, is one statement. Failures may end deliveries, publish
 	// operational events and disable subscriptions: those statements commit together, so no

@@ -15,13 +15,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/referralloop/outbox-relay/internal/pgtext"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/signature"
@@ -29,6 +29,13 @@ import (
 
 // responseLogLimit is how much of a response body the attempt log keeps.
 const responseLogLimit = 1024
+
+// errorLogLimit bounds an attempt's error text, and locationLogLimit the part of it that
+// quotes a redirect's Location, in bytes.
+const (
+	errorLogLimit    = 1024
+	locationLogLimit = 200
+)
 
 // drainLimit is how much more of a response is read, after the logged part, to keep the
 // connection reusable. A larger body is cut off with the connection.
@@ -54,8 +61,13 @@ type job struct {
 	body      []byte
 	// payloadSize is set, and body empty, when the payload exceeds MaxPayloadBytes.
 	payloadSize int
-	// badSecret is set when the subscription's secret could not be opened or decoded.
-	badSecret error
+	// unreadable says why the event's row cannot become a webhook (its created_at is not
+	// a finite time, say): the delivery fails without a request, and nothing else does.
+	unreadable string
+	// keyProblem is set when no configured key opens the subscription's secret or a sealed
+	// header: a fault of this relay's configuration, not of the receiver, so the job is
+	// given back unsent and the subscription waits (see keyProblems).
+	keyProblem error
 	// sendBy is the last moment the job may be sent: after it, the rest of its lease might
 	// not cover the request.
 	sendBy time.Time
@@ -76,6 +88,10 @@ type result struct {
 	// aborted means the attempt was cut short by shutdown: the claim is released instead of
 	// recorded, so the attempt does not count against the delivery.
 	aborted bool
+	// localFault is set (to a metrics.Fault* kind) when the request failed for a reason of
+	// this process, such as running out of file descriptors: like aborted, the claim is
+	// released, later, and the receiver is not charged with an attempt.
+	localFault string
 	// class is the attempt's outcome class for metrics (metrics.Outcome*).
 	class string
 	// outcome and delay are filled in from the schedule by the deliverer.
@@ -110,12 +126,15 @@ func NewHTTPClient(workers int, control func(network, address string, c syscall.
 // send makes one attempt. It never returns an error: every failure is a result.
 func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 	res = result{job: j, startedAt: d.now(), class: metrics.OutcomeNotSent}
+	// Every text from outside (a Location header, the text of a TLS error that quotes a
+	// certificate) is made storable here, once, whatever path set it.
+	defer func() { res.err = pgtext.Clean(res.err, errorLogLimit) }()
 	if j.payloadSize > 0 {
 		res.err = fmt.Sprintf("payload too large: %d bytes exceeds the limit of %d bytes (RELAY_MAX_PAYLOAD_BYTES); not sent", j.payloadSize, d.cfg.MaxPayloadBytes)
 		return res
 	}
-	if j.badSecret != nil {
-		res.err = "subscription secret unusable: " + j.badSecret.Error()
+	if j.unreadable != "" {
+		res.err = j.unreadable + "; not sent"
 		return res
 	}
 
@@ -166,6 +185,9 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 		}
 		res.err = describeError(err, d.cfg.DeliveryTimeout)
 		res.class = metrics.OutcomeOf(0, isTimeout(err), true)
+		if isLocalFault(err) {
+			res.localFault = metrics.FaultResources
+		}
 		return res
 	}
 	defer resp.Body.Close()
@@ -176,14 +198,14 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
 	}
 	res.duration = d.now().Sub(res.startedAt)
-	res.response = cleanText(logged)
+	res.response = pgtext.CleanPrefix(logged)
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		// success, whatever happened while draining the rest of the body
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		res.err = fmt.Sprintf("HTTP %d: redirects are not followed", resp.StatusCode)
 		if loc := resp.Header.Get("Location"); loc != "" {
-			res.err += " (Location: " + truncate(loc, 200) + ")"
+			res.err += " (Location: " + pgtext.Clean(loc, locationLogLimit) + ")"
 		}
 	default:
 		res.err = fmt.Sprintf("HTTP %d", resp.StatusCode)
@@ -252,30 +274,50 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// cleanText makes a response fragment storable as PostgreSQL text: valid UTF-8, no NUL.
-func cleanText(b []byte) string {
-	s := string(b)
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
+// isLocalFault reports whether a request failed for a reason of this process or host rather
+// than of the receiver or the network: no file descriptor, memory, buffer space or local
+// port was left to make it.
+func isLocalFault(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, errno) {
+			return true
+		}
 	}
-	return strings.ReplaceAll(s, "\x00", "")
+	return false
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-// decodeHeaders reads the subscription's custom headers column.
-func decodeHeaders(raw string) (map[string]string, error) {
+// decodeHeaders reads the subscription's custom headers column: an object from header name
+// to value, where a value is a string (stored in clear) or {"sealed": "enc:v1:..."}, opened
+// with open (nil: nothing is sealed).
+func decodeHeaders(raw string, open func(string) (string, error)) (map[string]string, error) {
 	if raw == "" || raw == "{}" || raw == "null" {
 		return nil, nil
 	}
-	var h map[string]string
-	if err := json.Unmarshal([]byte(raw), &h); err != nil {
+	var stored map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
 		return nil, fmt.Errorf("decoding subscription headers: %w", err)
+	}
+	h := make(map[string]string, len(stored))
+	for name, v := range stored {
+		var plain string
+		if err := json.Unmarshal(v, &plain); err == nil {
+			h[name] = plain
+			continue
+		}
+		var sealed struct {
+			Sealed string `json:"sealed"`
+		}
+		if err := json.Unmarshal(v, &sealed); err != nil || sealed.Sealed == "" {
+			return nil, fmt.Errorf("decoding subscription header %q: neither a string nor a sealed value", name)
+		}
+		if open == nil {
+			return nil, fmt.Errorf("opening subscription header %q: it is sealed and no encryption key is configured", name)
+		}
+		plain, err := open(sealed.Sealed)
+		if err != nil {
+			return nil, fmt.Errorf("opening subscription header %q: %w", name, err)
+		}
+		h[name] = plain
 	}
 	return h, nil
 }

@@ -1,21 +1,28 @@
 package deliver
 
-// claimDue leases up to $1 due deliveries to owner $2 for $3 milliseconds and answers
-// everything needed to send them; $4 is MaxPayloadBytes, $5 MaxInFlightPerSubscription, $6
-// MaxLeasedPerSubscription and $7 the subscriptions that may lease that many (fast lanes). The claim
-// lives in the database (outbox/migrations/0005_lease_ahead.sql), where it can take the
-// cross-replica lock before its snapshot: see the function's comment.
-const claimDue = `SELECT * FROM {{schema}}.lease_deliveries($1, $2, $3, $4, $5, $6, $7)`
+// claimDue leases due deliveries and answers everything needed to send them; see
+// lease_due in outbox/migrations/0006_fair_claims.sql for its rules and how claims take
+// turns between tenants and subscriptions.
+const claimDue = `SELECT * FROM {{schema}}.lease_due(
+    p_limit => $1, p_owner => $2, p_lease_ms => $3, p_max_payload => $4,
+    p_max_in_flight => $5, p_max_leased => $6, p_ahead => $7, p_skip => $8)`
 
 // recordResults writes a batch of results: see record_attempts in
-// outbox/migrations/0003_claim_function.sql. $1 to $9 are the per-result arrays, $10 the
-// owner, $11 and $12 the healthy and failing subscriptions, $13 RELAY_DISABLE_AFTER in ms.
-const recordResults = `SELECT updated, disabled FROM {{schema}}.record_attempts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+// outbox/migrations/0005_lease_ahead.sql. It answers how many deliveries it updated and
+// which subscriptions it disabled (RELAY_DISABLE_AFTER).
+const recordResults = `SELECT updated, disabled FROM {{schema}}.record_attempts(
+    p_ids => $1, p_attempts => $2, p_started => $3, p_durations => $4, p_statuses => $5,
+    p_errors => $6, p_responses => $7, p_outcomes => $8, p_delays => $9,
+    p_owner => $10, p_healthy => $11, p_failing => $12, p_disable_after_ms => $13)`
 
-// recordAndClaim records a batch as recordResults does, then claims up to $14 deliveries as
-// claimDue does ($15 lease ms, $16 MaxPayloadBytes, $17 MaxInFlightPerSubscription, $18
-// MaxLeasedPerSubscription, $19 fast lanes), in one round trip.
-const recordAndClaim = `SELECT * FROM {{schema}}.record_and_lease($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`
+// recordAndClaim records a batch as recordResults does, then claims as claimDue does, in
+// one round trip (record_and_lease_due).
+const recordAndClaim = `SELECT * FROM {{schema}}.record_and_lease_due(
+    p_ids => $1, p_attempts => $2, p_started => $3, p_durations => $4, p_statuses => $5,
+    p_errors => $6, p_responses => $7, p_outcomes => $8, p_delays => $9,
+    p_owner => $10, p_healthy => $11, p_failing => $12, p_disable_after_ms => $13,
+    p_limit => $14, p_lease_ms => $15, p_max_payload => $16,
+    p_max_in_flight => $17, p_max_leased => $18, p_ahead => $19, p_skip => $20)`
 
 // disableGone disables the subscriptions in $1 (they answered 410 Gone) with reason $2 and
 // cancels their pending deliveries. For subscriptions already disabled (by the failure
@@ -32,10 +39,13 @@ SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, lease_unti
 WHERE d.subscription_id = ANY($1::text[]) AND d.status = 'pending'`
 
 // releaseClaims gives back claims this replica took but did not use: the lease ends now and
-// the attempt number is returned. $1 ids, $2 their claimed attempt numbers, $3 owner.
+// the attempt number is returned. $1 ids, $2 their claimed attempt numbers, $3 owner, $4
+// milliseconds before they are due again (0: at once).
 const releaseClaims = `
 UPDATE {{schema}}.deliveries d
-SET attempt_count = d.attempt_count - 1, lease_owner = NULL, lease_until = NULL, updated_at = now()
+SET attempt_count = d.attempt_count - 1, lease_owner = NULL, lease_until = NULL, updated_at = now(),
+    next_attempt_at = CASE WHEN $4::bigint > 0 THEN greatest(d.next_attempt_at, now() + $4::bigint * interval '1 millisecond')
+                           ELSE d.next_attempt_at END
 FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)
 WHERE d.id = r.id AND d.attempt_count = r.attempt AND d.lease_owner = $3 AND d.status = 'pending'`
 

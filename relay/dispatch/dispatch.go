@@ -100,6 +100,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				return nil
 			}
 			d.healthy.Store(false)
+			d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
 			wait := bo.NextBackOff()
 			log.Warn().Err(err).Dur("retry_in", wait).Msg("dispatching outbox rows")
 			select {

@@ -30,8 +30,8 @@ WITH claimed AS (
     WHERE o.id = c.id
     RETURNING o.id
 ), fanned AS (
-    INSERT INTO {{schema}}.deliveries (event_id, outbox_id, subscription_id, ordering_key, next_attempt_at)
-    SELECT c.event_id, c.id, s.id, CASE WHEN s.ordered THEN c.ordering_key END, now()
+    INSERT INTO {{schema}}.deliveries (event_id, outbox_id, subscription_id, tenant_key, ordering_key, next_attempt_at)
+    SELECT c.event_id, c.id, s.id, coalesce(s.tenant_id, ''), CASE WHEN s.ordered THEN c.ordering_key END, now()
     FROM claimed c
     JOIN {{schema}}.subscriptions s
       ON s.status = 'active'

@@ -1,0 +1,384 @@
+-- Fair claims, and outbox rows every reader can read.
+--
+-- 1. created_at must be a finite time: 'infinity' is a valid timestamptz but no webhook
+--    timestamp. The CHECK is added NOT VALID, so this migration never fails on, or locks
+--    the table to rewrite, rows written before it: new rows are checked, and old bad rows
+--    fail only their own deliveries (the claim answers a null created_at for them). It is
+--    validated here when no such row exists.
+ALTER TABLE {{schema}}.outbox
+    ADD CONSTRAINT outbox_created_at_check CHECK (isfinite(created_at)) NOT VALID;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {{schema}}.outbox WHERE NOT isfinite(created_at)) THEN
+        ALTER TABLE {{schema}}.outbox VALIDATE CONSTRAINT outbox_created_at_check;
+    END IF;
+END
+$$;
+
+-- 2. Claims take turns between tenants, then between a tenant's subscriptions, instead of
+--    taking the oldest due deliveries of all: a tenant with 2,000 subscriptions and 10,000
+--    pending deliveries made another tenant's single event wait for all of them, and every
+--    claim probed every active subscription (tens of milliseconds with 2,000).
+--
+-- tenant_key is the subscription's tenant ('' for none), copied at fan-out: it groups the
+-- pending deliveries by tenant in deliveries_turns_idx, where a claim finds the next tenant,
+-- and the next subscription of a tenant, that has pending work with one index probe each.
+-- A relay of the previous release leaves it '' (the default); that only affects fairness.
+ALTER TABLE {{schema}}.deliveries ADD COLUMN tenant_key text NOT NULL DEFAULT '';
+UPDATE {{schema}}.deliveries d
+SET tenant_key = s.tenant_id
+FROM {{schema}}.subscriptions s
+WHERE s.id = d.subscription_id AND d.status = 'pending' AND s.tenant_id IS NOT NULL;
+
+-- Every pending delivery, by (tenant, subscription, due time): the turns of a claim, and
+-- the per-subscription lookup of due unordered deliveries (which it replaces).
+CREATE INDEX deliveries_turns_idx ON {{schema}}.deliveries (tenant_key, subscription_id, next_attempt_at, id)
+    WHERE status = 'pending';
+
+-- Where the next claim continues: after the tenant served last, and within each tenant
+-- after the subscription served last. Written only when a claim stopped before serving
+-- every tenant (or every subscription of a tenant) with work, so a claim over few tenants
+-- and subscriptions writes nothing here.
+CREATE TABLE {{schema}}.turn_of_tenants (
+    only_row     boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    after_tenant text NOT NULL
+);
+CREATE TABLE {{schema}}.turn_in_tenant (
+    tenant_key         text PRIMARY KEY,
+    after_subscription text NOT NULL
+);
+
+-- lease_due leases up to p_limit due deliveries to p_owner for p_lease_ms and answers what
+-- is needed to send them, in one round trip. Rules, all enforced here and so across
+-- replicas (claims take turns on an advisory lock taken before the claim's snapshot, so
+-- each sees every other replica's latest leases):
+--   * a delivery is due when pending, next_attempt_at has come, and no live lease holds it;
+--   * only deliveries of active, undeleted subscriptions are sent (a paused one's wait);
+--   * a subscription is leased to one replica at a time, so the holder alone keeps
+--     "at most p_max_in_flight requests" exact by counting its own;
+--   * a subscription holds at most p_max_in_flight leases, or p_max_leased when named in
+--     p_ahead (a subscription the replica has seen answer fast: it queues the extra leases
+--     and sends at most p_max_in_flight at once);
+--   * subscriptions in p_skip are left alone (this replica cannot sign for them: no
+--     configured key opens their secret);
+--   * for deliveries with an ordering key, only the oldest pending one of each
+--     (subscription, key) may be sent;
+--   * payloads over p_max_payload bytes are not read (body is null), only their size;
+--   * created_at is null when the row's is not finite (written before the CHECK above).
+--
+-- Turns. The claim first picks which subscriptions to serve, then leases from them:
+--   1. tenants with pending work, starting after turn_of_tenants (wrapping round), at most
+--      p_limit of them;
+--   2. each of those tenants gets an equal share of p_limit, and gives it to its
+--      subscriptions with due work, starting after its turn_in_tenant (wrapping round);
+--   3. from those subscriptions, deliveries are taken round-robin: every tenant's first,
+--      then every tenant's second, where a tenant's k-th is its subscriptions' first due
+--      deliveries in turn order, then their second.
+-- So a tenant's new event is claimed by the next claim whatever another tenant's backlog,
+-- a subscription's backlog does not delay another subscription's first delivery, and the
+-- work of a claim is bounded by p_limit, not by the number of subscriptions.
+CREATE FUNCTION {{schema}}.lease_due(
+    p_limit integer, p_owner text, p_lease_ms bigint, p_max_payload integer,
+    p_max_in_flight integer, p_max_leased integer, p_ahead text[], p_skip text[])
+RETURNS TABLE (
+    delivery_id bigint, attempt integer, event_id uuid, event_type text, event_tenant_id text,
+    created_at timestamptz, body text, body_size integer, ordered boolean,
+    subscription_id text, target_url text, headers text, secret text, previous_secret text,
+    subscription_tenant_id text)
+LANGUAGE plpgsql VOLATILE
+-- Every step is an index lookup by design. On a queue table the statistics are often far
+-- from the truth (a fresh database, a burst of thousands of rows before autovacuum
+-- analyses): make bench caught the planner scanning every due delivery to update sixteen.
+-- One plan for the session: with the default plan_cache_mode PL/pgSQL may plan again on
+-- every call, for a plan these settings already fix.
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_busy          text[];  -- held by another replica, or no free lease
+    v_after_tenant  text;
+    v_tenants       text[] := '{}';
+    v_tenant        text;
+    v_next          text;
+    v_wrapped       boolean;
+    v_share         integer;
+    v_after_sub     text;
+    v_sub           text;
+    v_earliest      timestamptz;
+    v_found         integer;
+    v_visits        integer;
+    v_full_circle   boolean;
+    v_subs          text[] := '{}';
+    v_sub_tenants   text[] := '{}';
+BEGIN
+    -- The lock is held until commit, so the commit of a claim alone must not wait for a
+    -- disk flush: make bench saw one slow flush hold every claim of every replica for
+    -- hundreds of milliseconds. A claim lost in a database crash costs nothing: its leases
+    -- and attempt numbers are gone with it, and the deliveries are claimed again. (Called
+    -- from record_and_lease_due, whose record must be durable, this is undone there.)
+    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM pg_advisory_xact_lock(hashtext('outbox-relay claim ' || '{{schema}}'));
+    -- A null list (a driver's nil slice) names nothing.
+    p_ahead := coalesce(p_ahead, '{}');
+    p_skip := coalesce(p_skip, '{}');
+
+    SELECT coalesce(array_agg(l.subscription_id), '{}') INTO v_busy
+    FROM (
+        SELECT x.subscription_id, count(*) AS n, bool_or(x.lease_owner <> p_owner) AS other
+        FROM {{schema}}.deliveries x
+        WHERE x.lease_owner IS NOT NULL AND x.lease_until > now()
+        GROUP BY x.subscription_id
+    ) l
+    WHERE l.other
+       OR l.n >= CASE WHEN l.subscription_id = ANY (p_ahead) THEN p_max_leased ELSE p_max_in_flight END;
+
+    -- 1. Tenants with pending work, after the last one served, round once.
+    SELECT t.after_tenant INTO v_after_tenant FROM {{schema}}.turn_of_tenants t;
+    v_tenant := v_after_tenant;
+    v_wrapped := v_after_tenant IS NULL;
+    LOOP
+        v_next := NULL;
+        IF v_tenant IS NULL THEN
+            SELECT d.tenant_key INTO v_next FROM {{schema}}.deliveries d
+            WHERE d.status = 'pending'
+            ORDER BY d.tenant_key LIMIT 1;
+        ELSE
+            SELECT d.tenant_key INTO v_next FROM {{schema}}.deliveries d
+            WHERE d.status = 'pending' AND d.tenant_key > v_tenant
+            ORDER BY d.tenant_key LIMIT 1;
+        END IF;
+        IF v_next IS NULL THEN
+            EXIT WHEN v_wrapped;
+            v_wrapped := true;
+            v_tenant := NULL;
+            CONTINUE;
+        END IF;
+        -- Round again up to and including where this claim started.
+        EXIT WHEN v_wrapped AND v_after_tenant IS NOT NULL AND v_next > v_after_tenant;
+        v_tenants := v_tenants || v_next;
+        v_tenant := v_next;
+        EXIT WHEN cardinality(v_tenants) >= p_limit;
+    END LOOP;
+    IF cardinality(v_tenants) = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(v_tenants) >= p_limit THEN
+        -- Stopped before serving every tenant: the next claim starts after the last.
+        INSERT INTO {{schema}}.turn_of_tenants AS t (after_tenant) VALUES (v_tenant)
+        ON CONFLICT (only_row) DO UPDATE SET after_tenant = excluded.after_tenant;
+    END IF;
+
+    -- 2. An equal share of the claim for each tenant, given to its subscriptions in turn.
+    v_share := greatest(1, (p_limit + cardinality(v_tenants) - 1) / cardinality(v_tenants));
+    FOREACH v_tenant IN ARRAY v_tenants LOOP
+        v_after_sub := NULL;
+        SELECT t.after_subscription INTO v_after_sub FROM {{schema}}.turn_in_tenant t WHERE t.tenant_key = v_tenant;
+        v_sub := v_after_sub;
+        v_wrapped := v_after_sub IS NULL;
+        v_found := 0;
+        v_visits := 0;
+        v_full_circle := false;
+        LOOP
+            v_next := NULL;
+            -- The subscription's first entry in the index is its earliest pending delivery.
+            IF v_sub IS NULL THEN
+                SELECT d.subscription_id, d.next_attempt_at INTO v_next, v_earliest FROM {{schema}}.deliveries d
+                WHERE d.status = 'pending' AND d.tenant_key = v_tenant
+                ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1;
+            ELSE
+                SELECT d.subscription_id, d.next_attempt_at INTO v_next, v_earliest FROM {{schema}}.deliveries d
+                WHERE d.status = 'pending' AND d.tenant_key = v_tenant AND d.subscription_id > v_sub
+                ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1;
+            END IF;
+            IF v_next IS NULL THEN
+                IF v_wrapped THEN
+                    v_full_circle := true;
+                    EXIT;
+                END IF;
+                v_wrapped := true;
+                v_sub := NULL;
+                CONTINUE;
+            END IF;
+            IF v_wrapped AND v_after_sub IS NOT NULL AND v_next > v_after_sub THEN
+                v_full_circle := true;
+                EXIT;
+            END IF;
+            v_sub := v_next;
+            v_visits := v_visits + 1;
+            -- The subscription is looked up by id alone: with its status in the condition
+            -- the planner may walk subscriptions_active_idx instead.
+            IF v_earliest <= now()
+               AND NOT v_next = ANY (v_busy) AND NOT v_next = ANY (p_skip)
+               AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
+                             FROM {{schema}}.subscriptions s WHERE s.id = v_next), false) THEN
+                v_subs := v_subs || v_next;
+                v_sub_tenants := v_sub_tenants || v_tenant;
+                v_found := v_found + 1;
+            END IF;
+            -- Subscriptions with only later retries, paused or busy are passed over, but a
+            -- claim stops looking after a few times its share.
+            EXIT WHEN v_found >= v_share OR v_visits >= 4 * v_share + 16;
+        END LOOP;
+        IF NOT v_full_circle THEN
+            INSERT INTO {{schema}}.turn_in_tenant AS t (tenant_key, after_subscription) VALUES (v_tenant, v_sub)
+            ON CONFLICT (tenant_key) DO UPDATE SET after_subscription = excluded.after_subscription;
+        END IF;
+    END LOOP;
+    IF cardinality(v_subs) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- 3. Lease from the chosen subscriptions, round-robin between tenants, then between a
+    --    tenant's subscriptions.
+    RETURN QUERY
+    WITH chosen AS (
+        SELECT c.id, c.tenant_key, c.turn
+        FROM unnest(v_subs, v_sub_tenants) WITH ORDINALITY AS c(id, tenant_key, turn)
+    ), leased AS (
+        SELECT x.subscription_id, count(*) AS n
+        FROM {{schema}}.deliveries x
+        WHERE x.lease_owner IS NOT NULL AND x.lease_until > now() AND x.subscription_id = ANY (v_subs)
+        GROUP BY x.subscription_id
+    ), open_subs AS (
+        SELECT c.id, c.tenant_key, c.turn,
+               CASE WHEN c.id = ANY (p_ahead) THEN p_max_leased ELSE p_max_in_flight END
+               - coalesce(l.n, 0) AS free
+        FROM chosen c
+        LEFT JOIN leased l ON l.subscription_id = c.id
+    ), unordered AS (
+        SELECT c.id, c.subscription_id, c.next_attempt_at, s.free, s.tenant_key, s.turn
+        FROM open_subs s
+        CROSS JOIN LATERAL (
+            SELECT d.id, d.subscription_id, d.next_attempt_at
+            FROM {{schema}}.deliveries d
+            WHERE d.tenant_key = s.tenant_key AND d.subscription_id = s.id
+              AND d.status = 'pending' AND d.ordering_key IS NULL
+              AND d.next_attempt_at <= now()
+              AND (d.lease_until IS NULL OR d.lease_until <= now())
+            ORDER BY d.next_attempt_at, d.id
+            LIMIT greatest(0, least(s.free, p_limit))
+        ) c
+    ), heads AS (
+        -- The oldest pending delivery of each ordering key: a skip scan, one probe per key.
+        SELECT h.id, h.subscription_id, h.next_attempt_at, s.free, s.tenant_key, s.turn
+        FROM open_subs s
+        CROSS JOIN LATERAL (
+            WITH RECURSIVE line AS (
+                (SELECT d.ordering_key, d.id, d.subscription_id, d.next_attempt_at, d.lease_until
+                 FROM {{schema}}.deliveries d
+                 WHERE d.subscription_id = s.id AND d.status = 'pending' AND d.ordering_key IS NOT NULL
+                 ORDER BY d.ordering_key, d.outbox_id
+                 LIMIT 1)
+                UNION ALL
+                SELECT n.ordering_key, n.id, n.subscription_id, n.next_attempt_at, n.lease_until
+                FROM line
+                CROSS JOIN LATERAL (
+                    SELECT d.ordering_key, d.id, d.subscription_id, d.next_attempt_at, d.lease_until
+                    FROM {{schema}}.deliveries d
+                    WHERE d.subscription_id = s.id AND d.status = 'pending' AND d.ordering_key IS NOT NULL
+                      AND d.ordering_key > line.ordering_key
+                    ORDER BY d.ordering_key, d.outbox_id
+                    LIMIT 1
+                ) n
+            )
+            SELECT line.id, line.subscription_id, line.next_attempt_at
+            FROM line
+            WHERE line.next_attempt_at <= now()
+              AND (line.lease_until IS NULL OR line.lease_until <= now())
+        ) h
+        WHERE s.free > 0
+    ), candidates AS (
+        SELECT * FROM unordered
+        UNION ALL
+        SELECT * FROM heads
+    ), slotted AS (
+        SELECT c.id, c.tenant_key, c.turn, c.free,
+               row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.next_attempt_at, c.id) AS slot
+        FROM candidates c
+    ), ranked AS (
+        SELECT s.id, s.turn,
+               row_number() OVER (PARTITION BY s.tenant_key ORDER BY s.slot, s.turn) AS tenant_slot
+        FROM slotted s
+        WHERE s.slot <= s.free
+    ), picked AS (
+        SELECT r.id FROM ranked r ORDER BY r.tenant_slot, r.turn LIMIT p_limit
+    )
+    UPDATE {{schema}}.deliveries d
+    SET attempt_count = d.attempt_count + 1,
+        lease_owner = p_owner,
+        lease_until = now() + p_lease_ms * interval '1 millisecond',
+        updated_at = now()
+    FROM {{schema}}.outbox o, {{schema}}.subscriptions s,
+         LATERAL (SELECT o.payload::text AS text) b
+    -- The picked ids as an array: a primary-key lookup.
+    WHERE d.id = ANY (ARRAY(SELECT picked.id FROM picked))
+      AND o.id = d.outbox_id AND s.id = d.subscription_id
+      -- Re-checked on the row as it is now: another writer (a cancel, a record) may have
+      -- changed it since the candidates were read. As one "IS TRUE" expression, which no
+      -- index can answer: given the due-time check on its own, the planner walked
+      -- deliveries_turns_idx instead of looking the picked ids up.
+      AND (d.status = 'pending' AND d.next_attempt_at <= now()
+           AND (d.lease_until IS NULL OR d.lease_until <= now())) IS TRUE
+    RETURNING d.id, d.attempt_count, o.event_id, o.event_type, coalesce(o.tenant_id, ''),
+              CASE WHEN isfinite(o.created_at) THEN o.created_at END,
+              CASE WHEN octet_length(b.text) <= p_max_payload THEN b.text END, octet_length(b.text),
+              d.ordering_key IS NOT NULL, s.id, s.target_url, s.headers::text, s.secret,
+              CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END,
+              coalesce(s.tenant_id, '');
+END
+$$;
+
+-- record_and_lease_due records a batch of results as record_attempts does, then leases as
+-- lease_due does (nothing when p_limit is 0), in one round trip. The lease sees the leases
+-- the record just ended (same transaction, fresh snapshot).
+CREATE FUNCTION {{schema}}.record_and_lease_due(
+    p_ids bigint[], p_attempts integer[], p_started timestamptz[], p_durations integer[],
+    p_statuses integer[], p_errors text[], p_responses text[], p_outcomes text[], p_delays bigint[],
+    p_owner text, p_healthy text[], p_failing text[], p_disable_after_ms bigint,
+    p_limit integer, p_lease_ms bigint, p_max_payload integer,
+    p_max_in_flight integer, p_max_leased integer, p_ahead text[], p_skip text[])
+RETURNS TABLE (
+    delivery_id bigint, attempt integer, event_id uuid, event_type text, event_tenant_id text,
+    created_at timestamptz, body text, body_size integer, ordered boolean,
+    subscription_id text, target_url text, headers text, secret text, previous_secret text,
+    subscription_tenant_id text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    -- The record must survive a crash: the session's setting, restored after the lease.
+    v_sync text := current_setting('synchronous_commit');
+BEGIN
+    PERFORM {{schema}}.record_attempts(p_ids, p_attempts, p_started, p_durations, p_statuses, p_errors,
+        p_responses, p_outcomes, p_delays, p_owner, p_healthy, p_failing, p_disable_after_ms);
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT * FROM {{schema}}.lease_due(p_limit, p_owner, p_lease_ms, p_max_payload,
+            p_max_in_flight, p_max_leased, p_ahead, p_skip);
+        PERFORM set_config('synchronous_commit', v_sync, true);
+    END IF;
+END
+$$;
+
+-- A relay of the previous release calls lease_deliveries (directly and through
+-- record_and_lease) during a rolling update: it now claims in turns too, with the same
+-- lock, so both releases keep each other's rules. Drop it once no relay older than this
+-- migration runs.
+CREATE OR REPLACE FUNCTION {{schema}}.lease_deliveries(
+    p_limit integer, p_owner text, p_lease_ms bigint, p_max_payload integer,
+    p_max_in_flight integer, p_max_leased integer, p_ahead text[])
+RETURNS TABLE (
+    delivery_id bigint, attempt integer, event_id uuid, event_type text, event_tenant_id text,
+    created_at timestamptz, body text, body_size integer, ordered boolean,
+    subscription_id text, target_url text, headers text, secret text, previous_secret text,
+    subscription_tenant_id text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM {{schema}}.lease_due(p_limit, p_owner, p_lease_ms, p_max_payload,
+        p_max_in_flight, p_max_leased, p_ahead, '{}');
+END
+$$;
+
+-- Two releases back: nothing calls these any more, and they read the index dropped below.
+DROP FUNCTION {{schema}}.record_and_claim(bigint[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], bigint[], text, text[], text[], bigint, integer, bigint, integer, integer);
+DROP FUNCTION {{schema}}.claim_deliveries(integer, text, bigint, integer, integer);
+DROP INDEX {{schema}}.deliveries_due_by_subscription_idx;
