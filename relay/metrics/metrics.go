@@ -18,6 +18,26 @@ const (
 	OutcomeNotSent = "not_sent"
 )
 
+// Kinds of local fault, the values of outbox_relay_local_faults_total's kind label: faults of
+// the relay itself, never of a receiver. The delivery they hit waits and is retried.
+const (
+	// FaultResources: out of file descriptors, memory, buffers or local ports.
+	FaultResources = "resources"
+	// FaultSecret: no configured key opens a subscription's secret or sealed header.
+	FaultSecret = "secret"
+	// FaultDatabase: a claim, record or fan-out statement failed.
+	FaultDatabase = "database"
+	// FaultRowUnreadable: an outbox or delivery row the relay could not read.
+	FaultRowUnreadable = "row_unreadable"
+	// FaultRecordRefused: the database refused a result's data, and it was stored with a
+	// replaced text.
+	FaultRecordRefused = "record_refused"
+)
+
+// faultKinds lists every kind of local fault. Each series starts at 0, so that increase()
+// and alerts see the first fault.
+var faultKinds = []string{FaultResources, FaultSecret, FaultDatabase, FaultRowUnreadable, FaultRecordRefused}
+
 // Metrics are the relay's instruments. The zero value is not usable; a nil *Metrics is, and
 // records nothing, so components can be built without metrics in tests.
 type Metrics struct {
@@ -30,6 +50,9 @@ type Metrics struct {
 	AttemptDuration prometheus.Histogram
 	// DeliveryLatency is the time from the event's outbox commit to its first 2xx.
 	DeliveryLatency prometheus.Histogram
+	// LocalFaults counts work the relay could not do because of its own faults, by kind
+	// (Fault*).
+	LocalFaults *prometheus.CounterVec
 }
 
 // New creates the instruments and registers them with reg.
@@ -61,6 +84,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the event's outbox commit to its first successful attempt.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 5400},
 		}),
+		LocalFaults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_local_faults_total",
+			Help: "Work the relay could not do because of a fault of its own (not of a receiver): the delivery waits and is retried; by kind.",
+		}, []string{"kind"}),
 	}
 	for _, s := range []string{"succeeded", "failed", "cancelled"} {
 		m.Deliveries.WithLabelValues(s)
@@ -68,7 +95,10 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{Outcome2xx, Outcome3xx, Outcome4xx, Outcome5xx, OutcomeTimeout, OutcomeConnectionError, OutcomeNotSent} {
 		m.Attempts.WithLabelValues(o)
 	}
-	reg.MustRegister(m.EventsDispatched, m.DeliveriesCreated, m.Deliveries, m.Attempts, m.AttemptDuration, m.DeliveryLatency)
+	for _, k := range faultKinds {
+		m.LocalFaults.WithLabelValues(k)
+	}
+	reg.MustRegister(m.EventsDispatched, m.DeliveriesCreated, m.Deliveries, m.Attempts, m.AttemptDuration, m.DeliveryLatency, m.LocalFaults)
 	return m
 }
 
@@ -106,6 +136,15 @@ func (m *Metrics) Delivered(latency time.Duration) {
 		return
 	}
 	m.DeliveryLatency.Observe(max(latency, 0).Seconds())
+}
+
+// LocalFault records n units of work (deliveries, rows, statements) that a fault of the
+// relay's own, of the given kind (Fault*), kept from being done.
+func (m *Metrics) LocalFault(kind string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.LocalFaults.WithLabelValues(kind).Add(float64(n))
 }
 
 // OutcomeOf classifies an attempt for the outcome label.
