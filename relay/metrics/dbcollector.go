@@ -113,7 +113,7 @@ func (c *DBCollector) descs() []*prometheus.Desc {
 	c.describe.Do(func() {
 		read := fmt.Sprintf(" Read from the database at most once every %s, whatever the number of scrapers.", c.MaxAge)
 		c.backlog = prometheus.NewDesc("outbox_relay_outbox_backlog", "Outbox rows not yet dispatched."+read, nil, nil)
-		c.oldest = prometheus.NewDesc("outbox_relay_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet dispatched (0 when none), when it was read."+read, nil, nil)
+		c.oldest = prometheus.NewDesc("outbox_relay_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet dispatched (0 when none), as of the read."+read, nil, nil)
 		c.due = prometheus.NewDesc("outbox_relay_deliveries_due", "Pending deliveries due now and not claimed."+read, nil, nil)
 		c.pending = prometheus.NewDesc("outbox_relay_deliveries_pending", "Deliveries pending, due or scheduled for a retry."+read, nil, nil)
 		c.byState = prometheus.NewDesc("outbox_relay_subscriptions", "Subscriptions (not deleted) by status."+read, []string{"status"}, nil)
@@ -168,8 +168,9 @@ func (c *DBCollector) figures() figures {
 	if r == nil {
 		r = &read{deadline: time.Now().Add(c.Timeout), done: make(chan struct{})}
 		c.reading = r
-		// In its own goroutine so that a scrape can stop waiting even when the driver does
-		// not honour the deadline (lib/pq blocks on a connection whose peer is gone).
+		// In its own goroutine so that a scrape can stop waiting even when the driver
+		// overruns the deadline: lib/pq cancels by asking the server, then still waits for
+		// the answer on the query's connection, which a dead network never brings.
 		go c.read(r)
 	}
 	c.mu.Unlock()
