@@ -5,50 +5,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 )
-
-func TestDBCollectorReportsBacklogAndSubscriptions(t *testing.T) {
-	t.Parallel()
-	db, _ := relaytest.NewDB(t)
-	_, err := db.Exec(`
-		INSERT INTO relay.outbox (event_type, payload, created_at) VALUES ('a.b', '{}', now() - interval '90 seconds'), ('a.b', '{}', now());
-		INSERT INTO relay.outbox (event_type, payload, dispatched_at) VALUES ('a.b', '{}', now());
-		INSERT INTO relay.subscriptions (id, target_url, event_types, secret, status) VALUES
-			('sub_1', 'https://example.com/1', '{*}', 'whsec_x', 'active'),
-			('sub_2', 'https://example.com/2', '{*}', 'whsec_x', 'disabled');
-		INSERT INTO relay.subscriptions (id, target_url, event_types, secret, deleted_at) VALUES ('sub_3', 'https://example.com/3', '{*}', 'whsec_x', now());
-		INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, next_attempt_at)
-		SELECT event_id, id, 'sub_1', now() - interval '1 second' FROM relay.outbox WHERE dispatched_at IS NOT NULL;`)
-	require.NoError(t, err)
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics.NewDBCollector(db, "relay", zerolog.Nop()))
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	got := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			name := f.GetName()
-			for _, l := range m.GetLabel() {
-				name += "/" + l.GetValue()
-			}
-			got[name] = m.GetGauge().GetValue()
-		}
-	}
-	require.Equal(t, 2.0, got["outbox_relay_outbox_backlog"])
-	require.InDelta(t, 90, got["outbox_relay_outbox_oldest_age_seconds"], 5)
-	require.Equal(t, 1.0, got["outbox_relay_deliveries_due"])
-	require.Equal(t, 1.0, got["outbox_relay_deliveries_pending"])
-	require.Equal(t, 1.0, got["outbox_relay_subscriptions/active"])
-	require.Equal(t, 1.0, got["outbox_relay_subscriptions/disabled"], "deleted subscriptions are not counted")
-	require.Equal(t, 0.0, got["outbox_relay_subscriptions/paused"])
-	require.Equal(t, 1.0, got["outbox_relay_database_up"])
-}
 
 func TestOutcomeOf(t *testing.T) {
 	cases := []struct {
@@ -70,9 +30,43 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.Attempt("2xx", 0)
 	m.Finished("succeeded", 1)
 	m.Delivered(0)
+	m.LocalFault(metrics.FaultDatabase, 1)
 
 	reg := prometheus.NewRegistry()
 	real := metrics.New(reg)
 	real.Attempt("5xx", 0)
 	require.Equal(t, 1.0, testutil.ToFloat64(real.Attempts.WithLabelValues("5xx")))
+}
+
+func TestLocalFaultsCountByKind(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+
+	// Every kind is there at 0 before the first fault, so that a rate() or an alert sees it.
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	var help string
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "outbox_relay_local_faults_total" {
+			continue
+		}
+		help = f.GetHelp()
+		for _, s := range f.GetMetric() {
+			require.Len(t, s.GetLabel(), 1)
+			require.Equal(t, "kind", s.GetLabel()[0].GetName())
+			got[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+		}
+	}
+	require.Equal(t, map[string]float64{"resources": 0, "secret": 0, "database": 0, "row_unreadable": 0, "record_refused": 0}, got)
+	require.Equal(t, "Work the relay could not do because of a fault of its own (not of a receiver): the delivery waits and is retried; by kind.", help)
+
+	m.LocalFault(metrics.FaultDatabase, 3)
+	m.LocalFault(metrics.FaultSecret, 1)
+	m.LocalFault(metrics.FaultResources, 0)
+	require.Equal(t, 3.0, testutil.ToFloat64(m.LocalFaults.WithLabelValues(metrics.FaultDatabase)))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.LocalFaults.WithLabelValues(metrics.FaultSecret)))
+	require.Zero(t, testutil.ToFloat64(m.LocalFaults.WithLabelValues(metrics.FaultResources)))
+	require.Zero(t, testutil.ToFloat64(m.LocalFaults.WithLabelValues(metrics.FaultRowUnreadable)))
+	require.Zero(t, testutil.ToFloat64(m.LocalFaults.WithLabelValues(metrics.FaultRecordRefused)))
 }
