@@ -147,17 +147,13 @@ func runOrdered(ctx context.Context, e *env, r *Result) error {
 // runBacklog inserts the events, starts the relays, and times them from ready to the last
 // receipt.
 func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
+	const group = "/hook/s/"
 	r.Events, r.Subscriptions, r.Expected = b.events, b.subs, b.events*b.subs
-	expect := map[string]int{}
-	for i := range b.subs {
-		path := fmt.Sprintf("/hook/s%d", i)
-		if err := e.subscribe(ctx, path, b.ordered); err != nil {
-			return err
-		}
-		expect[path] = b.events
+	if err := e.subscribe(ctx, "", b.ordered, groupPaths(group, b.subs)...); err != nil {
+		return err
 	}
 	progress("%s: inserting %d events", e.name, b.events)
-	if err := e.insertBacklog(ctx, b.events, b.keys); err != nil {
+	if err := e.insertBacklog(ctx, b.events, b.keys, ""); err != nil {
 		return err
 	}
 	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
@@ -165,7 +161,7 @@ func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
 		return err
 	}
 	before := e.probe()
-	complete, err := e.waitDelivered(ctx, expect)
+	complete, err := e.waitDelivered(ctx, want{prefix: group, paths: b.subs, each: b.events})
 	if err != nil {
 		return err
 	}
@@ -173,13 +169,13 @@ func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
 	r.Complete = complete
 	e.measure(r, before, after)
 
+	byPath, err := e.recv.receipts(ctx, group)
+	if err != nil {
+		return err
+	}
 	var last int64
 	var lat []float64
-	for path := range expect {
-		rs, err := e.recv.receipts(ctx, path)
-		if err != nil {
-			return err
-		}
+	for _, rs := range byPath {
 		got := analyse(rs)
 		r.Delivered += got.distinct
 		r.Duplicates += got.duplicates
@@ -219,12 +215,12 @@ func runSlow(ctx context.Context, e *env, r *Result) error {
 func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error {
 	const healthy, slow = "/hook/healthy", "/slow/slow"
 	r.Subscriptions = 1
-	if err := e.subscribe(ctx, healthy, false); err != nil {
+	if err := e.subscribe(ctx, "", false, healthy); err != nil {
 		return err
 	}
 	if withSlow {
 		r.Subscriptions = 2
-		if err := e.subscribe(ctx, slow, false); err != nil {
+		if err := e.subscribe(ctx, "", false, slow); err != nil {
 			return err
 		}
 	}
@@ -253,7 +249,7 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	}
 	r.Publish = &pub
 	r.Events, r.Expected = pub.Events, pub.Events
-	complete, err := e.waitDelivered(ctx, map[string]int{healthy: pub.Events})
+	complete, err := e.waitDelivered(ctx, want{prefix: healthy, paths: 1, each: pub.Events})
 	if err != nil {
 		return err
 	}
@@ -261,10 +257,11 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	r.Complete = complete
 	e.measure(r, before, after)
 
-	rs, err := e.recv.receipts(ctx, healthy)
+	byPath, err := e.recv.receipts(ctx, healthy)
 	if err != nil {
 		return err
 	}
+	rs := byPath[healthy]
 	got := analyse(rs)
 	r.Delivered, r.Duplicates = got.distinct, got.duplicates
 	r.Latency = Summarize(got.latencies)
@@ -276,11 +273,11 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 		r.DeliveriesPerSec = float64(r.Delivered) / r.RateWindowS
 	}
 	if withSlow {
-		counts, err := e.recv.counts(ctx)
+		counts, err := e.recv.counts(ctx, slow)
 		if err != nil {
 			return err
 		}
-		n := counts[slow].Distinct
+		n := counts.Distinct
 		r.SlowReceipts = &n
 		r.Notes = append(r.Notes, fmt.Sprintf("slow subscription: %d of %d events received by the time the healthy one had all (the rest stay pending)", n, pub.Events))
 	}
@@ -388,7 +385,7 @@ func runIdle(ctx context.Context, e *env, r *Result) error {
 	d := e.h.size.IdleFor
 	r.Description = fmt.Sprintf("relay running %s with nothing to do (1 subscription, empty outbox)", d)
 	r.Subscriptions, r.Complete = 1, true
-	if err := e.subscribe(ctx, "/hook/idle", false); err != nil {
+	if err := e.subscribe(ctx, "", false, "/hook/idle"); err != nil {
 		return err
 	}
 	if err := e.startRelays(ctx); err != nil {
