@@ -25,18 +25,34 @@ type sizes struct {
 	IdleFor       time.Duration `json:"idle_duration_ns"`
 	OrderedEvents int           `json:"ordered_events"`
 	OrderedKeys   int           `json:"ordered_keys"`
+	// ManyEvents x ManySubs is as many deliveries as DrainEvents, so that the two rates
+	// compare one subscription with many.
+	ManyEvents int `json:"many_events"`
+	ManySubs   int `json:"many_subscriptions"`
+	WideEvents int `json:"wide_events"`
+	WideSubs   int `json:"wide_subscriptions"`
+	// Tenant A's backlog is TenantASubs x TenantAEvents deliveries; tenant B publishes an
+	// event every TenantBEvery once TenantBAfter of A's deliveries have arrived.
+	TenantASubs   int           `json:"tenants_a_subscriptions"`
+	TenantAEvents int           `json:"tenants_a_events"`
+	TenantBAfter  int           `json:"tenants_b_after_a_deliveries"`
+	TenantBEvery  time.Duration `json:"tenants_b_every_ns"`
 }
 
 var fullSizes = sizes{
 	DrainEvents: 20000, FanoutEvents: 2000, FanoutSubs: 10,
 	SteadyRate: 500, SteadyFor: 20 * time.Second, SlowDelay: 2 * time.Second,
 	IdleFor: 60 * time.Second, OrderedEvents: 20000, OrderedKeys: 200,
+	ManyEvents: 10, ManySubs: 2000, WideEvents: 5, WideSubs: 2000,
+	TenantASubs: 2000, TenantAEvents: 5, TenantBAfter: 300, TenantBEvery: 300 * time.Millisecond,
 }
 
 var quickSizes = sizes{
 	DrainEvents: 2000, FanoutEvents: 200, FanoutSubs: 10,
 	SteadyRate: 500, SteadyFor: 5 * time.Second, SlowDelay: 2 * time.Second,
 	IdleFor: 10 * time.Second, OrderedEvents: 2000, OrderedKeys: 200,
+	ManyEvents: 10, ManySubs: 200, WideEvents: 5, WideSubs: 200,
+	TenantASubs: 200, TenantAEvents: 5, TenantBAfter: 30, TenantBEvery: 100 * time.Millisecond,
 }
 
 // scenario is one named measurement; run fills in a Result on a fresh env.
@@ -52,6 +68,9 @@ var scenarios = []scenario{
 	{"slow", runSlow},
 	{"idle", runIdle},
 	{"ordered", runOrdered},
+	{"many", runMany},
+	{"wide", runWide},
+	{"tenants", runTenants},
 }
 
 // Result is everything measured in one scenario. Latencies are commit-to-receipt, in ms.
@@ -114,6 +133,8 @@ type Result struct {
 	// SlowPaired compares, within the slow run, the healthy subscription's latency while
 	// the slow subscription is active with its latency while the slow one is paused.
 	SlowPaired *pairedLatency `json:"slow_paired,omitempty"`
+	Wide       *wideStats     `json:"wide,omitempty"`
+	Tenants    *tenantStats   `json:"tenants,omitempty"`
 	RelayLog   logSummary     `json:"relay_log"`
 	Notes      []string       `json:"notes,omitempty"`
 	Error      string         `json:"error,omitempty"`
@@ -134,6 +155,12 @@ func runDrain(ctx context.Context, e *env, r *Result) error {
 
 func runFanout(ctx context.Context, e *env, r *Result) error {
 	n, subs := e.h.size.FanoutEvents, e.h.size.FanoutSubs
+	r.Description = fmt.Sprintf("%d events already in the outbox, %d subscriptions", n, subs)
+	return runBacklog(ctx, e, r, backlog{events: n, subs: subs})
+}
+
+func runMany(ctx context.Context, e *env, r *Result) error {
+	n, subs := e.h.size.ManyEvents, e.h.size.ManySubs
 	r.Description = fmt.Sprintf("%d events already in the outbox, %d subscriptions", n, subs)
 	return runBacklog(ctx, e, r, backlog{events: n, subs: subs})
 }
