@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -142,28 +143,52 @@ func (e *env) db() (*sql.DB, error) {
 	return e.setup, nil
 }
 
-// subscribe creates an active subscription to signup.* for a receiver path, in SQL.
-func (e *env) subscribe(ctx context.Context, path string, ordered bool) error {
+// subscribe creates one active subscription to signup.* per receiver path, all in one
+// statement, each with its own ID and secret; tenant "" is none (an operator subscription).
+func (e *env) subscribe(ctx context.Context, tenant string, ordered bool, paths ...string) error {
 	db, err := e.db()
 	if err != nil {
 		return err
 	}
-	secret, err := newSecret()
-	if err != nil {
-		return err
+	n := len(paths)
+	subIDs, urls, secrets, descs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, path := range paths {
+		if secrets[i], err = newSecret(); err != nil {
+			return err
+		}
+		subIDs[i], urls[i], descs[i] = ids.NewSubscriptionID(), e.recv.URL(path), "bench "+path
 	}
-	_, err = db.ExecContext(ctx, outbox.Qualify(outbox.DefaultSchema, insertSubscription),
-		ids.NewSubscriptionID(), e.recv.URL(path), pq.Array([]string{"signup.*"}), ordered, secret, "bench "+path)
+	_, err = db.ExecContext(ctx, outbox.Qualify(outbox.DefaultSchema, insertSubscriptions),
+		pq.Array(subIDs), pq.Array(urls), pq.Array(secrets), pq.Array(descs),
+		nullable(tenant), pq.Array([]string{"signup.*"}), ordered)
 	if err != nil {
-		return fmt.Errorf("creating subscription: %w", err)
+		return fmt.Errorf("creating %d subscriptions: %w", n, err)
 	}
 	return nil
 }
 
+// groupPaths returns n receiver paths prefix0 ... prefix<n-1>. The prefix ends in "/", so
+// that no path of one group starts with another group's prefix.
+func groupPaths(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i)
+	}
+	return out
+}
+
+// nullable is nil (SQL NULL) for "".
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
 // insertBacklog writes n events in autocommit statements of up to 1,000 rows; each payload
 // carries the wall clock taken just before its statement was sent. keys > 0 gives them
-// ordering keys key_0 ... key_<keys-1>, round-robin.
-func (e *env) insertBacklog(ctx context.Context, n, keys int) error {
+// ordering keys key_0 ... key_<keys-1>, round-robin; tenant "" is none.
+func (e *env) insertBacklog(ctx context.Context, n, keys int, tenant string) error {
 	db, err := e.db()
 	if err != nil {
 		return err
@@ -171,7 +196,7 @@ func (e *env) insertBacklog(ctx context.Context, n, keys int) error {
 	q := outbox.Qualify(outbox.DefaultSchema, insertBacklog)
 	for from := 1; from <= n; from += 1000 {
 		to := min(from+999, n)
-		if _, err := db.ExecContext(ctx, q, from, to, time.Now().UnixNano(), keys); err != nil {
+		if _, err := db.ExecContext(ctx, q, from, to, time.Now().UnixNano(), keys, nullable(tenant)); err != nil {
 			return fmt.Errorf("inserting events: %w", err)
 		}
 	}
@@ -296,22 +321,40 @@ func (e *env) relayCPUTotal() float64 {
 	return sum
 }
 
-// waitDelivered polls the receiver until every path has at least its expected number of
-// distinct events, or the timeout passes (complete is then false).
-func (e *env) waitDelivered(ctx context.Context, expect map[string]int) (complete bool, err error) {
+// want is what waitDelivered waits for: paths receiver paths starting with prefix, each with
+// at least each distinct events.
+type want struct {
+	prefix      string
+	paths, each int
+}
+
+// waitDelivered polls the receiver until every want is met, or the timeout passes (complete
+// is then false). It asks for one total per want, however many paths that covers.
+func (e *env) waitDelivered(ctx context.Context, wants ...want) (complete bool, err error) {
+	return e.waitUntil(ctx, func(ctx context.Context) (bool, error) {
+		for _, w := range wants {
+			t, err := e.recv.counts(ctx, w.prefix)
+			if err != nil {
+				return false, err
+			}
+			if t.Paths < w.paths || t.MinDistinct < w.each {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// waitUntil polls done every 25 ms until it answers true, or the timeout passes (met is then
+// false). A relay that exits meanwhile is an error.
+func (e *env) waitUntil(ctx context.Context, done func(context.Context) (bool, error)) (met bool, err error) {
 	deadline := time.Now().Add(e.h.opts.timeout)
 	for {
-		counts, err := e.recv.counts(ctx)
+		ok, err := done(ctx)
 		if err != nil {
 			return false, err
 		}
-		done := true
-		for path, n := range expect {
-			if counts[path].Distinct < n {
-				done = false
-			}
-		}
-		if done {
+		if ok {
 			return true, nil
 		}
 		for i, r := range e.relays {

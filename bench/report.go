@@ -154,6 +154,23 @@ func evaluate(rs []Result, replicas int) []target {
 			v := r.RelayCPUPercent / float64(replicas)
 			return v, fmt.Sprintf("%.2f%%", v)
 		})
+	ts = append(ts, manyTarget(rs))
+	check("one event to many subscriptions", "wide", "< 0.5 s commit to last receipt (worst event)", func(v float64) bool { return v < 500 },
+		func(r *Result) (float64, string) {
+			if r.Wide == nil || len(r.Wide.Events) == 0 {
+				return math.Inf(1), "-"
+			}
+			w := r.Wide
+			return w.WorstMs, fmt.Sprintf("worst %s (median %s, %d events to %d subscriptions)", fmtMs(w.WorstMs, 1), fmtMs(w.MedianMs, 1), len(w.Events), r.Subscriptions)
+		})
+	check("tenant beside another's backlog", "tenants", "<= 1 s commit to receipt (tenant B's worst event)", func(v float64) bool { return v <= 1000 },
+		func(r *Result) (float64, string) {
+			t := r.Tenants
+			if t == nil || t.BLatency.N == 0 {
+				return math.Inf(1), "-"
+			}
+			return t.BLatency.Max, fmt.Sprintf("max %s (median %s, %d events; A: %d deliveries)", fmtMs(t.BLatency.Max, 1), fmtMs(t.BLatency.P50, 1), t.BLatency.N, t.ADelivered)
+		})
 	for _, sc := range []string{"drain", "fanout"} {
 		check("database round trips", sc, "<= 1 per 25 deliveries (<= 0.040/delivery)", func(v float64) bool { return v <= 0.04 },
 			func(r *Result) (float64, string) {
@@ -165,6 +182,24 @@ func evaluate(rs []Result, replicas int) []target {
 			})
 	}
 	return ts
+}
+
+// manyTarget compares many subscriptions' throughput with one subscription's (drain) in the
+// same run: a rate measured on another run, on a shared machine, would not be comparable.
+func manyTarget(rs []Result) target {
+	t := target{Name: "many-subscription throughput", Scenario: "many", Goal: ">= 0.5 x drain deliveries/s (same run)", Status: "n/a", Display: "-"}
+	many, drain := find(rs, "many"), find(rs, "drain")
+	if many == nil || many.Error != "" {
+		return t
+	}
+	if !ok(drain) || drain.DeliveriesPerSec <= 0 {
+		t.Display = fmt.Sprintf("%.0f/s; ratio n/a (drain did not run to the end in this run)", many.DeliveriesPerSec)
+		return t
+	}
+	t.Value = many.DeliveriesPerSec / drain.DeliveriesPerSec
+	t.Display = fmt.Sprintf("%.2f (%.0f/s vs drain %.0f/s)", t.Value, many.DeliveriesPerSec, drain.DeliveriesPerSec)
+	t.Status = passMiss(many.Complete && t.Value >= 0.5)
+	return t
 }
 
 func passMiss(pass bool) string {
@@ -263,6 +298,8 @@ func (rep report) print(w io.Writer) {
 	fmt.Fprintln(w, "  counts one per Sync, so a lib/pq parameterised statement counts two: this tracks round trips, not statements);")
 	fmt.Fprintln(w, "stmt/dlv, RT/dlv: statements and round trips the relay sent (counting proxy), ready to all delivered.")
 	fmt.Fprintln(w, "Latency: receiver arrival minus the Go wall clock just before the autocommit INSERT of the event.")
+	fmt.Fprintln(w, "tenants: deliveries/s is tenant A's backlog, p50/p95/p99 are tenant B's events. wide: deliveries/s is over")
+	fmt.Fprintln(w, "  the summed commit->last receipt times of its events.")
 }
 
 func printDetails(w io.Writer, r Result) {
@@ -279,9 +316,14 @@ func printDetails(w io.Writer, r Result) {
 	if r.StartToAllReady > r.StartToReady+0.005 {
 		parts = append(parts, fmt.Sprintf("->all replicas ready %.2fs", r.StartToAllReady))
 	}
-	if r.StartToLast > 0 {
+	switch {
+	case r.Tenants != nil && r.StartToLast > 0:
+		parts = append(parts, fmt.Sprintf("ready->tenant A's last receipt %.2fs", r.RateWindowS), fmt.Sprintf("start->A's last receipt %.2fs", r.StartToLast))
+	case r.StartToLast > 0:
 		parts = append(parts, fmt.Sprintf("ready->last receipt %.2fs", r.RateWindowS), fmt.Sprintf("start->last receipt %.2fs", r.StartToLast))
-	} else if r.RateWindowS > 0 {
+	case r.Wide != nil:
+		parts = append(parts, fmt.Sprintf("commit->last receipt summed over the events %.2fs", r.RateWindowS))
+	case r.RateWindowS > 0:
 		parts = append(parts, fmt.Sprintf("first commit->last receipt %.2fs", r.RateWindowS))
 	}
 	fmt.Fprintf(w, "    %s\n", strings.Join(parts, ", "))
@@ -297,6 +339,28 @@ func printDetails(w io.Writer, r Result) {
 	if r.Latency.N > 0 {
 		fmt.Fprintf(w, "    latency: min %s, mean %s, max %s over %d deliveries\n",
 			fmtMs(r.Latency.Min, 1), fmtMs(r.Latency.Mean, 1), fmtMs(r.Latency.Max, 1), r.Latency.N)
+	}
+	if wd := r.Wide; wd != nil {
+		var each []string
+		for _, ev := range wd.Events {
+			each = append(each, fmt.Sprintf("%s/%s (%d)", fmtMs(ev.FirstMs, 1), fmtMs(ev.LastMs, 1), ev.Received))
+		}
+		fmt.Fprintf(w, "    each event, commit->first/last receipt (subscriptions reached): %s; worst %s, median %s\n",
+			strings.Join(each, ", "), fmtMs(wd.WorstMs, len(wd.Events)), fmtMs(wd.MedianMs, len(wd.Events)))
+	}
+	if t := r.Tenants; t != nil {
+		fmt.Fprintf(w, "    tenant A: %d delivered at %.0f/s, backlog done %.2fs after ready (the deliveries/s column)\n",
+			t.ADelivered, t.ADeliveriesPerSec, t.AFinishedS)
+		const shown = 8
+		var first []string
+		for _, ms := range t.BLatenciesMs[:min(shown, len(t.BLatenciesMs))] {
+			first = append(first, fmtMs(ms, 1))
+		}
+		if len(t.BLatenciesMs) > shown {
+			first = append(first, "...")
+		}
+		fmt.Fprintf(w, "    tenant B: %d events, %d committed during A's backlog; commit->receipt max %s, median %s (the latency columns); in publish order: %s\n",
+			t.BEvents, t.BDuringA, fmtMs(t.BLatency.Max, t.BLatency.N), fmtMs(t.BLatency.P50, t.BLatency.N), strings.Join(first, ", "))
 	}
 	if p := r.Publish; p != nil {
 		fmt.Fprintf(w, "    publisher: %d events at %.1f/s from %d connections, max schedule lag %s; INSERT p50 %s, p99 %s\n",

@@ -25,18 +25,34 @@ type sizes struct {
 	IdleFor       time.Duration `json:"idle_duration_ns"`
 	OrderedEvents int           `json:"ordered_events"`
 	OrderedKeys   int           `json:"ordered_keys"`
+	// ManyEvents x ManySubs is as many deliveries as DrainEvents, so that the two rates
+	// compare one subscription with many.
+	ManyEvents int `json:"many_events"`
+	ManySubs   int `json:"many_subscriptions"`
+	WideEvents int `json:"wide_events"`
+	WideSubs   int `json:"wide_subscriptions"`
+	// Tenant A's backlog is TenantASubs x TenantAEvents deliveries; tenant B publishes an
+	// event every TenantBEvery once TenantBAfter of A's deliveries have arrived.
+	TenantASubs   int           `json:"tenants_a_subscriptions"`
+	TenantAEvents int           `json:"tenants_a_events"`
+	TenantBAfter  int           `json:"tenants_b_after_a_deliveries"`
+	TenantBEvery  time.Duration `json:"tenants_b_every_ns"`
 }
 
 var fullSizes = sizes{
 	DrainEvents: 20000, FanoutEvents: 2000, FanoutSubs: 10,
 	SteadyRate: 500, SteadyFor: 20 * time.Second, SlowDelay: 2 * time.Second,
 	IdleFor: 60 * time.Second, OrderedEvents: 20000, OrderedKeys: 200,
+	ManyEvents: 10, ManySubs: 2000, WideEvents: 5, WideSubs: 2000,
+	TenantASubs: 2000, TenantAEvents: 5, TenantBAfter: 300, TenantBEvery: 300 * time.Millisecond,
 }
 
 var quickSizes = sizes{
 	DrainEvents: 2000, FanoutEvents: 200, FanoutSubs: 10,
 	SteadyRate: 500, SteadyFor: 5 * time.Second, SlowDelay: 2 * time.Second,
 	IdleFor: 10 * time.Second, OrderedEvents: 2000, OrderedKeys: 200,
+	ManyEvents: 10, ManySubs: 200, WideEvents: 5, WideSubs: 200,
+	TenantASubs: 200, TenantAEvents: 5, TenantBAfter: 30, TenantBEvery: 100 * time.Millisecond,
 }
 
 // scenario is one named measurement; run fills in a Result on a fresh env.
@@ -52,6 +68,9 @@ var scenarios = []scenario{
 	{"slow", runSlow},
 	{"idle", runIdle},
 	{"ordered", runOrdered},
+	{"many", runMany},
+	{"wide", runWide},
+	{"tenants", runTenants},
 }
 
 // Result is everything measured in one scenario. Latencies are commit-to-receipt, in ms.
@@ -114,6 +133,8 @@ type Result struct {
 	// SlowPaired compares, within the slow run, the healthy subscription's latency while
 	// the slow subscription is active with its latency while the slow one is paused.
 	SlowPaired *pairedLatency `json:"slow_paired,omitempty"`
+	Wide       *wideStats     `json:"wide,omitempty"`
+	Tenants    *tenantStats   `json:"tenants,omitempty"`
 	RelayLog   logSummary     `json:"relay_log"`
 	Notes      []string       `json:"notes,omitempty"`
 	Error      string         `json:"error,omitempty"`
@@ -138,6 +159,12 @@ func runFanout(ctx context.Context, e *env, r *Result) error {
 	return runBacklog(ctx, e, r, backlog{events: n, subs: subs})
 }
 
+func runMany(ctx context.Context, e *env, r *Result) error {
+	n, subs := e.h.size.ManyEvents, e.h.size.ManySubs
+	r.Description = fmt.Sprintf("%d events already in the outbox, %d subscriptions", n, subs)
+	return runBacklog(ctx, e, r, backlog{events: n, subs: subs})
+}
+
 func runOrdered(ctx context.Context, e *env, r *Result) error {
 	n, keys := e.h.size.OrderedEvents, e.h.size.OrderedKeys
 	r.Description = fmt.Sprintf("%d events already in the outbox, 1 ordered subscription, %d ordering keys", n, keys)
@@ -147,17 +174,13 @@ func runOrdered(ctx context.Context, e *env, r *Result) error {
 // runBacklog inserts the events, starts the relays, and times them from ready to the last
 // receipt.
 func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
+	const group = "/hook/s/"
 	r.Events, r.Subscriptions, r.Expected = b.events, b.subs, b.events*b.subs
-	expect := map[string]int{}
-	for i := range b.subs {
-		path := fmt.Sprintf("/hook/s%d", i)
-		if err := e.subscribe(ctx, path, b.ordered); err != nil {
-			return err
-		}
-		expect[path] = b.events
+	if err := e.subscribe(ctx, "", b.ordered, groupPaths(group, b.subs)...); err != nil {
+		return err
 	}
 	progress("%s: inserting %d events", e.name, b.events)
-	if err := e.insertBacklog(ctx, b.events, b.keys); err != nil {
+	if err := e.insertBacklog(ctx, b.events, b.keys, ""); err != nil {
 		return err
 	}
 	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
@@ -165,7 +188,7 @@ func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
 		return err
 	}
 	before := e.probe()
-	complete, err := e.waitDelivered(ctx, expect)
+	complete, err := e.waitDelivered(ctx, want{prefix: group, paths: b.subs, each: b.events})
 	if err != nil {
 		return err
 	}
@@ -173,13 +196,13 @@ func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
 	r.Complete = complete
 	e.measure(r, before, after)
 
+	byPath, err := e.recv.receipts(ctx, group)
+	if err != nil {
+		return err
+	}
 	var last int64
 	var lat []float64
-	for path := range expect {
-		rs, err := e.recv.receipts(ctx, path)
-		if err != nil {
-			return err
-		}
+	for _, rs := range byPath {
 		got := analyse(rs)
 		r.Delivered += got.distinct
 		r.Duplicates += got.duplicates
@@ -219,12 +242,12 @@ func runSlow(ctx context.Context, e *env, r *Result) error {
 func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error {
 	const healthy, slow = "/hook/healthy", "/slow/slow"
 	r.Subscriptions = 1
-	if err := e.subscribe(ctx, healthy, false); err != nil {
+	if err := e.subscribe(ctx, "", false, healthy); err != nil {
 		return err
 	}
 	if withSlow {
 		r.Subscriptions = 2
-		if err := e.subscribe(ctx, slow, false); err != nil {
+		if err := e.subscribe(ctx, "", false, slow); err != nil {
 			return err
 		}
 	}
@@ -253,7 +276,7 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	}
 	r.Publish = &pub
 	r.Events, r.Expected = pub.Events, pub.Events
-	complete, err := e.waitDelivered(ctx, map[string]int{healthy: pub.Events})
+	complete, err := e.waitDelivered(ctx, want{prefix: healthy, paths: 1, each: pub.Events})
 	if err != nil {
 		return err
 	}
@@ -261,10 +284,11 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	r.Complete = complete
 	e.measure(r, before, after)
 
-	rs, err := e.recv.receipts(ctx, healthy)
+	byPath, err := e.recv.receipts(ctx, healthy)
 	if err != nil {
 		return err
 	}
+	rs := byPath[healthy]
 	got := analyse(rs)
 	r.Delivered, r.Duplicates = got.distinct, got.duplicates
 	r.Latency = Summarize(got.latencies)
@@ -276,11 +300,11 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 		r.DeliveriesPerSec = float64(r.Delivered) / r.RateWindowS
 	}
 	if withSlow {
-		counts, err := e.recv.counts(ctx)
+		counts, err := e.recv.counts(ctx, slow)
 		if err != nil {
 			return err
 		}
-		n := counts[slow].Distinct
+		n := counts.Distinct
 		r.SlowReceipts = &n
 		r.Notes = append(r.Notes, fmt.Sprintf("slow subscription: %d of %d events received by the time the healthy one had all (the rest stay pending)", n, pub.Events))
 	}
@@ -388,7 +412,7 @@ func runIdle(ctx context.Context, e *env, r *Result) error {
 	d := e.h.size.IdleFor
 	r.Description = fmt.Sprintf("relay running %s with nothing to do (1 subscription, empty outbox)", d)
 	r.Subscriptions, r.Complete = 1, true
-	if err := e.subscribe(ctx, "/hook/idle", false); err != nil {
+	if err := e.subscribe(ctx, "", false, "/hook/idle"); err != nil {
 		return err
 	}
 	if err := e.startRelays(ctx); err != nil {

@@ -7,9 +7,13 @@ import (
 
 // The harness's SQL. {{schema}} is replaced by the quoted relay schema (outbox.Qualify).
 
-const insertSubscription = `
-INSERT INTO {{schema}}.subscriptions (id, target_url, event_types, ordered, secret, description)
-VALUES ($1, $2, $3, $4, $5, $6)`
+// insertSubscriptions creates one subscription per element of the arrays $1 (id), $2 (target
+// URL), $3 (secret) and $4 (description), all with tenant $5, event types $6 and ordered $7:
+// thousands in one statement.
+const insertSubscriptions = `
+INSERT INTO {{schema}}.subscriptions (id, tenant_id, target_url, event_types, ordered, secret, description)
+SELECT s.id, $5::text, s.url, $6::text[], $7::boolean, s.secret, s.description
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS s(id, url, secret, description)`
 
 // setSubscriptionStatus sets the status ($1) of the subscriptions with target URL $2, as
 // PATCH /v1/subscriptions/{id} would.
@@ -17,10 +21,11 @@ const setSubscriptionStatus = `
 UPDATE {{schema}}.subscriptions SET status = $1, updated_at = now() WHERE target_url = $2`
 
 // insertBacklog writes events $1..$2 with commit stamp $3; $4 > 0 gives ordering keys
-// round-robin. The payload has the same shape as the steady publisher's (eventPayload).
+// round-robin; $5 is their tenant (NULL: none). The payload has the same shape as the steady
+// publisher's (eventPayload).
 const insertBacklog = `
-INSERT INTO {{schema}}.outbox (event_type, payload, ordering_key)
-SELECT 'signup.created',
+INSERT INTO {{schema}}.outbox (event_type, tenant_id, payload, ordering_key)
+SELECT 'signup.created', $5::text,
        jsonb_build_object(
            'seq', g,
            'committed_at_unix_ns', $3::bigint,
