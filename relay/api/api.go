@@ -31,8 +31,10 @@ type Config struct {
 	// Logger receives internal errors and notable changes; never secrets or bodies. Optional:
 	// the zero Logger discards.
 	Logger zerolog.Logger
-	// SealSecret turns a new plain signing secret into what is stored (encrypts it). Optional:
-	// nil stores the secret as it is.
+	// SealSecret turns a new plain signing secret, custom header value or idempotent answer
+	// into what is stored (encrypts it). Optional: nil stores values as they are. When it
+	// answers its input unchanged (secrets.Box without a key does), header values are stored
+	// as plain JSON strings rather than as sealed objects.
 	SealSecret func(plain string) (stored string, err error)
 	// OpenSecret turns a stored secret back into the plain one; the inverse of SealSecret.
 	// Optional: nil reads the stored value as it is.

@@ -145,4 +145,21 @@
 // now() + SecretRotationOverlap; the deliverer signs with both until then. There is only
 // one previous secret: a rotation during an overlap drops the older one. Answers carry
 // Cache-Control: no-store, and nothing is logged but IDs.
+//
+// # Custom header values
+//
+// Custom headers are often credentials (Authorization: Bearer ...), so they are treated like
+// the secret. Each value is stored sealed through Config.SealSecret, as {"sealed":
+// "enc:v1:..."} in the headers column, names in clear (relay/secrets describes the format);
+// with no encryption key SealSecret answers its input and values are stored as plain JSON
+// strings. Every answer (the 201 of the creation, GET, lists, PATCH) shows each value as
+// headerMask, "********"; GET /v1/subscriptions/{id}?reveal=headers, with the tenancy of
+// every route, opens them. A PATCH value equal to the mask keeps the stored value of the
+// header with that name in any case, untouched when sealed (so it survives even without the
+// key) and sealed on the way when stored in clear; the mask for a header the subscription
+// does not have, or in a creation, is 422 invalid_headers, since storing the asterisks would
+// silently replace a credential. A stored secret or header value that Config.OpenSecret
+// cannot open (the key that sealed it is not configured) is 500 secret_unavailable: the
+// relay's configuration, not the request, must change, so it is not a 503. Headers take no
+// part in the duplicate check.
 package api

@@ -41,6 +41,8 @@ const (
 	codeDeliveryInFlight     = "delivery_in_flight"      // 409: retry of a delivery being sent right now
 	codeInternal             = "internal_error"          // 500, never with detail
 	codeDatabaseUnavailable  = "database_unavailable"    // 503 with Retry-After: the database cannot be reached or takes no work
+	codeInvalidReveal        = "invalid_reveal"          // 422: GET /v1/subscriptions/{id}?reveal= other than headers
+	codeSecretUnavailable    = "secret_unavailable"      // 500: a stored secret or header value is sealed under a key the relay lacks
 )
 
 // errorCodes lists every code above, for the OpenAPI document's check.
@@ -51,7 +53,8 @@ var errorCodes = []string{
 	codeInvalidHeaders, codeInvalidMetadata, codeInvalidDescription, codeInvalidLimit,
 	codeInvalidCursor, codeInvalidStatus, codeInvalidSince, codeInvalidIdempotency,
 	codeIdempotencyReused, codeIdempotencyInUse, codeNotActive, codeSubscriptionDeleted,
-	codeDeliveryInFlight, codeInternal, codeDatabaseUnavailable,
+	codeDeliveryInFlight, codeInternal, codeDatabaseUnavailable, codeInvalidReveal,
+	codeSecretUnavailable,
 }
 
 // apiError is an answer for the caller: its status, code and message are sent as they are.

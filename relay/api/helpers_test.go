@@ -102,9 +102,15 @@ func serve(t *testing.T, db, apiDB *sqlx.DB, opts ...func(*api.Config)) *bundle 
 	}
 	a, err := api.New(cfg)
 	require.NoError(t, err)
+	return &bundle{db: db, srv: newServer(t, a), api: a, queued: queued}
+}
+
+// newServer serves a behind the test token and X-Tenant-ID, as the relay does.
+func newServer(t *testing.T, a *api.API) *httptest.Server {
+	t.Helper()
 	srv := httptest.NewServer(api.BearerAuth(testToken, api.TenantFromHeader(a.Handler())))
 	t.Cleanup(srv.Close)
-	return &bundle{db: db, srv: srv, api: a, queued: queued}
+	return srv
 }
 
 // response is an answer, its body read.
