@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // ErrMalformedHeaders means a subscription's headers column is not in the format HeaderValue
@@ -42,7 +41,7 @@ func (v HeaderValue) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON reads either form, and refuses anything else: an object with another field,
-// or a "sealed" value that is not a sealed value.
+// or without a non-empty "sealed" string.
 func (v *HeaderValue) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && b[0] == '"' {
@@ -55,8 +54,8 @@ func (v *HeaderValue) UnmarshalJSON(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var s sealedHeader
-	if err := dec.Decode(&s); err != nil || !strings.HasPrefix(s.Sealed, sealedPrefix) {
-		return fmt.Errorf("%w: a value is neither a string nor {\"sealed\": \"enc:...\"}", ErrMalformedHeaders)
+	if err := dec.Decode(&s); err != nil || s.Sealed == "" {
+		return fmt.Errorf("%w: a value is neither a string nor {\"sealed\": \"...\"}", ErrMalformedHeaders)
 	}
 	*v = HeaderValue{Sealed: s.Sealed}
 	return nil
