@@ -59,7 +59,7 @@ func parseReplay(body []byte) (replayRequest, error) {
 		return in, err
 	}
 	if !ok {
-		// SPEC: replay accepts an empty body or {}. Without since, every stored delivery
+		// Replay accepts an empty body or {}. Without since, every stored delivery
 		// in the status counts (retention bounds how far back that reaches).
 		in.Since = minSince
 		since = ""

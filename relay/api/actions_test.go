@@ -315,7 +315,7 @@ func TestReplayWithoutSinceTakesEveryStoredDelivery(t *testing.T) {
 		o, e := b.insertEvent(t, "signup.created", "t1", `{}`)
 		b.insertDelivery(t, o, e, sub, "failed", 5)
 	}
-	// SPEC: replay accepts an empty body or {}.
+	// Replay accepts an empty body or {}.
 	res := b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "t1", ``)
 	require.Equal(t, http.StatusAccepted, res.status, res.body)
 	require.Equal(t, 2.0, res.json(t)["count"])

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -30,8 +31,10 @@ type Config struct {
 	// Logger receives internal errors and notable changes; never secrets or bodies. Optional:
 	// the zero Logger discards.
 	Logger zerolog.Logger
-	// SealSecret turns a new plain signing secret into what is stored (encrypts it). Optional:
-	// nil stores the secret as it is.
+	// SealSecret turns a new plain signing secret, custom header value or idempotent answer
+	// into what is stored (encrypts it). Optional: nil stores values as they are. When it
+	// answers its input unchanged (secrets.Box without a key does), header values are stored
+	// as plain JSON strings rather than as sealed objects.
 	SealSecret func(plain string) (stored string, err error)
 	// OpenSecret turns a stored secret back into the plain one; the inverse of SealSecret.
 	// Optional: nil reads the stored value as it is.
@@ -48,7 +51,16 @@ type Config struct {
 	// DeliveriesCancelled is called with the number of pending deliveries a DELETE cancelled,
 	// for the outbox_relay_deliveries_total{status="cancelled"} metric. Optional.
 	DeliveriesCancelled func(n int)
+	// RequestTimeout bounds the work of one request, its database queries included; a
+	// request cut by it because the database did not answer is 503 database_unavailable.
+	// Keep it under the HTTP server's WriteTimeout so that the answer still reaches the
+	// caller. Optional: zero means 20 seconds. Negative is refused.
+	RequestTimeout time.Duration
 }
+
+// defaultRequestTimeout is Config.RequestTimeout when unset: under the management server's
+// 30-second WriteTimeout, with room to write the answer.
+const defaultRequestTimeout = 20 * time.Second
 
 // API serves the management API. Create it with New.
 type API struct {
@@ -62,6 +74,8 @@ type API struct {
 	queued     func()
 	cancelled  func(n int)
 	handler    http.Handler
+	// requestTimeout is Config.RequestTimeout with its default filled in.
+	requestTimeout time.Duration
 	// idempotencyWait is idempotencyWait, shortened by tests.
 	idempotencyWait time.Duration
 
@@ -87,6 +101,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.SecretRotationOverlap < 0 {
 		return nil, fmt.Errorf("api: Config.SecretRotationOverlap must not be negative, got %s", cfg.SecretRotationOverlap)
 	}
+	if cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("api: Config.RequestTimeout must not be negative, got %s", cfg.RequestTimeout)
+	}
 	identity := func(s string) (string, error) { return s, nil }
 	a := &API{
 		db:         cfg.DB,
@@ -99,7 +116,11 @@ func New(cfg Config) (*API, error) {
 		queued:     cfg.DeliveriesQueued,
 		cancelled:  cfg.DeliveriesCancelled,
 
+		requestTimeout:  cfg.RequestTimeout,
 		idempotencyWait: idempotencyWait,
+	}
+	if a.requestTimeout == 0 {
+		a.requestTimeout = defaultRequestTimeout
 	}
 	if a.cancelled == nil {
 		a.cancelled = func(int) {}
@@ -206,6 +227,12 @@ func (a *API) methods(handlers map[string]handlerFunc) http.Handler {
 			writeError(w, aerr)
 			return
 		}
+		// A database that does not answer (a network partition, a lock held too long) costs
+		// the caller requestTimeout and a 503, not a connection held open until the server's
+		// write timeout drops it without an answer.
+		ctx, cancel := context.WithTimeout(r.Context(), a.requestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
 		if err := h(w, r, s); err != nil {
 			a.fail(w, r, err)
 		}
@@ -224,15 +251,21 @@ func (a *API) requireCaller(next http.Handler) http.Handler {
 	})
 }
 
-// fail answers err: an *apiError as it is, anything else as 500 internal_error, logged here
-// with the request it broke and never shown to the caller.
+// fail answers err: an *apiError as it is, a database that cannot be reached as 503
+// database_unavailable with Retry-After, anything else as 500 internal_error. Both are
+// logged here with the request they broke and never shown to the caller.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if aerr, ok := errors.AsType[*apiError](err); ok {
 		writeError(w, aerr)
 		return
 	}
+	if databaseUnavailable(r.Context(), err) {
+		a.log.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("api request failed: database unavailable")
+		writeError(w, errDatabaseUnavailable)
+		return
+	}
 	ev := a.log.Error()
-	if r.Context().Err() != nil {
+	if errors.Is(r.Context().Err(), context.Canceled) {
 		ev = a.log.Debug() // the caller went away; nobody reads the answer
 	}
 	ev.Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("api request failed")

@@ -211,13 +211,16 @@ func TestSecretSealing(t *testing.T) {
 	res := b.call(t, http.MethodGet, "/v1/subscriptions/"+id+"/secret", "", "")
 	require.Equal(t, secret, res.json(t)["secret"])
 
-	// A secret that does not open is an internal error, told to nobody.
+	// A secret that does not open is the relay's configuration problem: 500 with a code that
+	// says so, and neither the stored value nor the error in the answer.
 	_, err := b.db.Exec(`UPDATE relay.subscriptions SET secret = 'garbage' WHERE id = $1`, id)
 	require.NoError(t, err)
 	res = b.call(t, http.MethodGet, "/v1/subscriptions/"+id+"/secret", "", "")
 	require.Equal(t, http.StatusInternalServerError, res.status)
-	require.Equal(t, "internal_error", res.code(t))
-	require.Equal(t, "internal error", res.message(t))
+	require.Equal(t, "secret_unavailable", res.code(t))
+	require.Equal(t, "the signing secret of this subscription is encrypted with a key this relay is not configured with", res.message(t))
+	require.NotContains(t, string(res.body), "garbage")
+	require.NotContains(t, string(res.body), "canceled")
 }
 
 func TestInternalErrorHidesDetail(t *testing.T) {

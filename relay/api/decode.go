@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// maxBodyBytes is the largest request body accepted (SPEC section 6).
+// maxBodyBytes is the largest request body accepted.
 const maxBodyBytes = 64 << 10
 
 // readBody reads the body of a request that takes JSON. It answers nil for an empty body,

@@ -39,7 +39,7 @@ type attemptRow struct {
 	ResponseBody sql.NullString `db:"response_body"`
 }
 
-// deliveryJSON is a delivery as the API shows it (SPEC section 11).
+// deliveryJSON is a delivery as the API shows it.
 type deliveryJSON struct {
 	ID             string        `json:"id"`
 	EventID        string        `json:"event_id"`

@@ -1,5 +1,5 @@
 // Package api is the management API: HTTP and JSON over the subscriptions, deliveries and
-// events in the relay's schema (SPEC sections 6 and 11).
+// events in the relay's schema.
 //
 // # Layers
 //
@@ -23,6 +23,18 @@
 // is logged and answered 500 internal_error with no detail. Mounting under a prefix (the
 // reverse proxy's /webhooks) is http.StripPrefix around Handler. openapi.json describes every
 // route, body, answer and error code; a test holds it and API.routes to each other.
+//
+// # When the database is away
+//
+// Every request runs under Config.RequestTimeout (20 seconds by default, under the server's
+// 30-second write timeout). An error that means the database cannot be reached or takes no
+// work (a refused, reset or closed connection, driver.ErrBadConn, PostgreSQL classes 08 and
+// 53, 57P01 to 57P03, or a query cut by that deadline) is 503 database_unavailable with
+// Retry-After: 5, logged as a warning; the request may simply be sent again. Everything else
+// unexpected stays 500. Since only 2xx answers are kept for an Idempotency-Key, a request that
+// met an outage can be retried with its key. Should the database vanish after the key was
+// claimed, the claim cannot be released either: the key answers 409 idempotency_key_in_use
+// until the claim counts as abandoned, a minute later.
 //
 // # Idempotency-Key
 //
@@ -133,4 +145,21 @@
 // now() + SecretRotationOverlap; the deliverer signs with both until then. There is only
 // one previous secret: a rotation during an overlap drops the older one. Answers carry
 // Cache-Control: no-store, and nothing is logged but IDs.
+//
+// # Custom header values
+//
+// Custom headers are often credentials (Authorization: Bearer ...), so they are treated like
+// the secret. Each value is stored sealed through Config.SealSecret, as {"sealed":
+// "enc:v1:..."} in the headers column, names in clear (relay/secrets describes the format);
+// with no encryption key SealSecret answers its input and values are stored as plain JSON
+// strings. Every answer (the 201 of the creation, GET, lists, PATCH) shows each value as
+// headerMask, "********"; GET /v1/subscriptions/{id}?reveal=headers, with the tenancy of
+// every route, opens them. A PATCH value equal to the mask keeps the stored value of the
+// header with that name in any case, untouched when sealed (so it survives even without the
+// key) and sealed on the way when stored in clear; the mask for a header the subscription
+// does not have, or in a creation, is 422 invalid_headers, since storing the asterisks would
+// silently replace a credential. A stored secret or header value that Config.OpenSecret
+// cannot open (the key that sealed it is not configured) is 500 secret_unavailable: the
+// relay's configuration, not the request, must change, so it is not a 503. Headers take no
+// part in the duplicate check.
 package api

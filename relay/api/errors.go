@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
@@ -38,6 +40,9 @@ const (
 	codeSubscriptionDeleted  = "subscription_deleted"    // 409: retry of a deleted subscription's delivery
 	codeDeliveryInFlight     = "delivery_in_flight"      // 409: retry of a delivery being sent right now
 	codeInternal             = "internal_error"          // 500, never with detail
+	codeDatabaseUnavailable  = "database_unavailable"    // 503 with Retry-After: the database cannot be reached or takes no work
+	codeInvalidReveal        = "invalid_reveal"          // 422: GET /v1/subscriptions/{id}?reveal= other than headers
+	codeSecretUnavailable    = "secret_unavailable"      // 500: a stored secret or header value is sealed under a key the relay lacks
 )
 
 // errorCodes lists every code above, for the OpenAPI document's check.
@@ -48,7 +53,8 @@ var errorCodes = []string{
 	codeInvalidHeaders, codeInvalidMetadata, codeInvalidDescription, codeInvalidLimit,
 	codeInvalidCursor, codeInvalidStatus, codeInvalidSince, codeInvalidIdempotency,
 	codeIdempotencyReused, codeIdempotencyInUse, codeNotActive, codeSubscriptionDeleted,
-	codeDeliveryInFlight, codeInternal,
+	codeDeliveryInFlight, codeInternal, codeDatabaseUnavailable, codeInvalidReveal,
+	codeSecretUnavailable,
 }
 
 // apiError is an answer for the caller: its status, code and message are sent as they are.
@@ -59,6 +65,8 @@ type apiError struct {
 	message string
 	// existingID is set on 409 duplicate_subscription only.
 	existingID string
+	// retryAfter, when positive, is sent as Retry-After (whole seconds).
+	retryAfter time.Duration
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
@@ -82,6 +90,18 @@ func notFound(what string) *apiError {
 
 var errInternal = &apiError{status: http.StatusInternalServerError, code: codeInternal, message: "internal error"}
 
+// databaseRetryAfter is the Retry-After of a 503 database_unavailable: long enough not to
+// hammer a database that is restarting or failing over, short enough that a client's retry
+// lands soon after it is back.
+const databaseRetryAfter = 5 * time.Second
+
+var errDatabaseUnavailable = &apiError{
+	status:     http.StatusServiceUnavailable,
+	code:       codeDatabaseUnavailable,
+	message:    "database unavailable, retry later",
+	retryAfter: databaseRetryAfter,
+}
+
 type errorBody struct {
 	Error errorDetail `json:"error"`
 }
@@ -93,6 +113,9 @@ type errorDetail struct {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(e.retryAfter/time.Second)))
+	}
 	writeJSON(w, e.status, errorBody{Error: errorDetail{Code: e.code, Message: e.message, ExistingID: e.existingID}})
 }
 

@@ -22,7 +22,7 @@ type eventRow struct {
 	CreatedAt   time.Time      `db:"created_at"`
 }
 
-// eventJSON is an outbox event as the API shows it (SPEC section 11).
+// eventJSON is an outbox event as the API shows it.
 type eventJSON struct {
 	EventID     string          `json:"event_id"`
 	EventType   string          `json:"event_type"`

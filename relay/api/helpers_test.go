@@ -64,13 +64,34 @@ type bundle struct {
 // setup starts an API on a fresh database. opts may change the Config before New.
 func setup(t *testing.T, opts ...func(*api.Config)) *bundle {
 	t.Helper()
-	db, err := sqlx.Open("postgres", pgtest.New(t, template))
+	dsn := pgtest.New(t, template)
+	db, err := sqlx.Open("postgres", dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
+	return serve(t, db, db, opts...)
+}
 
+// setupBehindProxy is setup with the API reaching its database through a TCP proxy the test
+// can cut; the bundle's own helpers keep a direct connection.
+func setupBehindProxy(t *testing.T, opts ...func(*api.Config)) (*bundle, *relaytest.Proxy) {
+	t.Helper()
+	dsn := pgtest.New(t, template)
+	db, err := sqlx.Open("postgres", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	proxy := relaytest.NewProxy(t, relaytest.TargetOf(t, dsn))
+	apiDB, err := sqlx.Open("postgres", proxy.ProxyURL(t, dsn))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = apiDB.Close() })
+	return serve(t, db, apiDB, opts...), proxy
+}
+
+// serve starts an API on apiDB and answers the bundle, whose helpers use db.
+func serve(t *testing.T, db, apiDB *sqlx.DB, opts ...func(*api.Config)) *bundle {
+	t.Helper()
 	queued := new(atomic.Int64)
 	cfg := api.Config{
-		DB:                    db,
+		DB:                    apiDB,
 		Targets:               targets.Policy{Resolver: fakeResolver{}},
 		Logger:                zerolog.New(zerolog.NewTestWriter(t)),
 		SecretRotationOverlap: time.Hour,
@@ -81,9 +102,15 @@ func setup(t *testing.T, opts ...func(*api.Config)) *bundle {
 	}
 	a, err := api.New(cfg)
 	require.NoError(t, err)
+	return &bundle{db: db, srv: newServer(t, a), api: a, queued: queued}
+}
+
+// newServer serves a behind the test token and X-Tenant-ID, as the relay does.
+func newServer(t *testing.T, a *api.API) *httptest.Server {
+	t.Helper()
 	srv := httptest.NewServer(api.BearerAuth(testToken, api.TenantFromHeader(a.Handler())))
 	t.Cleanup(srv.Close)
-	return &bundle{db: db, srv: srv, api: a, queued: queued}
+	return srv
 }
 
 // response is an answer, its body read.

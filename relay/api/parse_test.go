@@ -45,6 +45,7 @@ func FuzzCreateSubscription(f *testing.F) {
 		`{"target_url": "https://a.example.com/", "event_types": ["a"], "metadata": {"n": 1e-400}}`,
 		`{"target_url": "https://a.example.com/", "event_types": ["a"], "headers": {"Webhook-Id": "x"}}`,
 		`{"target_url": "https://a.example.com/", "event_types": ["a"], "headers": {"x": "a\nb"}}`,
+		`{"target_url": "https://a.example.com/", "event_types": ["a"], "headers": {"Authorization": "********"}}`,
 		`{"target_url": "https://a.example.com/", "event_types": ["a"], "target_url": "https://b.example.com/"}`,
 		"", " ", "{", `{"target_url": "https://a.example.com/", "event_types": ["a"], "filter": {"a": {"a": {"a": {}}}}}`,
 	} {

@@ -197,8 +197,8 @@ func (a *API) patchSubscription(w http.ResponseWriter, r *http.Request, s scope)
 		next.Filter = *p.Filter
 	}
 	if p.Headers != nil {
-		if next.Headers, err = json.Marshal(*p.Headers); err != nil {
-			return fmt.Errorf("encoding headers: %w", err)
+		if next.Headers, err = a.mergeHeaders(cur.Headers, *p.Headers); err != nil {
+			return err
 		}
 	}
 	if p.Description != nil {

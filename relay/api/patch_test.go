@@ -53,9 +53,9 @@ func TestPatchSubscription(t *testing.T) {
 		{`{"filter": {}}`, "filter", nil},
 		{`{"filter": {"z": true}}`, "filter", map[string]any{"z": true}},
 		{`{"filter": null}`, "filter", nil},
-		{`{"headers": {"X-B": "2"}}`, "headers", map[string]any{"X-B": "2"}},
+		{`{"headers": {"X-B": "2"}}`, "headers", map[string]any{"X-B": "********"}},
 		{`{"headers": null}`, "headers", map[string]any{}},
-		{`{"headers": {"X-C": "3"}}`, "headers", map[string]any{"X-C": "3"}},
+		{`{"headers": {"X-C": "3"}}`, "headers", map[string]any{"X-C": "********"}},
 		{`{"headers": {}}`, "headers", map[string]any{}},
 		{`{"description": "new"}`, "description", "new"},
 		{`{"description": null}`, "description", ""},
@@ -86,7 +86,7 @@ func TestPatchSubscription(t *testing.T) {
 	require.Equal(t, "https://hooks.example.com/c", got["target_url"])
 	require.Equal(t, []any{"*"}, got["event_types"])
 	require.Equal(t, map[string]any{"w": "x"}, got["filter"])
-	require.Equal(t, map[string]any{"X-D": "4"}, got["headers"])
+	require.Equal(t, map[string]any{"X-D": "********"}, got["headers"])
 	require.Equal(t, "all", got["description"])
 	require.Equal(t, map[string]any{"k": "v"}, got["metadata"])
 	require.Equal(t, true, got["ordered"])

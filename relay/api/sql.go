@@ -231,7 +231,7 @@ const deliveryColumns = `d.id, d.event_id, d.subscription_id, d.status, d.attemp
     d.next_attempt_at, d.created_at, d.updated_at`
 
 // sqlGetDelivery: $1 delivery row id, $2 tenant scope. Deliveries of deleted subscriptions
-// stay readable (SPEC section 11).
+// stay readable.
 const sqlGetDelivery = `
 SELECT ` + deliveryColumns + `
 FROM {{schema}}.deliveries d

@@ -30,8 +30,8 @@ const (
 // subscriptionStatuses are the values of subscriptions.status.
 var subscriptionStatuses = []string{"active", "paused", "disabled"}
 
-// reservedHeaders are header names a subscription's custom headers may not set: the relay's
-// own (SPEC section 4) and those that belong to the transport. Lower case.
+// reservedHeaders are header names a subscription's custom headers may not set: those the
+// relay sets on every webhook and those that belong to the transport. Lower case.
 var reservedHeaders = []string{
 	"content-type", "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
 	"x-webhook-signature", "x-webhook-event", "x-webhook-attempt",
@@ -57,7 +57,8 @@ type subscriptionRow struct {
 	UpdatedAt      time.Time      `db:"updated_at"`
 }
 
-// subscriptionJSON is a subscription as the API shows it (SPEC section 6).
+// subscriptionJSON is a subscription as the API shows it. Header values are masked
+// (headerMask) unless GET /v1/subscriptions/{id} is asked to reveal them.
 type subscriptionJSON struct {
 	ID             string          `json:"id"`
 	TenantID       *string         `json:"tenant_id"`
@@ -81,7 +82,7 @@ func (r subscriptionRow) toJSON() subscriptionJSON {
 		TargetURL:      r.TargetURL,
 		EventTypes:     []string(r.EventTypes),
 		Filter:         json.RawMessage(r.Filter), // nil, hence null, when unset
-		Headers:        jsonOr(r.Headers, "{}"),
+		Headers:        maskHeaders(r.Headers),
 		Description:    r.Description,
 		Metadata:       jsonOr(r.Metadata, "{}"),
 		Ordered:        r.Ordered,
@@ -177,6 +178,9 @@ func parseCreateSubscription(body []byte) (newSubscription, error) {
 		return in, err
 	}
 	if err := checkHeaders(in.Headers); err != nil {
+		return in, err
+	}
+	if err := checkNoMask(in.Headers, func(string) bool { return false }); err != nil {
 		return in, err
 	}
 	if in.Metadata, err = normalizeObject(obj, "metadata", codeInvalidMetadata); err != nil {
@@ -310,12 +314,9 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 	if err != nil {
 		return err
 	}
-	headers, err := json.Marshal(in.Headers)
+	headers, err := a.sealHeaders(in.Headers)
 	if err != nil {
-		return fmt.Errorf("encoding headers: %w", err)
-	}
-	if in.Headers == nil {
-		headers = []byte("{}")
+		return err
 	}
 	metadata := in.Metadata
 	if metadata == nil {
@@ -417,13 +418,29 @@ func (a *API) loadSubscription(r *http.Request, s scope) (subscriptionRow, error
 	return row, nil
 }
 
-// getSubscription is GET /v1/subscriptions/{id}.
+// getSubscription is GET /v1/subscriptions/{id}: header values masked, or in clear with
+// ?reveal=headers.
 func (a *API) getSubscription(w http.ResponseWriter, r *http.Request, s scope) error {
+	reveal := false
+	if values, ok := r.URL.Query()["reveal"]; ok {
+		for _, v := range values {
+			if v != "headers" {
+				return invalid(codeInvalidReveal, "reveal must be headers")
+			}
+		}
+		reveal = true
+	}
 	row, err := a.loadSubscription(r, s)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, row.toJSON())
+	out := row.toJSON()
+	if reveal {
+		if out.Headers, err = a.revealHeaders(row.ID, row.Headers); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -443,8 +460,9 @@ func (a *API) getSecret(w http.ResponseWriter, r *http.Request, s scope) error {
 	}
 	plain, err := a.openSecret(stored)
 	if err != nil {
-		// Not the caller's fault: a wrong or missing RELAY_ENCRYPTION_KEY.
-		return fmt.Errorf("opening secret of subscription %s: %w", id, err)
+		// Not the caller's fault: a wrong or missing encryption key.
+		a.log.Error().Err(err).Str("subscription_id", id).Msg("opening signing secret")
+		return errSecretUnavailable("the signing secret")
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Secret string `json:"secret"`

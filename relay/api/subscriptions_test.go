@@ -105,6 +105,7 @@ func TestCreateSubscriptionValidation(t *testing.T) {
 		{"HeaderValueNewline", valid(`, "headers": {"X-A": "a\r\nX-Injected: 1"}`), 422, "invalid_headers", "control"},
 		{"HeaderValueNUL", valid(`, "headers": {"X-A": "a\u0000"}`), 422, "invalid_headers", "control"},
 		{"HeaderTwiceByCase", valid(`, "headers": {"X-A": "1", "x-a": "2"}`), 422, "invalid_headers", "more than once"},
+		{"HeaderMask", valid(`, "headers": {"Authorization": "********"}`), 422, "invalid_headers", "no such header"},
 
 		// 422 invalid_filter, invalid_metadata, invalid_description.
 		{"FilterTooDeep", valid(`, "filter": ` + deep), 422, "invalid_filter", "deeper"},
@@ -160,7 +161,7 @@ func TestCreateSubscription(t *testing.T) {
 	require.Equal(t, "https://hooks.example.com/in?x=1", sub["target_url"])
 	require.Equal(t, []any{"*", "signup.*", "signup.created"}, sub["event_types"], "deduplicated and sorted")
 	require.Equal(t, map[string]any{"waitlist_id": "wl_42"}, sub["filter"])
-	require.Equal(t, map[string]any{"X-Api-Key": "k1", "Authorization": "Token abc"}, sub["headers"])
+	require.Equal(t, map[string]any{"X-Api-Key": "********", "Authorization": "********"}, sub["headers"], "values masked")
 	require.Equal(t, "CRM sync", sub["description"])
 	require.Equal(t, map[string]any{"owner": "team-a", "n": float64(3)}, sub["metadata"])
 	require.Equal(t, true, sub["ordered"])

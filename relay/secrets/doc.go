@@ -1,5 +1,5 @@
-// Package secrets encrypts subscription signing secrets at rest (RELAY_ENCRYPTION_KEY and
-// RELAY_ENCRYPTION_KEY_PREVIOUS, SPEC section 8).
+// Package secrets encrypts subscription signing secrets and custom header values at rest
+// (RELAY_ENCRYPTION_KEY and RELAY_ENCRYPTION_KEY_PREVIOUS).
 //
 // # Format
 //
@@ -22,6 +22,17 @@
 // nil)) seals nothing either: Seal answers its input. A sealed value without a key that
 // opens it is an error (ErrNoKey, ErrUnknownKey), never a pass-through: a sealed value
 // handed out as if it were a secret would sign with garbage.
+//
+// # Custom header values
+//
+// A subscription's custom headers (often "Authorization: Bearer ...") are credentials too.
+// The headers column stays a JSON object from header name, in clear, to a value that is
+// either a JSON string, in clear, or {"sealed": "enc:v1:<key id>:<base64>"}, sealed by a Box
+// as above. Values are in clear when no key is configured and in rows written before header
+// values were sealed. The JSON type, not the text, says which: a clear value is never passed
+// to Open, so a header whose value happens to start with "enc:" is sent as it is.
+// SealHeaderValue, DecodeHeaders and EncodeHeaders write and read the column; OpenHeaders
+// turns it into the headers to send, and is all the deliverer needs.
 //
 // # Failures
 //

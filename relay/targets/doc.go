@@ -31,13 +31,33 @@
 //
 // # What counts as private
 //
-// IsPrivate is a deny list of everything that is not a globally reachable unicast address:
-// loopback, RFC 1918, unique local (fc00::/7), link-local, site-local, unspecified and
-// "this network" (0.0.0.0/8), multicast, broadcast and reserved (240.0.0.0/4), CGNAT
-// (100.64.0.0/10), IETF protocol assignments, benchmarking and documentation ranges, and
-// the cloud metadata addresses (169.254.169.254, fd00:ec2::254 and 100.100.100.200 fall in
-// the ranges above). IPv6 forms that carry an IPv4 address (IPv4-mapped ::ffff:a.b.c.d,
-// NAT64 64:ff9b::/96, 6to4 2002::/16) are judged by the address they carry; the deprecated
-// IPv4-compatible ::/96, Teredo and local-use NAT64 are refused outright. An invalid address
-// is private: the guard fails closed.
+// IsPrivate is a deny list of everything that is not a globally reachable unicast address.
+// IPv4: loopback, RFC 1918, link-local, "this network" (0.0.0.0/8), multicast, broadcast and
+// reserved (240.0.0.0/4), CGNAT (100.64.0.0/10), IETF protocol assignments, benchmarking and
+// documentation ranges; the cloud metadata addresses 169.254.169.254 and 100.100.100.200 fall
+// in them. IPv6: every address outside 2000::/3, the only space allocated for global unicast
+// (so unspecified, loopback, unique local fc00::/7 with the AWS metadata address
+// fd00:ec2::254, link-local, site-local, multicast, discard-only 100::/64), and inside it
+// Teredo, benchmarking and documentation ranges. An invalid address is private: the guard
+// fails closed.
+//
+// IPv6 addresses that carry an IPv4 address are refused when they could reach a private one:
+//   - IPv4-mapped ::ffff:a.b.c.d is the IPv4 address itself (the socket layer connects to it
+//     over IPv4), judged as such;
+//   - NAT64 with the well-known prefix, 64:ff9b::/96 (RFC 6052), is judged by the IPv4
+//     address it carries: a NAT64 gateway translates 64:ff9b::7f00:1 to 127.0.0.1;
+//   - 6to4, 2002::/16, is judged by the IPv4 address of its relay (bits 16 to 47);
+//   - an ISATAP interface identifier (RFC 5214: ...:0:5efe:a.b.c.d or ...:200:5efe:a.b.c.d)
+//     under any prefix is refused when its IPv4 address is private, because under the
+//     relay's own site prefix the site's ISATAP router delivers it to that IPv4 host;
+//   - refused whatever they carry, as outside 2000::/3: IPv4-translated ::ffff:0:a.b.c.d
+//     (::ffff:0:0:0/96, RFC 2765, what a SIIT translator turns into a.b.c.d), the
+//     deprecated IPv4-compatible ::a.b.c.d (::/96), and local-use NAT64 64:ff9b:1::/48, whose
+//     mapping is the local network's own;
+//   - Teredo, 2001::/32, is refused whatever it carries: its IPv4 addresses are obfuscated
+//     and its traffic crosses a relay chosen by the address.
+//
+// NAT64 with a network-specific prefix (RFC 6052 allows any /32 to /96) cannot be recognised
+// from the address: on such a network, the translator itself must not reach private IPv4
+// addresses.
 package targets

@@ -18,7 +18,7 @@ import (
 // private, or with "not found", so the fuzzer reaches every branch without a network.
 type hashResolver struct{}
 
-var fuzzAddrs = []string{"93.184.216.34", "10.0.0.1", "127.0.0.1", "::ffff:169.254.169.254", "2606:4700::1", "fd00:ec2::254", ""}
+var fuzzAddrs = []string{"93.184.216.34", "10.0.0.1", "127.0.0.1", "::ffff:169.254.169.254", "::ffff:0:169.254.169.254", "2606:4700::1", "fd00:ec2::254", ""}
 
 func (hashResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
 	h := fnv.New32a()
@@ -33,7 +33,7 @@ func (hashResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, 
 func FuzzValidate(f *testing.F) {
 	for _, s := range []string{
 		"https://hooks.example.com/x", "http://a.b/", "https://127.0.0.1/", "https://[::1]/",
-		"https://[::ffff:10.0.0.1]:8443/", "https://0x7f.1/", "https://2130706433/", "https://localhost/",
+		"https://[::ffff:10.0.0.1]:8443/", "https://[::ffff:0:127.0.0.1]/", "https://[64:ff9b::a9fe:a9fe]/", "https://0x7f.1/", "https://2130706433/", "https://localhost/",
 		"https://user@host/", "https:opaque", "//host/x", "https://[fe80::1%25eth0]/", "", "https://%/",
 		"https://a.localhost./", "https://xn--bcher-kva.example/", "https://h:99999/",
 	} {

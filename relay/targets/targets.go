@@ -230,7 +230,8 @@ func (e *dialError) Error() string        { return "connection to private addres
 func (e *dialError) Is(target error) bool { return target == ErrPrivateAddress }
 
 // privatePrefixes are the ranges IsPrivate refuses outright, once an IPv4-mapped address has
-// been unmapped.
+// been unmapped. IPv6 outside 2000::/3 is refused before this list is read (see IsPrivate),
+// so only the special ranges inside it are listed for IPv6.
 var privatePrefixes = func() []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range []string{
@@ -249,18 +250,11 @@ var privatePrefixes = func() []netip.Prefix {
 		"203.0.113.0/24",  // documentation
 		"224.0.0.0/4",     // multicast
 		"240.0.0.0/4",     // reserved, and 255.255.255.255 broadcast
-		// IPv6
-		"::/96",          // unspecified, loopback, deprecated IPv4-compatible
-		"64:ff9b:1::/48", // local-use NAT64
-		"100::/64",       // discard-only
-		"2001::/32",      // Teredo
-		"2001:2::/48",    // benchmarking
-		"2001:db8::/32",  // documentation
-		"3fff::/20",      // documentation
-		"fc00::/7",       // unique local; includes fd00:ec2::254 (AWS metadata)
-		"fe80::/10",      // link-local
-		"fec0::/10",      // deprecated site-local
-		"ff00::/8",       // multicast
+		// IPv6, inside 2000::/3
+		"2001::/32",     // Teredo: its client and server IPv4 addresses are obfuscated, not judged
+		"2001:2::/48",   // benchmarking
+		"2001:db8::/32", // documentation
+		"3fff::/20",     // documentation
 	} {
 		out = append(out, netip.MustParsePrefix(s))
 	}
@@ -268,8 +262,15 @@ var privatePrefixes = func() []netip.Prefix {
 }()
 
 var (
-	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
-	sixToFour   = netip.MustParsePrefix("2002::/16")
+	// globalUnicast6 is the only IPv6 space IANA allocates for global unicast. Everything
+	// outside it is refused, except the NAT64 prefix below: unspecified, loopback, the
+	// IPv4-compatible ::/96 and IPv4-translated ::ffff:0:0:0/96 forms, local-use NAT64
+	// 64:ff9b:1::/48, discard-only 100::/64, unique local fc00::/7 (fd00:ec2::254, the AWS
+	// metadata address, is one), link-local, site-local and multicast, and whatever a future
+	// special range in that space might be.
+	globalUnicast6 = netip.MustParsePrefix("2000::/3")
+	nat64Prefix    = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour      = netip.MustParsePrefix("2002::/16")
 )
 
 // IsPrivate reports whether ip is anything but a globally reachable unicast address: see the
@@ -284,6 +285,10 @@ func IsPrivate(ip netip.Addr) bool {
 		switch {
 		case nat64Prefix.Contains(ip):
 			return IsPrivate(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
+		case !globalUnicast6.Contains(ip):
+			return true
+		case isISATAP(b) && IsPrivate(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})):
+			return true
 		case sixToFour.Contains(ip):
 			return IsPrivate(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}))
 		}
@@ -298,4 +303,12 @@ func IsPrivate(ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// isISATAP reports whether an IPv6 address has an ISATAP interface identifier (RFC 5214:
+// 0000:5efe or 0200:5efe, then an IPv4 address). Inside a site that runs an ISATAP router,
+// such an address under the site's own prefix reaches the embedded IPv4 address, so that
+// address must be public too.
+func isISATAP(b [16]byte) bool {
+	return b[8]&^0x02 == 0 && b[9] == 0 && b[10] == 0x5e && b[11] == 0xfe
 }

@@ -42,6 +42,7 @@ var resolver = fakeResolver{
 	"metadata.example":    {"169.254.169.254"},
 	"mapped.example":      {"::ffff:192.168.1.1"},
 	"ula.example":         {"fd00:ec2::254"},
+	"translated.example":  {"::ffff:0:169.254.169.254"},
 	"empty.example.com":   {},
 	"timeout.example.com": nil,
 }
@@ -157,6 +158,13 @@ func TestValidate(t *testing.T) {
 		{"NAT64Public", strict, "https://[64:ff9b::5db8:d822]/", ""},
 		{"SixToFourPrivate", strict, "https://[2002:a00:1::1]/", "private"},
 		{"Teredo", strict, "https://[2001:0:4136:e378::1]/", "private"},
+		{"Translated4Loopback", strict, "https://[::ffff:0:127.0.0.1]/", "private"},
+		{"Translated4Private", strict, "https://[::ffff:0:10.0.0.1]/", "private"},
+		{"Translated4Metadata", strict, "https://[::ffff:0:169.254.169.254]/", "private"},
+		{"Translated4Public", strict, "https://[::ffff:0:93.184.216.34]/", "private"},
+		{"LocalUseNAT64", strict, "https://[64:ff9b:1::a00:1]/", "private"},
+		{"ISATAPPrivate", strict, "https://[2606:2800:220:1:0:5efe:10.0.0.1]/", "private"},
+		{"ISATAPPublic", strict, "https://[2606:2800:220:1:200:5efe:93.184.216.34]/", ""},
 
 		// Resolution.
 		{"ResolvesPrivate", strict, "https://internal.example/", "resolves to a private"},
@@ -164,6 +172,7 @@ func TestValidate(t *testing.T) {
 		{"ResolvesMetadata", strict, "https://metadata.example/", "resolves to a private"},
 		{"ResolvesMapped", strict, "https://mapped.example/", "resolves to a private"},
 		{"ResolvesULA", strict, "https://ula.example/", "resolves to a private"},
+		{"ResolvesTranslated", strict, "https://translated.example/", "resolves to a private"},
 		{"OneOfManyPrivate", strict, "https://mixed.example.com/", "(10.0.0.7)"},
 		{"ResolvesPrivateAllowed", private, "https://internal.example/", ""},
 		{"DoesNotResolve", strict, "https://nowhere.example.com/", "does not resolve"},
@@ -255,6 +264,42 @@ func TestIsPrivate(t *testing.T) {
 		{"64:ff9b:1::1", true},
 		{"2002:7f00:1::", true},
 		{"2001:db8::1", true},
+
+		// IPv4-translated (RFC 2765), whatever it carries.
+		{"::ffff:0:127.0.0.1", true},
+		{"::ffff:0:10.0.0.1", true},
+		{"::ffff:0:169.254.169.254", true},
+		{"::ffff:0:7f00:1", true},
+		{"::ffff:0:8.8.8.8", true},
+		{"::ffff:0:0:0", true},
+		// IPv4-compatible (deprecated), whatever it carries.
+		{"::127.0.0.1", true},
+		{"::8.8.8.8", true},
+		// NAT64 well-known prefix: the IPv4 address it carries.
+		{"64:ff9b::127.0.0.1", true},
+		{"64:ff9b::10.0.0.1", true},
+		{"64:ff9b::100.100.100.200", true},
+		{"64:ff9b::8.8.8.8", false},
+		// Local-use NAT64 and the rest of 64:ff9b::/32 outside the well-known /96.
+		{"64:ff9b:1::8.8.8.8", true},
+		{"64:ff9b::1:0:808:808", true},
+		// 6to4: the IPv4 address in bits 16 to 47.
+		{"2002:a9fe:a9fe::1", true},
+		{"2002:a00:1::1", true},
+		{"2002:c0a8:101::1", true},
+		{"2002:5db8:d822::1", false},
+		// Teredo, whatever it carries.
+		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", true},
+		{"2001:0:5db8:d822::1", true},
+		// ISATAP interface identifiers: the IPv4 address in the last 32 bits.
+		{"2606:2800:220:1:0:5efe:127.0.0.1", true},
+		{"2606:2800:220:1:200:5efe:169.254.169.254", true},
+		{"2606:2800:220:1:200:5efe:93.184.216.34", false},
+		// Outside 2000::/3: nothing there is global unicast.
+		{"100::1", true},
+		{"1234::1", true},
+		{"4000::1", true},
+		{"e000::1", true},
 	}
 	for _, tt := range tests {
 		require.Equal(t, tt.want, targets.IsPrivate(netip.MustParseAddr(tt.addr)), tt.addr)
@@ -274,6 +319,9 @@ func TestDialControl(t *testing.T) {
 	}
 	require.EqualError(t, strict.DialControl("tcp4", "127.0.0.1:8080", nil), "connection to private address 127.0.0.1 refused")
 	require.EqualError(t, strict.DialControl("tcp6", "[::ffff:10.0.0.1]:8080", nil), "connection to private address ::ffff:10.0.0.1 refused")
+	for _, addr := range []string{"[::ffff:0:127.0.0.1]:443", "[::ffff:0:a00:1]:80", "[::ffff:0:169.254.169.254]:80", "[64:ff9b::a9fe:a9fe]:80", "[2002:7f00:1::1]:443"} {
+		require.ErrorIs(t, strict.DialControl("tcp6", addr, nil), targets.ErrPrivateAddress, addr)
+	}
 	require.NoError(t, strict.DialControl("tcp4", "93.184.216.34:443", nil))
 	require.NoError(t, strict.DialControl("tcp6", "[2606:2800:220:1:248:1893:25c8:1946]:443", nil))
 	require.ErrorIs(t, strict.DialControl("unix", "/run/socket", nil), targets.ErrPrivateAddress, "fails closed")
