@@ -185,7 +185,8 @@ var schemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Validate checks values and the rules between them, in field order, and
 // returns the first problem as an *Error. Load calls it; call it again on a
-// Config built by hand.
+// Config built by hand. Like lib/pq when it connects, it reads the PG*
+// environment variables and the TLS files the database URLs name.
 func (c Config) Validate() error {
 	if c.DatabaseURL == "" {
 		return requiredError("RELAY_DATABASE_URL")
