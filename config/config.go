@@ -365,8 +365,13 @@ var pqSafe = []string{
 
 func pqMessage(err error, want string) string {
 	msg := strings.TrimPrefix(err.Error(), "pq: ")
-	if strings.HasPrefix(msg, `missing "=" after `) {
+	switch {
+	case strings.HasPrefix(msg, `missing "=" after `):
 		return `invalid key=value DSN: a word without "=" (quote values with spaces: password='a b'; ` + want + ")"
+	case strings.HasPrefix(msg, "user: "):
+		// os/user: lib/pq falls back to the process's user name, which a container running
+		// under an arbitrary UID may not have.
+		return "names no user, and this process's user name is unknown (" + msg + "); " + want
 	}
 	for _, p := range pqSafe {
 		if strings.HasPrefix(msg, p) {

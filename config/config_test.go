@@ -651,6 +651,12 @@ func TestDatabaseURLs(t *testing.T) {
 	}
 }
 
+func TestDatabaseURLWithoutUserUnderUnknownUID(t *testing.T) {
+	// What os/user says in a container running under a UID without a passwd entry.
+	msg := pqMessage(errors.New("user: unknown userid 1000650000"), "want postgres://user@host/db")
+	require.Equal(t, "names no user, and this process's user name is unknown (user: unknown userid 1000650000); want postgres://user@host/db", msg)
+}
+
 // writeTestCert writes a self-signed certificate and its key (0600) as PEM files.
 func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
