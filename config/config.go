@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/lib/pq"
 )
 
 // KeySize is the length in bytes of RELAY_ENCRYPTION_KEY and
@@ -183,7 +185,8 @@ var schemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // Validate checks values and the rules between them, in field order, and
 // returns the first problem as an *Error. Load calls it; call it again on a
-// Config built by hand.
+// Config built by hand. Like lib/pq when it connects, it reads the PG*
+// environment variables and the TLS files the database URLs name.
 func (c Config) Validate() error {
 	if c.DatabaseURL == "" {
 		return requiredError("RELAY_DATABASE_URL")
@@ -313,25 +316,115 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// checkDatabaseURL accepts what lib/pq and pgx accept without connecting. Its
-// message never contains the value, which may hold a password.
+// checkDatabaseURL accepts what lib/pq would connect with, without connecting: the relay
+// retries connection errors forever (the database may come later), so a setting lib/pq or
+// PostgreSQL can never accept must stop start-up here instead. Its message never contains
+// the value, which may hold a password.
 func checkDatabaseURL(s string) string {
 	const want = "want postgres://user:password@host:5432/db or a key=value DSN"
 	if i := strings.Index(s, "://"); i >= 0 {
-		switch strings.ToLower(s[:i]) {
+		// lib/pq takes a URL only with these exact, lowercase schemes; it would read
+		// anything else as a key=value DSN and fail.
+		switch s[:i] {
 		case "postgres", "postgresql":
 		default:
 			return "invalid URL: scheme must be postgres:// or postgresql:// (" + want + ")"
 		}
+		// Parsed here rather than by lib/pq, whose error quotes the whole URL.
 		if _, err := url.Parse(s); err != nil {
-			return "invalid URL (" + want + ")"
+			return "invalid URL: percent-encode special characters in the user name and password (" + want + ")"
 		}
-		return ""
-	}
-	if !strings.Contains(s, "=") {
+	} else if !strings.Contains(s, "=") {
 		return "invalid URL (" + want + ")"
 	}
+
+	cfg, err := pq.NewConfig(s)
+	if err != nil {
+		return pqMessage(err, want)
+	}
+	for k := range cfg.Runtime {
+		if libpqOnly[k] {
+			return fmt.Sprintf("setting %q is a libpq option that lib/pq does not support: it would be sent to PostgreSQL as a run-time parameter and every connection refused; remove it", k)
+		}
+	}
+	if msg := probeTLSFiles(cfg); msg != "" {
+		return msg
+	}
 	return ""
+}
+
+// pqSafe are the beginnings of lib/pq's parse errors that name a setting, its (never
+// secret) value or a rule. Any other message is withheld: some quote the connection string,
+// and with it the password (a key without "=" after an unquoted password with a space, a
+// line of a service file).
+var pqSafe = []string{
+	"wrong value for ", "unsupported client_encoding", "unsupported datestyle", "could not match ",
+	"weak sslmode ", "min_protocol_version ", "unterminated quoted string", "missing character after backslash",
+	"environment variable $",
+}
+
+func pqMessage(err error, want string) string {
+	msg := strings.TrimPrefix(err.Error(), "pq: ")
+	switch {
+	case strings.HasPrefix(msg, `missing "=" after `):
+		return `invalid key=value DSN: a word without "=" (quote values with spaces: password='a b'; ` + want + ")"
+	case strings.HasPrefix(msg, "user: "):
+		// os/user: lib/pq falls back to the process's user name, which a container running
+		// under an arbitrary UID may not have.
+		return "names no user, and this process's user name is unknown (" + msg + "); " + want
+	}
+	for _, p := range pqSafe {
+		if strings.HasPrefix(msg, p) {
+			return msg
+		}
+	}
+	return "lib/pq cannot use it (its message is withheld: it may quote the password; " + want + ")"
+}
+
+// libpqOnly are libpq's connection settings that lib/pq does not know. lib/pq passes unknown
+// settings on to PostgreSQL as run-time parameters (search_path=... is legitimate), and
+// PostgreSQL refuses these with "unrecognized configuration parameter" on every connection.
+// (tcp_user_timeout and replication are missing on purpose: PostgreSQL accepts them.)
+var libpqOnly = map[string]bool{
+	"keepalives": true, "keepalives_idle": true, "keepalives_interval": true, "keepalives_count": true,
+	"gssencmode": true, "gsslib": true, "gssdelegation": true, "channel_binding": true, "require_auth": true,
+	"requiressl": true, "sslcompression": true, "sslpassword": true, "sslcertmode": true, "sslcrl": true,
+	"sslcrldir": true, "sslkeylogfile": true, "requirepeer": true,
+}
+
+// probeTLSFiles runs lib/pq's connect path over a connection that fails at its first
+// write. lib/pq reads sslrootcert, sslcert and sslkey (or the files under ~/.postgresql)
+// only when it connects, before it writes anything: a missing or unreadable file, a key
+// with loose permissions or PEM that does not parse ends the probe with its own error.
+func probeTLSFiles(cfg pq.Config) string {
+	c, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		return "lib/pq cannot use it: " + err.Error()
+	}
+	c.Dialer(closedPipeDialer{})
+	conn, err := c.Connect(context.Background())
+	if err == nil { // not expected: nothing answers
+		_ = conn.Close()
+		return ""
+	}
+	if errors.Is(err, io.ErrClosedPipe) {
+		return ""
+	}
+	return "TLS settings: " + oneLine(strings.TrimPrefix(err.Error(), "pq: "))
+}
+
+// closedPipeDialer hands lib/pq one end of a pipe whose other end is closed, so its first
+// write fails with io.ErrClosedPipe and nothing goes over a network.
+type closedPipeDialer struct{}
+
+func (closedPipeDialer) Dial(string, string) (net.Conn, error) {
+	client, server := net.Pipe()
+	_ = server.Close()
+	return client, nil
+}
+
+func (d closedPipeDialer) DialTimeout(network, address string, _ time.Duration) (net.Conn, error) {
+	return d.Dial(network, address)
 }
 
 func checkAddr(s, example string) string {

@@ -2,11 +2,19 @@ package config
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -543,5 +551,143 @@ func FuzzKeyDecode(f *testing.F) {
 			return
 		}
 		require.True(t, len(k) == 0 || len(k) == KeySize, "decoded %d bytes", len(k))
+	})
+}
+
+// TestDatabaseURLs checks RELAY_DATABASE_URL and RELAY_LISTEN_DATABASE_URL against what
+// lib/pq accepts, including what it would only refuse when connecting (which the relay
+// retries forever), without echoing the password.
+func TestDatabaseURLs(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeTestCert(t, dir)
+	garbage := filepath.Join(dir, "garbage.pem")
+	require.NoError(t, os.WriteFile(garbage, []byte("not PEM\n"), 0o600))
+	looseKey := filepath.Join(dir, "loose.key")
+	keyPEM, err := os.ReadFile(key)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(looseKey, keyPEM, 0o644))
+	require.NoError(t, os.Chmod(looseKey, 0o644)) // whatever the umask
+	const url = "postgres://relay:" + testPassword + "@db.internal:5432/app"
+	// An unquoted password with a space: lib/pq takes its second half for a key.
+	const spacedPassword = "pw-SECRET g7h8i9"
+
+	good := []string{
+		testDBURL,
+		"postgresql://relay@db.internal/app",
+		"postgres://",
+		"host=pgbouncer port=6432 dbname=app password='a b'",
+		url + "?sslmode=disable",
+		url + "?sslmode=allow",
+		url + "?sslmode=prefer",
+		url + "?sslmode=require",
+		url + "?sslmode=verify-ca&sslrootcert=" + cert,
+		url + "?sslmode=verify-full&sslrootcert=" + cert,
+		url + "?sslmode=verify-full&sslrootcert=system",
+		url + "?sslrootcert=system",                                               // implies verify-full
+		url + "?sslmode=require&sslrootcert=" + filepath.Join(dir, "missing.crt"), // lib/pq skips a missing file unless it verifies
+		url + "?sslmode=",                                                         // an empty value is dropped: lib/pq's default
+		url + "?sslmode=verify-full&sslrootcert=" + cert + "&sslcert=" + cert + "&sslkey=" + key,
+		url + "?sslmode=require&sslnegotiation=direct",
+		url + "?connect_timeout=5&application_name=relay&target_session_attrs=read-write",
+		url + "?search_path=app&statement_timeout=5s", // run-time parameters for PostgreSQL
+		url + "?tcp_user_timeout=5000",                // not known to lib/pq, but a PostgreSQL setting
+		"host=db1,db2 port=5432,5433 user=relay dbname=app sslmode=disable",
+		"host=/var/run/postgresql dbname=app",
+		"host=db dbname=app options='-c statement_timeout=5s'",
+	}
+	for _, dsn := range good {
+		t.Run("Good", func(t *testing.T) {
+			require.Empty(t, checkDatabaseURL(dsn), "DSN %q", dsn)
+		})
+	}
+
+	bad := []struct {
+		name, dsn, want string
+	}{
+		{"SSLModeBogus", url + "?sslmode=bogus", `wrong value for "sslmode": "bogus" is not supported; supported values are disable, allow, prefer, require, verify-full, or verify-ca`},
+		{"SSLModeBogusKeyValue", "host=db password=" + testPassword + " sslmode=bogus", `"bogus" is not supported`},
+		{"SSLModeUppercase", url + "?sslmode=Require", `"Require" is not supported`},
+		{"SSLNegotiationBogus", url + "?sslnegotiation=fast", `wrong value for "sslnegotiation"`},
+		{"DirectWithWeakSSLMode", url + "?sslnegotiation=direct&sslmode=prefer", `weak sslmode "prefer" may not be used with sslnegotiation=direct`},
+		{"SystemRootWithWeakSSLMode", url + "?sslrootcert=system&sslmode=require", `weak sslmode "require" may not be used with sslrootcert=system`},
+		{"RootCertMissing", url + "?sslmode=verify-full&sslrootcert=" + filepath.Join(dir, "missing.crt"), "TLS settings: open " + filepath.Join(dir, "missing.crt")},
+		{"RootCertNotPEM", url + "?sslmode=verify-ca&sslrootcert=" + garbage, "TLS settings: couldn't parse pem from sslrootcert"},
+		{"ClientKeyReadableByOthers", url + "?sslmode=require&sslcert=" + cert + "&sslkey=" + looseKey, "TLS settings: private key has world access"},
+		{"ClientCertNotPEM", url + "?sslmode=require&sslcert=" + garbage + "&sslkey=" + key, "TLS settings: tls: failed to find any PEM data in certificate input"},
+		{"InlineCertNotPEM", url + "?sslmode=require&sslinline=true&sslcert=x&sslkey=y", "TLS settings: tls: failed to find any PEM data"},
+		{"PortNotNumber", "host=db port=abc password=" + testPassword, `wrong value for "port"`},
+		{"PortOutOfRange", "postgres://relay:" + testPassword + "@db:99999/app", `wrong value for "port"`},
+		{"HostaddrNotIP", "hostaddr=db.internal password=" + testPassword, `wrong value for "hostaddr"`},
+		{"PortsDoNotMatchHosts", "host=a,b,c port=1,2 password=" + testPassword, "could not match 2 port numbers to 3 hosts"},
+		{"ConnectTimeoutNotNumber", url + "?connect_timeout=soon", `wrong value for "connect_timeout"`},
+		{"TargetSessionAttrsBogus", url + "?target_session_attrs=master", `wrong value for "target_session_attrs"`},
+		{"ClientEncodingNotUTF8", url + "?client_encoding=LATIN1", `unsupported client_encoding "LATIN1"`},
+		{"LibpqOnlyKeepalives", url + "?keepalives=1", `setting "keepalives" is a libpq option that lib/pq does not support`},
+		{"LibpqOnlySSLPassword", url + "?sslpassword=" + testPassword, `setting "sslpassword" is a libpq option`},
+		{"LibpqOnlyChannelBinding", "host=db channel_binding=require password=" + testPassword, `setting "channel_binding"`},
+		{"SchemeCapitalised", "Postgres://relay:" + testPassword + "@db/app", "scheme must be postgres:// or postgresql://"},
+		{"SchemeOther", "mysql://root:" + testPassword + "@db/app", "scheme must be postgres:// or postgresql://"},
+		{"PasswordNotEncoded", "postgres://relay:" + testPassword + "/x@db/app", "percent-encode special characters"},
+		{"BadEscape", "postgres://relay:" + testPassword + "%zz@db/app", "percent-encode special characters"},
+		{"UnquotedSpaceInPassword", "host=db password=" + spacedPassword + " dbname=app", `a word without "="`},
+		{"UnterminatedQuote", "host=db password='" + testPassword, "unterminated quoted string literal"},
+		{"NotADSN", testPassword, "invalid URL"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := checkDatabaseURL(tt.dsn)
+			require.Contains(t, msg, tt.want)
+			for _, secret := range []string{testPassword, "g7h8i9", "pw-SECRET"} {
+				require.NotContains(t, msg, secret, "message leaks the password")
+			}
+
+			for _, name := range []string{"RELAY_DATABASE_URL", "RELAY_LISTEN_DATABASE_URL"} {
+				setEnv(t, baseEnv(map[string]string{name: tt.dsn}))
+				_, err := Load()
+				requireConfigError(t, err, name)
+				require.NotContains(t, err.Error(), testPassword)
+			}
+		})
+	}
+}
+
+func TestDatabaseURLWithoutUserUnderUnknownUID(t *testing.T) {
+	// What os/user says in a container running under a UID without a passwd entry.
+	msg := pqMessage(errors.New("user: unknown userid 1000650000"), "want postgres://user@host/db")
+	require.Equal(t, "names no user, and this process's user name is unknown (user: unknown userid 1000650000); want postgres://user@host/db", msg)
+}
+
+// writeTestCert writes a self-signed certificate and its key (0600) as PEM files.
+func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "db.internal"},
+		DNSNames:              []string{"db.internal"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "db.crt"), filepath.Join(dir, "db.key")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return certFile, keyFile
+}
+
+func FuzzCheckDatabaseURL(f *testing.F) {
+	for _, s := range []string{testDBURL, "host=db password='a b' sslmode=bogus", "postgres://u:p/x@db/app", "host=a,b port=1,2,3", "x=1 keepalives=1", "sslmode=verify-full sslrootcert=/nonexistent", "'"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		msg := checkDatabaseURL(s) // must not panic or hang, whatever lib/pq makes of it
+		require.NotContains(t, msg, "\n")
 	})
 }

@@ -106,13 +106,20 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		opts.AdminListening(adminLn.Addr())
 	}
 
+	nofile := openFileLimit()
+	limits := newConnLimits(nofile, cfg.Workers, cfg.UpstreamURL != "")
+	if limits.short {
+		log.Warn().Uint64("open_file_limit", nofile).Int("workers", cfg.Workers).
+			Msg("open-file limit is low for RELAY_WORKERS: the listeners accept fewer connections at once; raise it (ulimit -n)")
+	}
+
 	// The ops server comes up first so that liveness answers while the database is awaited.
-	opsSrv := &http.Server{Handler: r.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
+	opsSrv := newOpsServer(r.opsHandler())
 	var servers sync.WaitGroup
 	servers.Add(1)
 	go func() {
 		defer servers.Done()
-		if err := opsSrv.Serve(opsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := opsSrv.Serve(limitListener(opsLn, limits.ops)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Msg("ops server stopped")
 		}
 	}()
@@ -264,20 +271,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	r.started.Store(true)
 
 	operatorAPI := api.BearerAuth(cfg.APIToken, api.TenantFromHeader(apiHandler.Handler()))
-	newOperatorServer := func() *http.Server {
-		return &http.Server{
-			Handler:           operatorAPI,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-		}
-	}
-	serve := func(name string, srv *http.Server, ln net.Listener) {
+	serve := func(name string, srv *http.Server, ln net.Listener, maxConns int) {
 		servers.Add(1)
 		go func() {
 			defer servers.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(limitListener(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Err(err).Msg(name + " server stopped")
 			}
 		}()
@@ -290,9 +288,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	streams, endStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer endStreams()
 	if cfg.UpstreamURL == "" {
-		apiSrv = newOperatorServer()
-		serve("api", apiSrv, apiLn)
-		log.Info().Str("api", apiLn.Addr().String()).Str("ops", opsLn.Addr().String()).Msg("relay running")
+		apiSrv = newOperatorServer(operatorAPI)
+		serve("api", apiSrv, apiLn, limits.operator)
+		log.Info().Str("api", apiLn.Addr().String()).Str("ops", opsLn.Addr().String()).
+			Int("api_max_conns", limits.operator).Int("ops_max_conns", limits.ops).Msg("relay running")
 	} else {
 		upstream, err := url.Parse(cfg.UpstreamURL) // config.Validate checked it
 		if err != nil {
@@ -312,20 +311,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			closeListeners()
 			return err
 		}
-		apiSrv = &http.Server{
-			Handler: public,
-			// No ReadTimeout or WriteTimeout: proxied streams and WebSockets may last hours.
-			// The proxy bounds requests under the prefix itself (30s).
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			BaseContext:       func(net.Listener) context.Context { return streams },
-		}
-		adminSrv = newOperatorServer()
-		serve("public", apiSrv, apiLn)
-		serve("admin", adminSrv, adminLn)
+		apiSrv = newPublicServer(public, streams)
+		adminSrv = newOperatorServer(operatorAPI)
+		serve("public", apiSrv, apiLn, limits.public)
+		serve("admin", adminSrv, adminLn, limits.operator)
 		log.Info().Str("public", apiLn.Addr().String()).Str("upstream", upstream.Redacted()).
 			Str("prefix", cfg.ProxyPrefix).Str("admin", adminLn.Addr().String()).
-			Str("ops", opsLn.Addr().String()).Msg("relay running in reverse-proxy mode")
+			Str("ops", opsLn.Addr().String()).Int("public_max_conns", limits.public).
+			Int("admin_max_conns", limits.operator).Int("ops_max_conns", limits.ops).
+			Msg("relay running in reverse-proxy mode")
 	}
 
 	<-ctx.Done()
