@@ -88,6 +88,29 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 // answers 200.
 func startRelay(t *testing.T, dsn string, env ...string) *relayProcess {
 	t.Helper()
+	p := launchRelay(t, dsn, env...)
+	relaytest.Eventually(t, 30*time.Second, func() bool {
+		status, _ := p.readyz(t)
+		return status == http.StatusOK
+	}, "relay never became ready:\n%s", p.Output())
+	return p
+}
+
+// readyz answers /readyz's status and body; 0 while the relay does not answer.
+func (p *relayProcess) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get(p.opsURL + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// launchRelay runs the binary against dsn with extra environment, without waiting for it.
+func launchRelay(t *testing.T, dsn string, env ...string) *relayProcess {
+	t.Helper()
 	p := &relayProcess{apiURL: "http://" + freeAddr(t), opsURL: "http://" + freeAddr(t), token: "e2e-token-" + strconv.Itoa(os.Getpid()), exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, "serve")
 	p.cmd.Env = append(os.Environ(),
@@ -116,14 +139,6 @@ func startRelay(t *testing.T, dsn string, env ...string) *relayProcess {
 			t.Errorf("a secret or the API token appeared in the relay's output:\n%s", out)
 		}
 	})
-	relaytest.Eventually(t, 30*time.Second, func() bool {
-		resp, err := http.Get(p.opsURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "relay never became ready:\n%s", p.Output())
 	return p
 }
 

@@ -69,19 +69,43 @@ func TestSecretsEncryptedAtRestAndKeyRotation(t *testing.T) {
 	require.NoError(t, v.Verify(reqs[2].Header, reqs[2].Body))
 	require.Equal(t, 0, q2.stop(t))
 
-	// Without the key the relay cannot open the secret: the delivery fails, and says why,
-	// instead of sending an unsigned or wrongly signed request.
-	r := startRelay(t, dsn, "RELAY_RETRY_SCHEDULE=")
+	// A key rotation that forgot RELAY_ENCRYPTION_KEY_PREVIOUS: no configured key opens the
+	// secret. Nothing is sent (neither unsigned nor wrongly signed), no attempt is charged
+	// to the receiver, start-up says so in one line, /readyz says so, and the delivery waits.
+	r := launchRelay(t, dsn, "RELAY_ENCRYPTION_KEY="+newKey(t), "RELAY_RETRY_SCHEDULE=")
 	insertEvents(t, db, 1, 1)
+	var why string
 	relaytest.Eventually(t, 15*time.Second, func() bool {
-		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'failed'`) == 1
-	}, "delivery with an unopenable secret did not fail")
-	var msg string
-	require.NoError(t, db.Get(&msg, `SELECT a.error FROM relay.attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.status = 'failed'`))
-	require.Contains(t, msg, "secret")
+		status, body := r.readyz(t)
+		why = body
+		return status == http.StatusServiceUnavailable && strings.Contains(body, "cannot be signed for")
+	}, "/readyz did not report the unopenable secret: %s\n%s", why, r.Output())
+	require.Contains(t, why, created["id"].(string))
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries`) == 4
+	}, "the event was never fanned out")
+	time.Sleep(time.Second) // ten polls: a claim would have sent or failed it by now
+	require.Equal(t, 1, countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'pending' AND attempt_count = 0 AND lease_owner IS NULL`),
+		"the delivery waits, its attempt given back")
+	require.Zero(t, countWhere(t, db, `SELECT count(*) FROM relay.attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.status = 'pending'`))
 	require.Len(t, rc.Requests(), 3)
+	problems := 0
+	for _, line := range strings.Split(r.Output(), "\n") {
+		if strings.Contains(line, `"problem":"unknown_key"`) {
+			problems++
+			require.Contains(t, line, created["id"].(string))
+			require.Contains(t, line, secrets.KeyID(rawNew))
+		}
+	}
+	require.Equal(t, 1, problems, "one start-up line per key problem:\n%s", r.Output())
 	require.Equal(t, 0, r.stop(t))
-	for _, out := range []string{p.Output(), q.Output(), q2.Output(), r.Output()} {
+
+	// With the right key the waiting delivery goes out by itself.
+	r2 := startRelay(t, dsn, "RELAY_ENCRYPTION_KEY="+newKeyValue)
+	reqs = rc.WaitFor(t, 4, 15*time.Second)
+	require.NoError(t, v.Verify(reqs[3].Header, reqs[3].Body))
+	require.Equal(t, 0, r2.stop(t))
+	for _, out := range []string{p.Output(), q.Output(), q2.Output(), r.Output(), r2.Output()} {
 		require.NotContains(t, out, secret)
 		require.NotContains(t, out, oldKey)
 		require.NotContains(t, out, newKeyValue)

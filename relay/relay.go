@@ -27,6 +27,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
+	"github.com/referralloop/outbox-relay/relay/keycheck"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/notify"
 	"github.com/referralloop/outbox-relay/relay/proxy"
@@ -136,11 +137,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
-	if n, err := resealSecrets(ctx, db, cfg.Schema, box); err != nil {
+	// Those that no configured key opens are left as they are: the key check below reports
+	// them, one line per key.
+	if n, _, err := resealSecrets(ctx, db, cfg.Schema, box); err != nil {
 		// Not fatal: the secrets still open with the keys given; the next start tries again.
-		log.Warn().Err(err).Msg("resealing subscription secrets with RELAY_ENCRYPTION_KEY")
+		log.Warn().Err(err).Msg("resealing subscription secrets and header values with RELAY_ENCRYPTION_KEY")
 	} else if n > 0 {
-		log.Info().Int("subscriptions", n).Msg("resealed subscription secrets with RELAY_ENCRYPTION_KEY")
+		log.Info().Int("subscriptions", n).Msg("resealed subscription secrets and header values with RELAY_ENCRYPTION_KEY")
 	}
 
 	tp, stopTracing, err := tracing.Setup(ctx, opts.Version)
@@ -159,6 +162,22 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if tracing.Enabled() {
 		tracer = tp.Tracer("github.com/referralloop/outbox-relay/relay/deliver")
 		log.Info().Msg("tracing on: one span per attempt, traceparent sent to receivers")
+	}
+
+	// Start-up logs one line per key problem: subscriptions whose secrets no configured key
+	// opens. Their deliveries wait, and readiness says so, until the key is configured.
+	r.keys, err = keycheck.New(keycheck.Config{
+		DB:     db,
+		Schema: cfg.Schema,
+		Open:   box.Open,
+		Logger: log.With().Str("component", "keycheck").Logger(),
+	})
+	if err != nil {
+		closeListeners()
+		return err
+	}
+	if err := r.keys.Scan(ctx); err != nil {
+		log.Warn().Err(err).Msg("checking subscription secrets")
 	}
 
 	policy := targets.Policy{AllowHTTP: cfg.AllowHTTP, AllowPrivate: cfg.AllowPrivateTargets}
@@ -183,6 +202,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Metrics:                    m,
 		Tracer:                     tracer,
 		OpenSecret:                 box.Open,
+		KeyProblems:                r.keys,
 		Logger:                     log.With().Str("component", "deliver").Logger(),
 	})
 	if err != nil {
@@ -267,6 +287,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	run(r.dispatcher.Run)
 	run(r.deliverer.Run)
+	run(func(ctx context.Context) error { r.keys.Run(ctx); return nil })
 	run(cleaner.Run)
 	r.started.Store(true)
 
@@ -345,6 +366,7 @@ type runner struct {
 	listener   *notify.Listener
 	dispatcher *dispatch.Dispatcher
 	deliverer  *deliver.Deliverer
+	keys       *keycheck.Checker
 	registry   *prometheus.Registry
 }
 
@@ -392,8 +414,10 @@ func (r *runner) tryPrepareSchema(ctx context.Context) error {
 	return nil
 }
 
-// ready reports whether this replica is doing its job: schema migrated, claiming works, and
-// the LISTEN connection is up (when notifications are used).
+// ready reports whether this replica is doing its job, and if not, why: schema migrated,
+// claiming works, results are being recorded, requests do not fail for reasons of this
+// process, every active subscription's secret opens with the configured keys, and the
+// LISTEN connection is up (when notifications are used).
 func (r *runner) ready() (bool, string) {
 	switch {
 	case !r.migrated.Load():
@@ -404,6 +428,12 @@ func (r *runner) ready() (bool, string) {
 		return false, "database unreachable"
 	case r.listener != nil && !r.listener.Connected():
 		return false, "listen connection down"
+	}
+	if why := r.deliverer.Trouble(); why != "" {
+		return false, why
+	}
+	if why := r.keys.Trouble(); why != "" {
+		return false, why
 	}
 	return true, "ok"
 }

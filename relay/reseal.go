@@ -34,27 +34,30 @@ type sealedRow struct {
 // subscriptions it rewrote. It runs at start-up when a key is set, so that after a key
 // rotation (new key, old one as RELAY_ENCRYPTION_KEY_PREVIOUS) and a restart, the old key
 // is no longer needed. Every replica may run it at once: updates are guarded, and a value
-// that changed meanwhile is left for the next start. It stops at the first value it cannot
-// open or store; what it did until then stays done.
-func resealSecrets(ctx context.Context, db *sqlx.DB, schema string, box *secrets.Box) (int, error) {
+// that changed meanwhile is left for the next start. A subscription with a value no
+// configured key opens is left as it is and counted in unopenable (the key check reports
+// it, one line per key); the sweep goes on. It stops at the first value it cannot store;
+// what it did until then stays done.
+func resealSecrets(ctx context.Context, db *sqlx.DB, schema string, box *secrets.Box) (resealed, unopenable int, err error) {
 	if !box.Enabled() {
-		return 0, nil
+		return 0, 0, nil
 	}
 	stale, err := readStale(ctx, db, schema, box)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	done := 0
 	for _, r := range stale {
 		changed, err := resealRow(ctx, db, schema, box, r)
-		if err != nil {
-			return done, err
-		}
-		if changed {
-			done++
+		switch {
+		case err != nil && secrets.Unopenable(err):
+			unopenable++
+		case err != nil:
+			return resealed, unopenable, err
+		case changed:
+			resealed++
 		}
 	}
-	return done, nil
+	return resealed, unopenable, nil
 }
 
 // readStale answers the subscriptions with a secret or a header value to reseal.

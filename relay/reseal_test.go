@@ -93,7 +93,7 @@ func TestResealHeaders(t *testing.T) {
 	insertSubscription(t, db, "sub_none", newSecret, `{}`)
 	currentHeaders = storedHeaders(t, db, "sub_current")
 
-	n, err := resealSecrets(context.Background(), db, "relay", newBox)
+	n, _, err := resealSecrets(context.Background(), db, "relay", newBox)
 	require.NoError(t, err)
 	require.Equal(t, 3, n, "sub_clear, sub_old and sub_headers_only")
 
@@ -126,7 +126,7 @@ func TestResealHeaders(t *testing.T) {
 	}
 	require.Equal(t, currentHeaders, storedHeaders(t, db, "sub_current"), "already current: not rewritten")
 
-	n, err = resealSecrets(context.Background(), db, "relay", newBox)
+	n, _, err = resealSecrets(context.Background(), db, "relay", newBox)
 	require.NoError(t, err)
 	require.Zero(t, n, "a second start has nothing to do")
 }
@@ -135,7 +135,7 @@ func TestResealHeadersWithoutKey(t *testing.T) {
 	t.Parallel()
 	db := resealDB(t)
 	insertSubscription(t, db, "sub_clear", "whsec_a", `{"Authorization": "Bearer clear-token"}`)
-	n, err := resealSecrets(context.Background(), db, "relay", testBox(t, 0, 0))
+	n, _, err := resealSecrets(context.Background(), db, "relay", testBox(t, 0, 0))
 	require.NoError(t, err)
 	require.Zero(t, n)
 	require.JSONEq(t, `{"Authorization": "Bearer clear-token"}`, storedHeaders(t, db, "sub_clear"))
@@ -167,15 +167,21 @@ func TestResealHeadersGuarded(t *testing.T) {
 	require.True(t, strings.HasPrefix(secret, "enc:v1:"), secret)
 }
 
-// TestResealHeadersUnknownKey: a header sealed under a key the relay does not have stops the
-// sweep with an error naming the subscription and the header, never a value.
+// TestResealHeadersUnknownKey: a subscription with a header sealed under a key the relay
+// does not have is left as it is, counted, and does not stop the others from being resealed.
 func TestResealHeadersUnknownKey(t *testing.T) {
 	t.Parallel()
 	db := resealDB(t)
-	insertSubscription(t, db, "sub_lost", "whsec_a", `{"Authorization": `+sealedHeader(t, testBox(t, 9, 0), "Bearer lost")+`}`)
-	_, err := resealSecrets(context.Background(), db, "relay", testBox(t, 2, 1))
-	require.ErrorIs(t, err, secrets.ErrUnknownKey)
-	require.ErrorContains(t, err, "sub_lost")
-	require.ErrorContains(t, err, `"Authorization"`)
-	require.NotContains(t, err.Error(), "Bearer lost")
+	lost := `{"Authorization": ` + sealedHeader(t, testBox(t, 9, 0), "Bearer lost") + `}`
+	insertSubscription(t, db, "sub_lost", "whsec_a", lost)
+	insertSubscription(t, db, "sub_ok", "whsec_b", `{"Authorization": "Bearer ok"}`)
+	resealed, unopenable, err := resealSecrets(context.Background(), db, "relay", testBox(t, 2, 1))
+	require.NoError(t, err)
+	require.Equal(t, 1, resealed)
+	require.Equal(t, 1, unopenable)
+	var headers string
+	require.NoError(t, db.Get(&headers, `SELECT headers::text FROM relay.subscriptions WHERE id = 'sub_lost'`))
+	require.JSONEq(t, lost, headers, "left as it was")
+	require.NoError(t, db.Get(&headers, `SELECT headers::text FROM relay.subscriptions WHERE id = 'sub_ok'`))
+	require.NotContains(t, headers, "Bearer ok", "the others are sealed")
 }

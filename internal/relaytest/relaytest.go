@@ -54,6 +54,8 @@ func Open(t testing.TB, tpl pgtest.Template) (*sqlx.DB, string) {
 
 // Request is one request a Receiver got.
 type Request struct {
+	// Path is the request's URL path: a receiver serves several subscriptions by path.
+	Path   string
 	Header http.Header
 	Body   []byte
 	At     time.Time
@@ -75,7 +77,7 @@ func NewReceiver(t testing.TB) *Receiver {
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
-		rc.requests = append(rc.requests, Request{Header: r.Header.Clone(), Body: body, At: time.Now()})
+		rc.requests = append(rc.requests, Request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()})
 		respond := rc.Respond
 		rc.mu.Unlock()
 		select {

@@ -1,15 +1,17 @@
 -- Fair claims, and outbox rows every reader can read.
 --
 -- 1. created_at must be a finite time: 'infinity' is a valid timestamptz but no webhook
---    timestamp. The CHECK is added NOT VALID, so this migration never fails on, or locks
---    the table to rewrite, rows written before it: new rows are checked, and old bad rows
---    fail only their own deliveries (the claim answers a null created_at for them). It is
---    validated here when no such row exists.
+--    timestamp. The CHECK is added NOT VALID, so this migration never fails on rows
+--    written before it: new rows are checked, and old bad rows fail only their own
+--    deliveries (the claim answers a null created_at for them). A row the relay has
+--    dispatched is exempt: marking an old bad row dispatched (an UPDATE, which checks even
+--    a NOT VALID constraint) must not fail, or it would hold back every row claimed with
+--    it. It is validated here when no such row exists.
 ALTER TABLE {{schema}}.outbox
-    ADD CONSTRAINT outbox_created_at_check CHECK (isfinite(created_at)) NOT VALID;
+    ADD CONSTRAINT outbox_created_at_check CHECK (isfinite(created_at) OR dispatched_at IS NOT NULL) NOT VALID;
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM {{schema}}.outbox WHERE NOT isfinite(created_at)) THEN
+    IF NOT EXISTS (SELECT 1 FROM {{schema}}.outbox WHERE NOT isfinite(created_at) AND dispatched_at IS NULL) THEN
         ALTER TABLE {{schema}}.outbox VALIDATE CONSTRAINT outbox_created_at_check;
     END IF;
 END
@@ -47,6 +49,71 @@ CREATE TABLE {{schema}}.turn_in_tenant (
     tenant_key         text PRIMARY KEY,
     after_subscription text NOT NULL
 );
+
+-- walk_turn walks a tenant's subscriptions that have pending deliveries, in id order, from
+-- after p_after (from the first when null) up to and including p_upto (to the last when
+-- null), one index probe each on deliveries_turns_idx: a subscription's first entry there
+-- is its earliest pending delivery. It answers each subscription visited, in order, and
+-- whether it may be claimed for now (ok: a delivery due, active, not in p_busy or p_skip),
+-- and stops after p_visits subscriptions or p_share that are ok. One statement, so a claim
+-- over many subscriptions does not pay a statement per subscription.
+CREATE FUNCTION {{schema}}.walk_turn(
+    p_tenant text, p_after text, p_upto text, p_visits integer, p_share integer,
+    p_busy text[], p_skip text[])
+RETURNS TABLE (subscription_id text, ok boolean, visit integer)
+LANGUAGE plpgsql STABLE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_visits <= 0 OR p_share <= 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH RECURSIVE walk AS (
+        SELECT f.subscription_id, q.ok, 1 AS visit, q.ok::integer AS found
+        FROM (
+            -- Two anchors, one of which runs: each keeps its own index condition.
+            (SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
+             WHERE p_after IS NULL AND d.status = 'pending' AND d.tenant_key = p_tenant
+             ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1)
+            UNION ALL
+            (SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
+             WHERE p_after IS NOT NULL AND d.status = 'pending' AND d.tenant_key = p_tenant
+               AND d.subscription_id > p_after
+             ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1)
+        ) f
+        CROSS JOIN LATERAL (
+            -- May be claimed for now: a delivery due, active (looked up by id alone: with its
+            -- status in the condition the planner may walk subscriptions_active_idx), and
+            -- neither busy nor skipped.
+            SELECT f.next_attempt_at <= now() AND NOT f.subscription_id = ANY (p_busy) AND NOT f.subscription_id = ANY (p_skip)
+               AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
+                             FROM {{schema}}.subscriptions s WHERE s.id = f.subscription_id), false) AS ok
+        ) q
+        WHERE p_upto IS NULL OR f.subscription_id <= p_upto
+        UNION ALL
+        SELECT n.subscription_id, q.ok, w.visit + 1, w.found + q.ok::integer
+        FROM walk w
+        CROSS JOIN LATERAL (
+            SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
+            WHERE d.status = 'pending' AND d.tenant_key = p_tenant AND d.subscription_id > w.subscription_id
+            ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1
+        ) n
+        CROSS JOIN LATERAL (
+            -- As above.
+            SELECT n.next_attempt_at <= now() AND NOT n.subscription_id = ANY (p_busy) AND NOT n.subscription_id = ANY (p_skip)
+               AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
+                             FROM {{schema}}.subscriptions s WHERE s.id = n.subscription_id), false) AS ok
+        ) q
+        WHERE w.visit < p_visits AND w.found < p_share
+          AND (p_upto IS NULL OR n.subscription_id <= p_upto)
+    )
+    SELECT w.subscription_id, w.ok, w.visit FROM walk w;
+END
+$$;
 
 -- lease_due leases up to p_limit due deliveries to p_owner for p_lease_ms and answers what
 -- is needed to send them, in one round trip. Rules, all enforced here and so across
@@ -106,10 +173,14 @@ DECLARE
     v_share         integer;
     v_after_sub     text;
     v_sub           text;
-    v_earliest      timestamptz;
     v_found         integer;
     v_visits        integer;
     v_full_circle   boolean;
+    v_pass          integer;
+    v_pass_subs     text[];
+    v_pass_last     text;
+    v_pass_visits   integer;
+    v_pass_found    integer;
     v_subs          text[] := '{}';
     v_sub_tenants   text[] := '{}';
 BEGIN
@@ -170,58 +241,43 @@ BEGIN
         ON CONFLICT (only_row) DO UPDATE SET after_tenant = excluded.after_tenant;
     END IF;
 
-    -- 2. An equal share of the claim for each tenant, given to its subscriptions in turn.
+    -- 2. An equal share of the claim for each tenant, given to its subscriptions in turn:
+    --    from after the last one served to the end, then from the start round to it.
+    --    Subscriptions with only later retries, paused or busy are passed over, but a
+    --    claim stops looking after a few times its share.
     v_share := greatest(1, (p_limit + cardinality(v_tenants) - 1) / cardinality(v_tenants));
     FOREACH v_tenant IN ARRAY v_tenants LOOP
         v_after_sub := NULL;
         SELECT t.after_subscription INTO v_after_sub FROM {{schema}}.turn_in_tenant t WHERE t.tenant_key = v_tenant;
-        v_sub := v_after_sub;
-        v_wrapped := v_after_sub IS NULL;
-        v_found := 0;
         v_visits := 0;
+        v_found := 0;
         v_full_circle := false;
-        LOOP
-            v_next := NULL;
-            -- The subscription's first entry in the index is its earliest pending delivery.
-            IF v_sub IS NULL THEN
-                SELECT d.subscription_id, d.next_attempt_at INTO v_next, v_earliest FROM {{schema}}.deliveries d
-                WHERE d.status = 'pending' AND d.tenant_key = v_tenant
-                ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1;
-            ELSE
-                SELECT d.subscription_id, d.next_attempt_at INTO v_next, v_earliest FROM {{schema}}.deliveries d
-                WHERE d.status = 'pending' AND d.tenant_key = v_tenant AND d.subscription_id > v_sub
-                ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1;
+        v_sub := NULL;
+        FOR v_pass IN 1..2 LOOP
+            IF v_pass = 1 AND v_after_sub IS NULL THEN
+                CONTINUE; -- no turn yet: the second pass starts at the start and goes round
             END IF;
-            IF v_next IS NULL THEN
-                IF v_wrapped THEN
-                    v_full_circle := true;
-                    EXIT;
-                END IF;
-                v_wrapped := true;
-                v_sub := NULL;
-                CONTINUE;
-            END IF;
-            IF v_wrapped AND v_after_sub IS NOT NULL AND v_next > v_after_sub THEN
-                v_full_circle := true;
-                EXIT;
-            END IF;
-            v_sub := v_next;
-            v_visits := v_visits + 1;
-            -- The subscription is looked up by id alone: with its status in the condition
-            -- the planner may walk subscriptions_active_idx instead.
-            IF v_earliest <= now()
-               AND NOT v_next = ANY (v_busy) AND NOT v_next = ANY (p_skip)
-               AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
-                             FROM {{schema}}.subscriptions s WHERE s.id = v_next), false) THEN
-                v_subs := v_subs || v_next;
-                v_sub_tenants := v_sub_tenants || v_tenant;
-                v_found := v_found + 1;
-            END IF;
-            -- Subscriptions with only later retries, paused or busy are passed over, but a
-            -- claim stops looking after a few times its share.
+            SELECT coalesce(array_agg(w.subscription_id ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
+                   (array_agg(w.subscription_id ORDER BY w.visit DESC))[1],
+                   count(*), count(*) FILTER (WHERE w.ok)
+            INTO v_pass_subs, v_pass_last, v_pass_visits, v_pass_found
+            FROM {{schema}}.walk_turn(
+                p_tenant => v_tenant,
+                p_after => CASE WHEN v_pass = 1 THEN v_after_sub END,
+                p_upto => CASE WHEN v_pass = 2 THEN v_after_sub END,
+                p_visits => 4 * v_share + 16 - v_visits, p_share => v_share - v_found,
+                p_busy => v_busy, p_skip => p_skip) w;
+            v_subs := v_subs || v_pass_subs;
+            v_sub_tenants := v_sub_tenants || array_fill(v_tenant, ARRAY[cardinality(v_pass_subs)]);
+            v_sub := coalesce(v_pass_last, v_sub);
+            v_visits := v_visits + v_pass_visits;
+            v_found := v_found + v_pass_found;
+            -- Stopped by a cap: the next claim goes on from here.
             EXIT WHEN v_found >= v_share OR v_visits >= 4 * v_share + 16;
+            -- Otherwise this pass ran out of subscriptions: round once the second.
+            v_full_circle := v_pass = 2;
         END LOOP;
-        IF NOT v_full_circle THEN
+        IF NOT v_full_circle AND v_sub IS NOT NULL THEN
             INSERT INTO {{schema}}.turn_in_tenant AS t (tenant_key, after_subscription) VALUES (v_tenant, v_sub)
             ON CONFLICT (tenant_key) DO UPDATE SET after_subscription = excluded.after_subscription;
         END IF;

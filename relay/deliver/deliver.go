@@ -647,8 +647,10 @@ func (d *Deliverer) newJob(c claimedColumns, claimedAt time.Time) *job {
 		subscriptionTenant: c.subscriptionTenant, sendBy: claimedAt.Add(d.sendWithin),
 	}
 	var err error
-	if j.headers, err = decodeHeaders(c.headers, d.cfg.OpenSecret); err != nil {
-		j.keyProblem = err
+	if c.headers != "" && c.headers != "{}" {
+		if j.headers, err = secrets.OpenHeaders([]byte(c.headers), d.openSecret); err != nil {
+			j.keyProblem = fmt.Errorf("custom headers: %w", err)
+		}
 	}
 	if j.keys, err = d.keys(c.secret, c.previousSecret); err != nil {
 		j.keyProblem = err
@@ -665,6 +667,14 @@ func (d *Deliverer) newJob(c claimedColumns, claimedAt time.Time) *job {
 		j.payloadSize = c.payloadSize
 	}
 	return j
+}
+
+// openSecret opens a sealed value with OpenSecret; without it nothing can be opened.
+func (d *Deliverer) openSecret(stored string) (string, error) {
+	if d.cfg.OpenSecret == nil {
+		return "", secrets.ErrNoKey
+	}
+	return d.cfg.OpenSecret(stored)
 }
 
 // keys opens and decodes the current secret and, during a rotation, the previous one.

@@ -49,6 +49,10 @@ type options struct {
 	leaseMargin     time.Duration
 	disableDispatch bool
 	disableAfter    time.Duration
+	openSecret      func(string) (string, error)
+	client          *http.Client
+	keyProblems     deliver.KeyProblems
+	deliverer       **deliver.Deliverer // set to the deliverer started
 }
 
 // setup starts a migrated database, a receiver, and a dispatcher plus deliverer that run
@@ -82,9 +86,15 @@ func (b bundle) start(t *testing.T, opts options) context.CancelFunc {
 		DisableAfter:               opts.disableAfter,
 		ShutdownGrace:              opts.shutdownGrace,
 		UserAgent:                  "outbox-relay/test",
+		OpenSecret:                 opts.openSecret,
+		Client:                     opts.client,
+		KeyProblems:                opts.keyProblems,
 		Logger:                     zerolog.Nop(),
 	})
 	require.NoError(t, err)
+	if opts.deliverer != nil {
+		*opts.deliverer = del
+	}
 	disp, err := dispatch.New(dispatch.Config{DB: b.db, PollInterval: opts.pollInterval, Dispatched: func(int) { del.Kick() }, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

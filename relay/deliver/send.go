@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -284,40 +283,4 @@ func isLocalFault(err error) bool {
 		}
 	}
 	return false
-}
-
-// decodeHeaders reads the subscription's custom headers column: an object from header name
-// to value, where a value is a string (stored in clear) or {"sealed": "enc:v1:..."}, opened
-// with open (nil: nothing is sealed).
-func decodeHeaders(raw string, open func(string) (string, error)) (map[string]string, error) {
-	if raw == "" || raw == "{}" || raw == "null" {
-		return nil, nil
-	}
-	var stored map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
-		return nil, fmt.Errorf("decoding subscription headers: %w", err)
-	}
-	h := make(map[string]string, len(stored))
-	for name, v := range stored {
-		var plain string
-		if err := json.Unmarshal(v, &plain); err == nil {
-			h[name] = plain
-			continue
-		}
-		var sealed struct {
-			Sealed string `json:"sealed"`
-		}
-		if err := json.Unmarshal(v, &sealed); err != nil || sealed.Sealed == "" {
-			return nil, fmt.Errorf("decoding subscription header %q: neither a string nor a sealed value", name)
-		}
-		if open == nil {
-			return nil, fmt.Errorf("opening subscription header %q: it is sealed and no encryption key is configured", name)
-		}
-		plain, err := open(sealed.Sealed)
-		if err != nil {
-			return nil, fmt.Errorf("opening subscription header %q: %w", name, err)
-		}
-		h[name] = plain
-	}
-	return h, nil
 }

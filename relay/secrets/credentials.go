@@ -1,7 +1,9 @@
 package secrets
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
@@ -23,4 +25,26 @@ func SigningKey(stored string, open func(string) (string, error)) ([]byte, error
 		return nil, fmt.Errorf("the signing secret is not a whsec_ value: %w", err)
 	}
 	return key, nil
+}
+
+// KeyIDOf answers the id of the key that sealed stored, or "" when stored is not a sealed
+// value in a known format. It names a key without opening anything, for messages that say
+// which key is missing.
+func KeyIDOf(stored string) string {
+	if !strings.HasPrefix(stored, sealedPrefix) {
+		return ""
+	}
+	id, _, err := parse(stored)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+// Unopenable reports whether err means a stored value cannot be opened with the configured
+// keys (none at all, an unknown one, one that fails to decrypt it, or a malformed value):
+// a matter of configuration, not of the database or the network.
+func Unopenable(err error) bool {
+	return errors.Is(err, ErrNoKey) || errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrDecrypt) ||
+		errors.Is(err, ErrMalformed) || errors.Is(err, ErrMalformedHeaders)
 }

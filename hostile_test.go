@@ -1,0 +1,142 @@
+package main
+
+// Hostile receivers against the real binary: answers whose bytes PostgreSQL cannot store
+// must never stop delivery for anyone else.
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/referralloop/outbox-relay/internal/relaytest"
+)
+
+// rawResponder answers every request on a plain TCP listener with response, byte for byte,
+// whatever net/http would allow, and closes the connection.
+func rawResponder(t *testing.T, response string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				_, _ = io.WriteString(c, response)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// nulNameTLS serves HTTPS with a self-signed certificate whose only DNS name holds a NUL:
+// the relay's certificate check fails with an error text that quotes it.
+func nulNameTLS(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "evil\x00name"},
+		DNSNames:     []string{"evil\x00name.example"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	// By name, so that the check compares names (and quotes the certificate's).
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	require.NoError(t, err)
+	return "https://localhost:" + port
+}
+
+func TestHostileAnswersNeverStopDelivery(t *testing.T) {
+	db, dsn := relaytest.Open(t, relaytest.Migrated)
+	healthy := newCountingReceiver(t, 0)
+
+	invalidLocation := rawResponder(t, "HTTP/1.1 302 Found\r\nLocation: /\xff\xfe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	// Valid UTF-8 whose 200th byte is the middle of a character: a byte cut splits it.
+	long := "/" + strings.Repeat("a", 198) + "é" + strings.Repeat("b", 50)
+	longLocation := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Location", long)
+		w.WriteHeader(http.StatusFound)
+	}))
+	t.Cleanup(longLocation.Close)
+	nulCert := nulNameTLS(t)
+
+	p := startRelay(t, dsn, "RELAY_RETRY_SCHEDULE=", "RELAY_DELIVERY_TIMEOUT=2s")
+	targets := map[string]string{
+		"invalid_location": invalidLocation + "/hook",
+		"long_location":    longLocation.URL + "/hook",
+		"nul_certificate":  nulCert + "/hook",
+		"healthy":          healthy.URL + "/hook",
+	}
+	subs := map[string]string{}
+	for name, url := range targets {
+		status, created := p.call(t, http.MethodPost, "/v1/subscriptions", map[string]any{"target_url": url, "event_types": []string{"*"}, "description": name})
+		require.Equal(t, http.StatusCreated, status, "%s: %v", name, created)
+		subs[name] = created["id"].(string)
+	}
+
+	const events = 60
+	insertEvents(t, db, events, 10)
+	relaytest.Eventually(t, 60*time.Second, func() bool {
+		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status <> 'pending'`) == 4*events
+	}, "not every delivery ended: %d of %d\n%s", countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status <> 'pending'`), 4*events, tail(p.Output(), 30))
+
+	pairs, dups := healthy.duplicates()
+	require.Equal(t, events, pairs, "every healthy event arrived")
+	require.Zero(t, dups, "and once: no batch was sent again for want of a record")
+	require.Equal(t, events, countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE subscription_id = $1 AND status = 'succeeded'`, subs["healthy"]))
+
+	for name, want := range map[string]string{
+		"invalid_location": "(Location: /\uFFFD\uFFFD)",
+		"long_location":    "(Location: /" + strings.Repeat("a", 196) + "…)",
+		"nul_certificate":  "evil\uFFFDname.example",
+	} {
+		t.Run(name, func(t *testing.T) {
+			var errs []string
+			require.NoError(t, db.Select(&errs, `SELECT a.error FROM relay.attempts a JOIN relay.deliveries d ON d.id = a.delivery_id
+				WHERE d.subscription_id = $1 AND d.status = 'failed'`, subs[name]))
+			require.Len(t, errs, events, "every bad delivery ended with its attempt recorded")
+			for _, e := range errs {
+				require.True(t, utf8.ValidString(e))
+				require.Contains(t, e, want)
+			}
+		})
+	}
+	status, why := p.readyz(t)
+	require.Equal(t, http.StatusOK, status, why)
+	require.NotContains(t, p.Output(), "invalid byte sequence", "no batch was refused: every text was made storable first")
+}
