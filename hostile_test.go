@@ -11,11 +11,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -139,4 +142,57 @@ func TestHostileAnswersNeverStopDelivery(t *testing.T) {
 	status, why := p.readyz(t)
 	require.Equal(t, http.StatusOK, status, why)
 	require.NotContains(t, p.Output(), "invalid byte sequence", "no batch was refused: every text was made storable first")
+}
+
+// With the process out of file descriptors (hanging receivers hold them), a request that
+// cannot even open its socket is a fault of the relay, not of the receiver: no attempt is
+// recorded against anyone, the delivery waits, the local-fault metric counts it, and once
+// descriptors are free again everything is delivered, each healthy event as its attempt 1.
+func TestLocalFaultIsNeverChargedToTheReceiver(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Fatal("needs prlimit (Debian: apt-get install util-linux)")
+	}
+	db, dsn := relaytest.Open(t, relaytest.Migrated)
+	hang := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	t.Cleanup(hang.Close)
+	healthy := newCountingReceiver(t, 0)
+	const hanging, events = 15, 20
+	for i := range hanging {
+		addSubscription(t, db, fmt.Sprintf("%s/hang/%d", hang.URL, i))
+	}
+	healthyID := addSubscription(t, db, healthy.URL+"/hook")
+
+	// 15 x 16 hanging requests need more descriptors than the process may open.
+	p := startRelayWith(t, []string{"prlimit", "--nofile=200:200", "--"}, dsn,
+		"RELAY_WORKERS=300", "RELAY_DELIVERY_TIMEOUT=3s", "RELAY_RETRY_SCHEDULE=", "RELAY_LOG_LEVEL=info")
+	insertEvents(t, db, events, events)
+	relaytest.Eventually(t, 90*time.Second, func() bool {
+		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status <> 'pending'`) == (hanging+1)*events
+	}, "not every delivery ended:\n%s", tail(p.Output(), 20))
+
+	require.Contains(t, p.Output(), "too many open files", "the test did not exhaust the descriptors")
+	require.Contains(t, p.Output(), "request failed for a reason of this process")
+	require.Zero(t, countWhere(t, db, `SELECT count(*) FROM relay.attempts WHERE error LIKE '%too many open files%'`),
+		"a local fault was recorded as an attempt against a receiver")
+	require.Equal(t, events, countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE subscription_id = $1 AND status = 'succeeded' AND attempt_count = 1`, healthyID),
+		"every healthy event delivered with its first attempt")
+	pairs, dups := healthy.duplicates()
+	require.Equal(t, events, pairs)
+	require.Zero(t, dups)
+	require.Equal(t, hanging*events, countWhere(t, db, `SELECT count(*) FROM relay.attempts WHERE error LIKE 'timeout:%'`),
+		"the hanging receivers are charged their own timeouts, once each")
+
+	resp, err := opsClient.Get(p.opsURL + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	m := regexp.MustCompile(`outbox_relay_local_faults_total\{kind="resources"\} (\d+)`).FindSubmatch(body)
+	require.NotNil(t, m, "%s", body)
+	require.NotEqual(t, "0", string(m[1]))
 }

@@ -13,8 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -219,48 +217,6 @@ func TestBadDatabaseURLStopsStartup(t *testing.T) {
 			require.NotContains(t, lines[0], password)
 		})
 	}
-}
-
-// startRelayWith is startRelay with the binary run through a wrapper command (prefix), such
-// as prlimit.
-func startRelayWith(t *testing.T, prefix []string, dsn string, env ...string) *relayProcess {
-	t.Helper()
-	p := &relayProcess{apiURL: "http://" + freeAddr(t), opsURL: "http://" + freeAddr(t), token: "e2e-token-" + strconv.Itoa(os.Getpid()), exited: make(chan struct{})}
-	p.cmd = exec.Command(prefix[0], append(slices.Clone(prefix[1:]), binary, "serve")...)
-	p.cmd.Env = append(os.Environ(),
-		"RELAY_DATABASE_URL="+dsn,
-		"RELAY_API_TOKEN="+p.token,
-		"RELAY_LISTEN_ADDR="+strings.TrimPrefix(p.apiURL, "http://"),
-		"RELAY_OPS_ADDR="+strings.TrimPrefix(p.opsURL, "http://"),
-		"RELAY_ALLOW_HTTP=true",
-		"RELAY_ALLOW_PRIVATE_TARGETS=true",
-		"RELAY_POLL_INTERVAL=100ms",
-		"RELAY_LOG_LEVEL=debug",
-	)
-	p.cmd.Env = append(p.cmd.Env, env...)
-	p.cmd.Stdout, p.cmd.Stderr = lockedWriter{p}, lockedWriter{p}
-	require.NoError(t, p.cmd.Start())
-	go func() { p.exitErr = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("relay output:\n%s", p.Output())
-		}
-		if out := p.Output(); strings.Contains(out, "whsec_") || strings.Contains(out, p.token) {
-			t.Errorf("a secret or the API token appeared in the relay's output:\n%s", out)
-		}
-	})
-	client := &http.Client{Timeout: 2 * time.Second}
-	relaytest.Eventually(t, 30*time.Second, func() bool {
-		resp, err := client.Get(p.opsURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "relay never became ready:\n%s", p.Output())
-	return p
 }
 
 // assertNoError reports err without stopping the test, for goroutines other than the test's.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,7 +89,14 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 // answers 200.
 func startRelay(t *testing.T, dsn string, env ...string) *relayProcess {
 	t.Helper()
-	p := launchRelay(t, dsn, env...)
+	return startRelayWith(t, nil, dsn, env...)
+}
+
+// startRelayWith is startRelay with the binary run through a wrapper command (prefix), such
+// as prlimit.
+func startRelayWith(t *testing.T, prefix []string, dsn string, env ...string) *relayProcess {
+	t.Helper()
+	p := launchRelayWith(t, prefix, dsn, env...)
 	relaytest.Eventually(t, 30*time.Second, func() bool {
 		status, _ := p.readyz(t)
 		return status == http.StatusOK
@@ -99,7 +107,7 @@ func startRelay(t *testing.T, dsn string, env ...string) *relayProcess {
 // readyz answers /readyz's status and body; 0 while the relay does not answer.
 func (p *relayProcess) readyz(t *testing.T) (int, string) {
 	t.Helper()
-	resp, err := http.Get(p.opsURL + "/readyz")
+	resp, err := opsClient.Get(p.opsURL + "/readyz")
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -108,11 +116,21 @@ func (p *relayProcess) readyz(t *testing.T) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// opsClient reads /readyz: a relay whose ops port is flooded must not hang a test.
+var opsClient = &http.Client{Timeout: 2 * time.Second}
+
 // launchRelay runs the binary against dsn with extra environment, without waiting for it.
 func launchRelay(t *testing.T, dsn string, env ...string) *relayProcess {
 	t.Helper()
+	return launchRelayWith(t, nil, dsn, env...)
+}
+
+// launchRelayWith is launchRelay with the binary run through a wrapper command (prefix).
+func launchRelayWith(t *testing.T, prefix []string, dsn string, env ...string) *relayProcess {
+	t.Helper()
 	p := &relayProcess{apiURL: "http://" + freeAddr(t), opsURL: "http://" + freeAddr(t), token: "e2e-token-" + strconv.Itoa(os.Getpid()), exited: make(chan struct{})}
-	p.cmd = exec.Command(binary, "serve")
+	args := append(slices.Clone(prefix), binary, "serve")
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = append(os.Environ(),
 		"RELAY_DATABASE_URL="+dsn,
 		"RELAY_API_TOKEN="+p.token,

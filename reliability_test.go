@@ -348,3 +348,34 @@ func TestReliabilitySigtermFinishesInFlightAndReleasesTheRest(t *testing.T) {
 	require.Zero(t, dups, "a clean shutdown sends nothing twice")
 	require.Equal(t, 0, next.stop(t))
 }
+
+// A recorder that cannot reach the database must not hold SIGTERM past the grace: the
+// process exits within RELAY_SHUTDOWN_GRACE (Kubernetes kills at 30s by default; the
+// default grace is 25s), the unrecorded request is sent again later, nothing is lost.
+func TestReliabilitySigtermWithStuckRecorderEndsWithinGrace(t *testing.T) {
+	db, dsn := relaytest.Open(t, relaytest.Migrated)
+	proxy := relaytest.NewProxy(t, relaytest.TargetOf(t, dsn))
+	rc := newCountingReceiver(t, time.Second)
+	addSubscription(t, db, rc.URL+"/slow")
+	const grace = 4 * time.Second
+	p := startRelay(t, proxy.ProxyURL(t, dsn), "RELAY_SHUTDOWN_GRACE="+grace.String(), "RELAY_LOG_LEVEL=info")
+	insertEvents(t, db, 5, 5)
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE lease_owner IS NOT NULL`) > 0
+	}, "nothing in flight")
+
+	proxy.Cut() // the requests on the wire finish; their results cannot be written
+	start := time.Now()
+	require.Equal(t, 0, p.stop(t), "SIGTERM exits 0")
+	took := time.Since(start)
+	require.Less(t, took, grace+1500*time.Millisecond, "shutdown took %s with grace %s:\n%s", took, grace, tail(p.Output(), 20))
+	require.Contains(t, p.Output(), "giving up recording attempts at shutdown")
+
+	// Once the database is back another relay sends what was not recorded.
+	proxy.Restore()
+	next := startRelay(t, dsn)
+	waitAllSucceeded(t, db, 5, time.Minute, next)
+	pairs, _ := rc.duplicates()
+	require.Equal(t, 5, pairs, "nothing lost")
+	require.Equal(t, 0, next.stop(t))
+}

@@ -1,0 +1,80 @@
+package deliver
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/referralloop/outbox-relay/internal/relaytest"
+	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/dispatch"
+	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/signature"
+)
+
+// A batch the database refuses for one result's bytes is written row by row: the other
+// results are recorded as they are, and the refused one with its texts replaced, never
+// retried as it was. (send makes every text storable first; this is the net below it.)
+func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
+	db, _ := relaytest.NewDB(t)
+	ctx := context.Background()
+	secret, err := signature.NewSecret()
+	require.NoError(t, err)
+	_, err = db.Exec(`INSERT INTO relay.subscriptions (id, target_url, event_types, secret) VALUES ($1, 'https://example.com/hook', '{*}', $2)`,
+		ids.NewSubscriptionID(), secret)
+	require.NoError(t, err)
+	for range 2 {
+		require.NoError(t, outbox.Publish(ctx, db, outbox.Event{Type: "signup.created", Payload: json.RawMessage(`{}`)}))
+	}
+	disp, err := dispatch.New(dispatch.Config{DB: db, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	_, err = disp.DispatchOnce(ctx)
+	require.NoError(t, err)
+
+	d, err := New(Config{DB: db, Owner: "test", UserAgent: "outbox-relay/test", Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	jobs, err := d.claim(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, jobs, 2)
+	d.lanes.held = len(jobs) // as queue would: their leases are this replica's
+
+	now := time.Now()
+	bad := result{job: jobs[0], startedAt: now, statusCode: 500, class: "5xx",
+		err: "HTTP 500 \x00 and \xff\xfe", response: "body \x00 \xff"}
+	good := result{job: jobs[1], startedAt: now, statusCode: 200, class: "2xx", response: "ok"}
+	done := make(chan struct{})
+	go func() { defer close(done); d.writeWithRetry([]result{bad, good}) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("writing a refused batch did not end: it is being retried as it is")
+	}
+
+	type row struct {
+		Status   string  `db:"status"`
+		Error    *string `db:"error"`
+		Response *string `db:"response_body"`
+	}
+	read := func(id int64) row {
+		var r row
+		require.NoError(t, db.Get(&r, `SELECT d.status, a.error, a.response_body FROM relay.deliveries d
+			JOIN relay.attempts a ON a.delivery_id = d.id WHERE d.id = $1`, id))
+		return r
+	}
+	g := read(jobs[1].deliveryID)
+	require.Equal(t, "succeeded", g.Status)
+	require.Nil(t, g.Error)
+	require.Equal(t, "ok", *g.Response, "recorded as it was")
+
+	b := read(jobs[0].deliveryID)
+	require.Equal(t, "failed", b.Status, "no retries configured: the attempt counts")
+	require.NotNil(t, b.Error)
+	require.Contains(t, *b.Error, "could not be stored (SQLSTATE 22")
+	require.Contains(t, *b.Error, "status 500")
+	require.Equal(t, "", *b.Response)
+	require.Zero(t, d.recordFailingSince.Load(), "the recorder is not stalled")
+}
