@@ -132,7 +132,9 @@
 //     except while it is in flight (pending under a live lease: 409 delivery_in_flight) or
 //     when its subscription is deleted (409 subscription_deleted). Both set status pending,
 //     next_attempt_at now and clear the lease, and keep attempt_count, so attempt numbers
-//     continue (attempt 5 after 4). Deliveries of a paused or disabled subscription are
+//     continue (attempt 5 after 4). Both also set tenant_key from the subscription, since
+//     claims take turns between tenants by it and a delivery that finished before the
+//     column existed has it empty. Deliveries of a paused or disabled subscription are
 //     re-queued as asked and go out once it is active.
 //
 // # Secrets
