@@ -164,4 +164,14 @@
 // cannot open (the key that sealed it is not configured) is 500 secret_unavailable: the
 // relay's configuration, not the request, must change, so it is not a 503. Headers take no
 // part in the duplicate check.
+//
+// # Blocked subscriptions
+//
+// The deliverer sends nothing for a subscription whose signing secret or a sealed header
+// value no configured key opens; its deliveries wait. Every subscription the API answers
+// carries blocked_reason, so the owner sees why without reading the relay's logs: null, or
+// Config.KeyProblem's answer phrased with the setting that fixes it (blockedReason). The API
+// does not open secrets to decide this itself: the key check (relay/keycheck) and the
+// deliverer decide, and the API shows what they found, which is what this relay process
+// knows (replicas configured alike agree). A list costs no extra query.
 package api
