@@ -508,3 +508,54 @@ func TestWithDeliverer(t *testing.T) {
 	require.Equal(t, "3", attempts[eventID])
 	require.Len(t, attempts, 2)
 }
+
+// TestRequeueTakesTenantTurn re-queues, by replay and by retry, finished deliveries written
+// before deliveries.tenant_key existed (so empty): each comes back pending in its subscription's
+// tenant turn, which is what claims take turns by, and an operator subscription's in the
+// no-tenant turn.
+func TestRequeueTakesTenantTurn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tenantKey := func(id int64) string {
+		t.Helper()
+		var k string
+		require.NoError(t, b.db.Get(&k, `SELECT tenant_key FROM relay.deliveries WHERE id = $1`, id))
+		return k
+	}
+	add := func(subID, tenant string) int64 {
+		t.Helper()
+		o, e := b.insertEvent(t, "signup.created", tenant, `{}`)
+		id := b.insertDelivery(t, o, e, subID, "failed", 3)
+		_, err := b.db.Exec(`UPDATE relay.deliveries SET tenant_key = '' WHERE id = $1`, id)
+		require.NoError(t, err)
+		return id
+	}
+	sub := b.createURL(t, "t1", "https://hooks.example.com/t1")
+	replayed, retried := add(sub, "t1"), add(sub, "t1")
+	op := b.createURL(t, "", "https://hooks.example.com/op")
+	opReplayed := add(op, "")
+
+	res := b.call(t, http.MethodPost, "/v1/deliveries/"+ids.FormatDelivery(retried)+"/retry", "t1", "")
+	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
+	require.Equal(t, "pending", b.deliveryState(t, retried).Status)
+	require.Equal(t, "t1", tenantKey(retried))
+	require.Equal(t, "", tenantKey(replayed), "a retry touches only its delivery")
+
+	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "t1", "")
+	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
+	require.Equal(t, 1.0, res.json(t)["count"], "the retried one is pending already")
+	require.Equal(t, "pending", b.deliveryState(t, replayed).Status)
+	require.Equal(t, "t1", tenantKey(replayed))
+
+	// The operator replays a tenant's subscription: still the tenant's turn, not the caller's.
+	_, err := b.db.Exec(`UPDATE relay.deliveries SET status = 'failed', tenant_key = '' WHERE id = $1`, replayed)
+	require.NoError(t, err)
+	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "", "")
+	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
+	require.Equal(t, "t1", tenantKey(replayed))
+
+	res = b.call(t, http.MethodPost, "/v1/subscriptions/"+op+"/replay", "", "")
+	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
+	require.Equal(t, "pending", b.deliveryState(t, opReplayed).Status)
+	require.Equal(t, "", tenantKey(opReplayed))
+}

@@ -51,6 +51,14 @@ type Config struct {
 	// DeliveriesCancelled is called with the number of pending deliveries a DELETE cancelled,
 	// for the outbox_relay_deliveries_total{status="cancelled"} metric. Optional.
 	DeliveriesCancelled func(n int)
+	// KeyProblem answers why the relay cannot sign for subscription subscriptionID with its
+	// configured keys (no key opens its signing secret or a sealed header value), or "" when
+	// it can or nothing is known; every subscription the API answers shows it, phrased for
+	// the subscription's owner, as blocked_reason. Pass keycheck.Checker.Problem: the key
+	// check and the deliverer decide what is blocked, so the API never judges a secret by
+	// itself. It is called for every subscription of an answer, lists included, so it must
+	// be cheap and must not block. Optional: nil shows no subscription as blocked.
+	KeyProblem func(subscriptionID string) string
 	// RequestTimeout bounds the work of one request, its database queries included; a
 	// request cut by it because the database did not answer is 503 database_unavailable.
 	// Keep it under the HTTP server's WriteTimeout so that the answer still reaches the
@@ -73,6 +81,7 @@ type API struct {
 	overlap    time.Duration
 	queued     func()
 	cancelled  func(n int)
+	keyProblem func(subscriptionID string) string
 	handler    http.Handler
 	// requestTimeout is Config.RequestTimeout with its default filled in.
 	requestTimeout time.Duration
@@ -115,6 +124,7 @@ func New(cfg Config) (*API, error) {
 		overlap:    cfg.SecretRotationOverlap,
 		queued:     cfg.DeliveriesQueued,
 		cancelled:  cfg.DeliveriesCancelled,
+		keyProblem: cfg.KeyProblem,
 
 		requestTimeout:  cfg.RequestTimeout,
 		idempotencyWait: idempotencyWait,
@@ -124,6 +134,9 @@ func New(cfg Config) (*API, error) {
 	}
 	if a.cancelled == nil {
 		a.cancelled = func(int) {}
+	}
+	if a.keyProblem == nil {
+		a.keyProblem = func(string) string { return "" }
 	}
 	if a.queued == nil {
 		a.queued = func() {}

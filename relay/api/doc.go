@@ -132,7 +132,9 @@
 //     except while it is in flight (pending under a live lease: 409 delivery_in_flight) or
 //     when its subscription is deleted (409 subscription_deleted). Both set status pending,
 //     next_attempt_at now and clear the lease, and keep attempt_count, so attempt numbers
-//     continue (attempt 5 after 4). Deliveries of a paused or disabled subscription are
+//     continue (attempt 5 after 4). Both also set tenant_key from the subscription, since
+//     claims take turns between tenants by it and a delivery that finished before the
+//     column existed has it empty. Deliveries of a paused or disabled subscription are
 //     re-queued as asked and go out once it is active.
 //
 // # Secrets
@@ -162,4 +164,14 @@
 // cannot open (the key that sealed it is not configured) is 500 secret_unavailable: the
 // relay's configuration, not the request, must change, so it is not a 503. Headers take no
 // part in the duplicate check.
+//
+// # Blocked subscriptions
+//
+// The deliverer sends nothing for a subscription whose signing secret or a sealed header
+// value no configured key opens; its deliveries wait. Every subscription the API answers
+// carries blocked_reason, so the owner sees why without reading the relay's logs: null, or
+// Config.KeyProblem's answer phrased with the setting that fixes it (blockedReason). The API
+// does not open secrets to decide this itself: the key check (relay/keycheck) and the
+// deliverer decide, and the API shows what they found, which is what this relay process
+// knows (replicas configured alike agree). A list costs no extra query.
 package api

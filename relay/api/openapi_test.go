@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -176,4 +177,42 @@ func TestErrorCodesListed(t *testing.T) {
 		require.Contains(t, errorCodes, m[1])
 	}
 	require.Contains(t, errorCodes, codeInvalidTargetURL) // defined as targets.CodeInvalidTargetURL
+}
+
+// TestOpenAPISchemasMatchAnswers keeps the object schemas in step with the Go types the API
+// answers: the same fields, every one required (the API always writes them, null included).
+func TestOpenAPISchemasMatchAnswers(t *testing.T) {
+	t.Parallel()
+	doc, _ := readOpenAPI(t)
+	for name, v := range map[string]any{
+		"Subscription": subscriptionJSON{},
+		"Delivery":     deliveryJSON{},
+		"Attempt":      attemptJSON{},
+		"Event":        eventJSON{},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var schema struct {
+				Required   []string                   `json:"required"`
+				Properties map[string]json.RawMessage `json:"properties"`
+			}
+			require.NoError(t, json.Unmarshal(doc.Components.Schemas[name], &schema))
+			var fields []string
+			typ := reflect.TypeOf(v)
+			for i := range typ.NumField() {
+				tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+				require.NotEmpty(t, tag, "%s.%s has a json name", typ.Name(), typ.Field(i).Name)
+				fields = append(fields, tag)
+			}
+			documented := make([]string, 0, len(schema.Properties))
+			for p := range schema.Properties {
+				documented = append(documented, p)
+			}
+			sort.Strings(fields)
+			sort.Strings(documented)
+			required := slices.Clone(schema.Required)
+			sort.Strings(required)
+			require.Equal(t, fields, documented, "properties of %s", name)
+			require.Equal(t, fields, required, "required of %s", name)
+		})
+	}
 }

@@ -243,6 +243,6 @@ func (a *API) patchSubscription(w http.ResponseWriter, r *http.Request, s scope)
 	if reactivated {
 		a.queued() // its waiting deliveries are claimable again
 	}
-	writeJSON(w, http.StatusOK, row.toJSON())
+	writeJSON(w, http.StatusOK, a.show(row))
 	return nil
 }

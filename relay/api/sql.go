@@ -106,14 +106,19 @@ FROM sub LEFT JOIN ev ON true LEFT JOIN dl ON true`
 // created at or after $4: pending, due now, without lease. attempt_count stays, so attempt
 // numbers continue. It answers whether the subscription was found and how many it re-queued.
 // Only finished deliveries match, so nothing in flight is touched.
+//
+// tenant_key is set again because claims take turns by it: a delivery that finished before
+// the column existed has it empty, and re-queued so it would wait in the no-tenant turn
+// instead of its tenant's.
 const sqlReplay = `
 WITH sub AS (
-    SELECT id
+    SELECT id, tenant_id
     FROM {{schema}}.subscriptions
     WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)
 ), upd AS (
     UPDATE {{schema}}.deliveries d
-    SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, updated_at = now()
+    SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, updated_at = now(),
+        tenant_key = coalesce(sub.tenant_id, '')
     FROM sub
     WHERE d.subscription_id = sub.id AND d.status = $3 AND d.created_at >= $4
     RETURNING d.id
@@ -131,11 +136,14 @@ WHERE d.id = $1 AND ($2::text IS NULL OR s.tenant_id = $2)
 FOR UPDATE OF d`
 
 // sqlRetryDelivery re-queues delivery $1, locked by sqlLockDelivery: pending, due now, any
-// expired lease dropped. attempt_count stays, so the next attempt is attempt_count + 1.
+// expired lease dropped, in its subscription's tenant turn (tenant_key, as in sqlReplay).
+// attempt_count stays, so the next attempt is attempt_count + 1.
 const sqlRetryDelivery = `
 UPDATE {{schema}}.deliveries d
-SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, updated_at = now()
-WHERE d.id = $1
+SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, updated_at = now(),
+    tenant_key = coalesce(s.tenant_id, '')
+FROM {{schema}}.subscriptions s
+WHERE d.id = $1 AND s.id = d.subscription_id
 RETURNING ` + deliveryColumns
 
 // sqlClaimIdempotencyKey claims key $2 of caller $1 for a request with hash $3, unless

@@ -71,11 +71,13 @@ type subscriptionJSON struct {
 	Ordered        bool            `json:"ordered"`
 	Status         string          `json:"status"`
 	DisabledReason *string         `json:"disabled_reason"`
+	BlockedReason  *string         `json:"blocked_reason"`
 	CreatedAt      time.Time       `json:"created_at"`
 	UpdatedAt      time.Time       `json:"updated_at"`
 }
 
-func (r subscriptionRow) toJSON() subscriptionJSON {
+// show answers r as the API shows it, with what Config.KeyProblem knows of it.
+func (a *API) show(r subscriptionRow) subscriptionJSON {
 	return subscriptionJSON{
 		ID:             r.ID,
 		TenantID:       nullable(r.TenantID),
@@ -88,6 +90,7 @@ func (r subscriptionRow) toJSON() subscriptionJSON {
 		Ordered:        r.Ordered,
 		Status:         r.Status,
 		DisabledReason: nullable(r.DisabledReason),
+		BlockedReason:  blockedReason(a.keyProblem(r.ID)),
 		CreatedAt:      r.CreatedAt.UTC(),
 		UpdatedAt:      r.UpdatedAt.UTC(),
 	}
@@ -337,7 +340,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 			writeJSON(w, http.StatusCreated, struct {
 				subscriptionJSON
 				Secret string `json:"secret"`
-			}{row.toJSON(), plain})
+			}{a.show(row), plain})
 			return nil
 		}
 		if !isDuplicate(err) {
@@ -395,7 +398,7 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request, s scope)
 	rows, next := paginate(rows, p.limit, cursorSubscriptions, func(r subscriptionRow) int64 { return r.Seq })
 	out := list[subscriptionJSON]{Data: make([]subscriptionJSON, 0, len(rows)), NextCursor: next}
 	for _, row := range rows {
-		out.Data = append(out.Data, row.toJSON())
+		out.Data = append(out.Data, a.show(row))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -434,7 +437,7 @@ func (a *API) getSubscription(w http.ResponseWriter, r *http.Request, s scope) e
 	if err != nil {
 		return err
 	}
-	out := row.toJSON()
+	out := a.show(row)
 	if reveal {
 		if out.Headers, err = a.revealHeaders(row.ID, row.Headers); err != nil {
 			return err

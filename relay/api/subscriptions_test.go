@@ -168,6 +168,8 @@ func TestCreateSubscription(t *testing.T) {
 	require.Equal(t, "active", sub["status"])
 	require.Nil(t, sub["disabled_reason"])
 	require.Contains(t, sub, "disabled_reason")
+	require.Nil(t, sub["blocked_reason"])
+	require.Contains(t, sub, "blocked_reason")
 	for _, k := range []string{"created_at", "updated_at"} {
 		s := sub[k].(string)
 		require.True(t, strings.HasSuffix(s, "Z"), "%s %q is UTC", k, s)
@@ -175,7 +177,7 @@ func TestCreateSubscription(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ts.After(before), "%s %s", k, ts)
 	}
-	require.Len(t, sub, 14, "the subscription fields plus secret: %v", sub)
+	require.Len(t, sub, 15, "the subscription fields plus secret: %v", sub)
 
 	// GET shows the same, without the secret.
 	res := b.call(t, http.MethodGet, "/v1/subscriptions/"+id, "", "")
