@@ -251,6 +251,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		SealSecret:            box.Seal,
 		OpenSecret:            box.Open,
 		SecretRotationOverlap: cfg.SecretRotationOverlap,
+		KeyProblem:            r.keys.Problem,
 		DeliveriesQueued:      r.deliverer.Kick,
 		DeliveriesCancelled:   func(n int) { m.Finished("cancelled", n) },
 		Logger:                log.With().Str("component", "api").Logger(),
