@@ -98,12 +98,18 @@ func TestSecretsEncryptedAtRestAndKeyRotation(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, problems, "one start-up line per key problem:\n%s", r.Output())
+	status, sub := r.call(t, http.MethodGet, "/v1/subscriptions/"+created["id"].(string), nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, sub["blocked_reason"], "unknown key", "the API says why: %v", sub)
 	require.Equal(t, 0, r.stop(t))
 
 	// With the right key the waiting delivery goes out by itself.
 	r2 := startRelay(t, dsn, "RELAY_ENCRYPTION_KEY="+newKeyValue)
 	reqs = rc.WaitFor(t, 4, 15*time.Second)
 	require.NoError(t, v.Verify(reqs[3].Header, reqs[3].Body))
+	status, sub = r2.call(t, http.MethodGet, "/v1/subscriptions/"+created["id"].(string), nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Nil(t, sub["blocked_reason"])
 	require.Equal(t, 0, r2.stop(t))
 	for _, out := range []string{p.Output(), q.Output(), q2.Output(), r.Output(), r2.Output()} {
 		require.NotContains(t, out, secret)
