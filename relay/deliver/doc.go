@@ -21,6 +21,17 @@
 //   - only deliveries of active subscriptions are sent: a paused subscription's pending
 //     deliveries wait until it is active again.
 //
+// # Turns
+//
+// A claim does not take the oldest due deliveries of all (one tenant's backlog of thousands
+// would hold every other tenant's new event back), nor probe every active subscription (its
+// cost would grow with their number). It takes turns: tenants with pending work first, after
+// the tenant served last, each with an equal share of the claim; within a tenant, its
+// subscriptions with due work, after the subscription served last; then deliveries
+// round-robin between tenants and between a tenant's subscriptions. Where each turn stopped
+// is kept in the database, so every replica continues it. See lease_due in
+// outbox/migrations/0006_fair_claims.sql.
+//
 // # Claiming ahead
 //
 // Claimed jobs wait in lanes, one per subscription, that take turns handing jobs to the
@@ -46,7 +57,24 @@
 // retried after the next delay of the schedule (or later, when a 429 or 503 carries
 // Retry-After); after the last, the delivery is failed. A 410 fails the delivery at once,
 // disables the subscription and cancels its other pending deliveries. A payload larger
-// than MaxPayloadBytes fails without a request.
+// than MaxPayloadBytes, or an event whose created_at is not a finite time, fails without a
+// request.
+//
+// Every text from the receiver (a Location, a body, the text of a TLS error quoting a
+// certificate) goes through internal/pgtext before it is stored.
+//
+// # Faults of the relay itself
+//
+// Some failures are this relay's, not the receiver's, and are never recorded as attempts:
+//   - a request that cannot be made for want of a file descriptor, memory, buffer space or
+//     a local port: the claim is released (its attempt number given back) and due again
+//     after localFaultRetry; Trouble reports it for a while;
+//   - a subscription whose secret or sealed header no configured key opens: the claim is
+//     released unsent, the subscription reported (KeyProblems) and passed over by this
+//     replica's claims, until a relay with the right key (or a rotated secret) takes it;
+//   - a database error (see below).
+//
+// Each is counted in the local-faults metric by kind.
 //
 // # Durability
 //
@@ -58,15 +86,19 @@
 // # Database trouble
 //
 // A database error is never a failed attempt. Results wait in memory and are written in
-// batches; a failed write is retried with backoff until it succeeds or shutdown ends. If a
-// lease expires meanwhile another replica may send the same attempt again, which
-// at-least-once allows and receivers dedupe on webhook-id.
+// batches; a failed write is retried with backoff until it succeeds or the shutdown
+// deadline passes, and Trouble reports a recorder that has not written for
+// recordStallLimit. A batch the database refuses for its data (internal/pgerr.RefusedData)
+// is not retried as it is: it is written row by row, and a row refused alone is recorded
+// with its texts replaced by a note. If a lease expires meanwhile another replica may send
+// the same attempt again, which at-least-once allows and receivers dedupe on webhook-id.
 //
 // # Shutdown
 //
 // When Run's context ends the deliverer stops claiming, releases every claim still queued
 // (the attempt number is given back) so another replica takes them at once, lets requests in
-// flight finish within ShutdownGrace, and records their results.
+// flight finish, and records their results, all within ShutdownGrace: requests still on the
+// wire recordReserve before its end are cut, and results not written by then are given up.
 //
 // # Duplicates
 //
