@@ -196,3 +196,35 @@ func TestLocalFaultIsNeverChargedToTheReceiver(t *testing.T) {
 	require.NotNil(t, m, "%s", body)
 	require.NotEqual(t, "0", string(m[1]))
 }
+
+// An outbox row that is no time (created_at 'infinity', written before the outbox's CHECK
+// existed) fails only its own deliveries, with an error that says why; rows claimed with it
+// go out. New rows like it are refused by the table.
+func TestNonFiniteCreatedAtFailsOnlyItsOwnDeliveries(t *testing.T) {
+	db, dsn := relaytest.Open(t, relaytest.Migrated)
+	rc := newCountingReceiver(t, 0)
+	addSubscription(t, db, rc.URL+"/hook")
+	p := startRelay(t, dsn)
+
+	_, err := db.Exec(`INSERT INTO relay.outbox (event_type, payload, created_at) VALUES ('signup.created', '{}', 'infinity')`)
+	require.ErrorContains(t, err, "outbox_created_at_check")
+
+	_, err = db.Exec(`BEGIN;
+		ALTER TABLE relay.outbox DROP CONSTRAINT outbox_created_at_check;
+		INSERT INTO relay.outbox (event_type, payload, created_at)
+		SELECT 'signup.created', jsonb_build_object('seq', g), CASE WHEN g = 3 THEN 'infinity'::timestamptz ELSE now() END
+		FROM generate_series(1, 5) g;
+		ALTER TABLE relay.outbox ADD CONSTRAINT outbox_created_at_check CHECK (isfinite(created_at) OR dispatched_at IS NOT NULL) NOT VALID;
+		COMMIT;`)
+	require.NoError(t, err)
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		return countWhere(t, db, `SELECT count(*) FROM relay.deliveries WHERE status <> 'pending'`) == 5
+	}, "not every delivery ended:\n%s", tail(p.Output(), 20))
+	pairs, _ := rc.duplicates()
+	require.Equal(t, 4, pairs, "the four good rows went out")
+	var msg string
+	require.NoError(t, db.Get(&msg, `SELECT a.error FROM relay.attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.status = 'failed'`))
+	require.Contains(t, msg, "created_at is not a finite time")
+	status, why := p.readyz(t)
+	require.Equal(t, http.StatusOK, status, why)
+}
