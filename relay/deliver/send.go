@@ -249,7 +249,8 @@ func describeError(err error, timeout time.Duration) string {
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		return "connect: " + opErr.Err.Error()
 	case isTLSError(err):
-		return "tls: " + unwrapURLError(err).Error()
+		// Most TLS errors already say "tls: "; say it once.
+		return "tls: " + strings.TrimPrefix(unwrapURLError(err).Error(), "tls: ")
 	case errors.As(err, &urlErr):
 		return urlErr.Err.Error()
 	default:
