@@ -62,6 +62,19 @@ type hostileAnswer struct {
 	last     bool
 }
 
+// mode packs kind and last into the fuzz target's one-byte selector.
+func (a hostileAnswer) mode() byte {
+	m := byte(a.kind)
+	if a.last {
+		m |= 4
+	}
+	return m
+}
+
+func answerFromFuzz(raw []byte, mode byte, certName string) hostileAnswer {
+	return hostileAnswer{raw: raw, kind: answerKind(mode % 4), certName: certName, last: mode&4 != 0}
+}
+
 // hostileRetryDelay is the one delay of the schedule: attempt 1 is retried, attempt 2 is the
 // last.
 const hostileRetryDelay = 5 * time.Second
@@ -357,7 +370,8 @@ func requireStorable(t *testing.T, what, s string, limit int) {
 // body1KiBSplit is a body whose 1024th byte is the first of a two-byte character.
 var body1KiBSplit = strings.Repeat("a", responseLogLimit-1) + "é" + "rest"
 
-// hostileAnswers are the named cases: the table test checks what each leaves behind.
+// hostileAnswers are the named cases: the table test checks what each leaves behind, and
+// they seed FuzzHostileAnswer.
 var hostileAnswers = []struct {
 	name   string
 	answer hostileAnswer
@@ -517,4 +531,18 @@ func TestHostileAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzHostileAnswer sends the fuzzed bytes as a receiver's raw answer (mode%4 picks the
+// listener, see answerKind; mode&4 makes the attempt the last) through claim, send and
+// record against one database for the whole run.
+func FuzzHostileAnswer(f *testing.F) {
+	for _, tc := range hostileAnswers {
+		f.Add(tc.answer.raw, tc.answer.mode(), tc.answer.certName)
+	}
+	db, _ := relaytest.NewDB(f)
+	h := newAnswerHarness(f, db)
+	f.Fuzz(func(t *testing.T, raw []byte, mode byte, certName string) {
+		h.run(t, answerFromFuzz(raw, mode, certName))
+	})
 }
