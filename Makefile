@@ -40,7 +40,7 @@ FUZZTIME ?= 4s
 # package:FuzzTarget pairs run by `make fuzz`, one after the other (go test -fuzz takes one).
 FUZZ_TARGETS = ./relay/signature:FuzzVerify ./relay/targets:FuzzValidate ./relay/api:FuzzCreateSubscription \
 	./relay/api:FuzzPatchSubscription ./relay/api:FuzzReplay ./relay/deliver:FuzzAppendJSONString \
-	./relay/secrets:FuzzOpen ./config:FuzzDurationListDecode ./config:FuzzKeyDecode
+	./relay/secrets:FuzzOpen ./config:FuzzDurationListDecode ./config:FuzzKeyDecode ./relay/deliver:FuzzHostileAnswer
 
 fuzz: tmp ## Run every fuzz target for FUZZTIME (4s) each
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
