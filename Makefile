@@ -3,7 +3,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo chart bench fuzz
+.PHONY: help build test lint demo chart bench fuzz fuzz-targets
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -42,7 +42,10 @@ FUZZ_TARGETS = ./relay/signature:FuzzVerify ./relay/targets:FuzzValidate ./relay
 	./relay/api:FuzzPatchSubscription ./relay/api:FuzzReplay ./relay/deliver:FuzzAppendJSONString \
 	./relay/secrets:FuzzOpen ./config:FuzzDurationListDecode ./config:FuzzKeyDecode ./relay/deliver:FuzzHostileAnswer
 
-fuzz: tmp ## Run every fuzz target for FUZZTIME (4s) each
+fuzz: tmp ## Run every fuzz target for FUZZTIME (4s) each (finds or starts PostgreSQL: some need it)
+	@scripts/with-postgres.sh $(MAKE) --no-print-directory fuzz-targets
+
+fuzz-targets:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
 		go test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg >tmp/fuzz.log 2>&1 && continue; \
