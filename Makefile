@@ -40,7 +40,8 @@ FUZZTIME ?= 4s
 # package:FuzzTarget pairs run by `make fuzz`, one after the other (go test -fuzz takes one).
 FUZZ_TARGETS = ./relay/signature:FuzzVerify ./relay/targets:FuzzValidate ./relay/api:FuzzCreateSubscription \
 	./relay/api:FuzzPatchSubscription ./relay/api:FuzzReplay ./relay/deliver:FuzzAppendJSONString \
-	./relay/secrets:FuzzOpen ./config:FuzzDurationListDecode ./config:FuzzKeyDecode ./relay/deliver:FuzzHostileAnswer
+	./relay/secrets:FuzzOpen ./config:FuzzDurationListDecode ./config:FuzzKeyDecode ./relay/deliver:FuzzHostileAnswer \
+	./config:FuzzCheckDatabaseURL ./relay/secrets:FuzzOpenHeaders ./internal/pgtext:FuzzClean ./relay/proxy:FuzzStripPrefix
 
 fuzz: tmp ## Run every fuzz target for FUZZTIME (4s) each (finds or starts PostgreSQL: some need it)
 	@scripts/with-postgres.sh $(MAKE) --no-print-directory fuzz-targets
