@@ -23,19 +23,28 @@ $$;
 --    claim probed every active subscription (tens of milliseconds with 2,000).
 --
 -- tenant_key is the subscription's tenant ('' for none), copied at fan-out: it groups the
--- pending deliveries by tenant in deliveries_turns_idx, where a claim finds the next tenant,
--- and the next subscription of a tenant, that has pending work with one index probe each.
--- A relay of the previous release leaves it '' (the default); that only affects fairness.
+-- pending deliveries by tenant in the two indexes below, where a claim finds the next
+-- tenant, and the next subscription of a tenant, that has pending work with an index probe
+-- or two. A relay of the previous release leaves it '' (the default); that only affects
+-- fairness.
 ALTER TABLE {{schema}}.deliveries ADD COLUMN tenant_key text NOT NULL DEFAULT '';
 UPDATE {{schema}}.deliveries d
 SET tenant_key = s.tenant_id
 FROM {{schema}}.subscriptions s
 WHERE s.id = d.subscription_id AND d.status = 'pending' AND s.tenant_id IS NOT NULL;
 
--- Every pending delivery, by (tenant, subscription, due time): the turns of a claim, and
--- the per-subscription lookup of due unordered deliveries (which it replaces).
+-- Pending deliveries by (tenant, subscription): the unordered by due time (a
+-- subscription's first entry is its earliest), the ordered by key and outbox order (the
+-- heads of its lines). They replace the per-subscription indexes of 0003 and 0001 for the
+-- same rows, so a delivery is in as many indexes as before.
 CREATE INDEX deliveries_turns_idx ON {{schema}}.deliveries (tenant_key, subscription_id, next_attempt_at, id)
-    WHERE status = 'pending';
+    WHERE status = 'pending' AND ordering_key IS NULL;
+CREATE INDEX deliveries_ordered_turns_idx ON {{schema}}.deliveries (tenant_key, subscription_id, ordering_key, outbox_id)
+    WHERE status = 'pending' AND ordering_key IS NOT NULL;
+
+-- A claim walks subscriptions from after '' (see walk_turn): no id may be empty. (The API
+-- makes sub_... ids; this keeps a row written by hand from never being served.)
+ALTER TABLE {{schema}}.subscriptions ADD CONSTRAINT subscriptions_id_check CHECK (id <> '') NOT VALID;
 
 -- Where the next claim continues: after the tenant served last, and within each tenant
 -- after the subscription served last. Written only when a claim stopped before serving
@@ -52,11 +61,11 @@ CREATE TABLE {{schema}}.turn_in_tenant (
 
 -- walk_turn walks a tenant's subscriptions that have pending deliveries, in id order, from
 -- after p_after (from the first when null) up to and including p_upto (to the last when
--- null), one index probe each on deliveries_turns_idx: a subscription's first entry there
--- is its earliest pending delivery. It answers each subscription visited, in order, and
--- whether it may be claimed for now (ok: a delivery due, active, not in p_busy or p_skip),
--- and stops after p_visits subscriptions or p_share that are ok. One statement, so a claim
--- over many subscriptions does not pay a statement per subscription.
+-- null), with one probe of each of the two indexes above per subscription. It answers each
+-- subscription visited, in order, and whether it may be claimed for now (ok: an unordered
+-- delivery due or an ordered line pending, active, not in p_busy or p_skip), and stops after
+-- p_visits subscriptions or p_share that are ok. One statement, so a claim over many
+-- subscriptions does not pay a statement per subscription.
 CREATE FUNCTION {{schema}}.walk_turn(
     p_tenant text, p_after text, p_upto text, p_visits integer, p_share integer,
     p_busy text[], p_skip text[])
@@ -73,45 +82,40 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH RECURSIVE walk AS (
-        SELECT f.subscription_id, q.ok, 1 AS visit, q.ok::integer AS found
-        FROM (
-            -- Two anchors, one of which runs: each keeps its own index condition.
-            (SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
-             WHERE p_after IS NULL AND d.status = 'pending' AND d.tenant_key = p_tenant
-             ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1)
-            UNION ALL
-            (SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
-             WHERE p_after IS NOT NULL AND d.status = 'pending' AND d.tenant_key = p_tenant
-               AND d.subscription_id > p_after
-             ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1)
-        ) f
-        CROSS JOIN LATERAL (
-            -- May be claimed for now: a delivery due, active (looked up by id alone: with its
-            -- status in the condition the planner may walk subscriptions_active_idx), and
-            -- neither busy nor skipped.
-            SELECT f.next_attempt_at <= now() AND NOT f.subscription_id = ANY (p_busy) AND NOT f.subscription_id = ANY (p_skip)
-               AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
-                             FROM {{schema}}.subscriptions s WHERE s.id = f.subscription_id), false) AS ok
-        ) q
-        WHERE p_upto IS NULL OR f.subscription_id <= p_upto
+        -- From after p_after, or after '' (every id is longer): visit 0 is no visit.
+        SELECT coalesce(p_after, '') AS subscription_id, false AS ok, 0 AS visit, 0 AS found
         UNION ALL
         SELECT n.subscription_id, q.ok, w.visit + 1, w.found + q.ok::integer
         FROM walk w
-        CROSS JOIN LATERAL (
+        LEFT JOIN LATERAL (
             SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
-            WHERE d.status = 'pending' AND d.tenant_key = p_tenant AND d.subscription_id > w.subscription_id
+            WHERE d.status = 'pending' AND d.ordering_key IS NULL
+              AND d.tenant_key = p_tenant AND d.subscription_id > w.subscription_id
             ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1
-        ) n
+        ) u ON true
+        LEFT JOIN LATERAL (
+            SELECT d.subscription_id FROM {{schema}}.deliveries d
+            WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL
+              AND d.tenant_key = p_tenant AND d.subscription_id > w.subscription_id
+            ORDER BY d.subscription_id LIMIT 1
+        ) o ON true
+        CROSS JOIN LATERAL (SELECT least(u.subscription_id, o.subscription_id) AS subscription_id) n
         CROSS JOIN LATERAL (
-            -- As above.
-            SELECT n.next_attempt_at <= now() AND NOT n.subscription_id = ANY (p_busy) AND NOT n.subscription_id = ANY (p_skip)
+            -- May be claimed for now: an unordered delivery due or an ordered line pending
+            -- (its heads decide), active (looked up by id alone: with its status in the
+            -- condition the planner may walk subscriptions_active_idx), neither busy nor
+            -- skipped.
+            SELECT ((u.subscription_id = n.subscription_id AND u.next_attempt_at <= now())
+                    OR o.subscription_id = n.subscription_id)
+               AND NOT n.subscription_id = ANY (p_busy) AND NOT n.subscription_id = ANY (p_skip)
                AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
                              FROM {{schema}}.subscriptions s WHERE s.id = n.subscription_id), false) AS ok
         ) q
-        WHERE w.visit < p_visits AND w.found < p_share
+        WHERE n.subscription_id IS NOT NULL
+          AND w.visit < p_visits AND w.found < p_share
           AND (p_upto IS NULL OR n.subscription_id <= p_upto)
     )
-    SELECT w.subscription_id, w.ok, w.visit FROM walk w;
+    SELECT w.subscription_id, w.ok, w.visit FROM walk w WHERE w.visit > 0;
 END
 $$;
 
@@ -211,14 +215,23 @@ BEGIN
     v_wrapped := v_after_tenant IS NULL;
     LOOP
         v_next := NULL;
+        -- The next tenant in either index ('' is a tenant: those without one).
         IF v_tenant IS NULL THEN
-            SELECT d.tenant_key INTO v_next FROM {{schema}}.deliveries d
-            WHERE d.status = 'pending'
-            ORDER BY d.tenant_key LIMIT 1;
+            SELECT least(
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE d.status = 'pending' AND d.ordering_key IS NULL
+                 ORDER BY d.tenant_key LIMIT 1),
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL
+                 ORDER BY d.tenant_key LIMIT 1)) INTO v_next;
         ELSE
-            SELECT d.tenant_key INTO v_next FROM {{schema}}.deliveries d
-            WHERE d.status = 'pending' AND d.tenant_key > v_tenant
-            ORDER BY d.tenant_key LIMIT 1;
+            SELECT least(
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE d.status = 'pending' AND d.ordering_key IS NULL AND d.tenant_key > v_tenant
+                 ORDER BY d.tenant_key LIMIT 1),
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL AND d.tenant_key > v_tenant
+                 ORDER BY d.tenant_key LIMIT 1)) INTO v_next;
         END IF;
         IF v_next IS NULL THEN
             EXIT WHEN v_wrapped;
@@ -324,7 +337,8 @@ BEGIN
             WITH RECURSIVE line AS (
                 (SELECT d.ordering_key, d.id, d.subscription_id, d.next_attempt_at, d.lease_until
                  FROM {{schema}}.deliveries d
-                 WHERE d.subscription_id = s.id AND d.status = 'pending' AND d.ordering_key IS NOT NULL
+                 WHERE d.tenant_key = s.tenant_key AND d.subscription_id = s.id
+                   AND d.status = 'pending' AND d.ordering_key IS NOT NULL
                  ORDER BY d.ordering_key, d.outbox_id
                  LIMIT 1)
                 UNION ALL
@@ -333,7 +347,8 @@ BEGIN
                 CROSS JOIN LATERAL (
                     SELECT d.ordering_key, d.id, d.subscription_id, d.next_attempt_at, d.lease_until
                     FROM {{schema}}.deliveries d
-                    WHERE d.subscription_id = s.id AND d.status = 'pending' AND d.ordering_key IS NOT NULL
+                    WHERE d.tenant_key = s.tenant_key AND d.subscription_id = s.id
+                      AND d.status = 'pending' AND d.ordering_key IS NOT NULL
                       AND d.ordering_key > line.ordering_key
                     ORDER BY d.ordering_key, d.outbox_id
                     LIMIT 1
@@ -438,3 +453,4 @@ $$;
 DROP FUNCTION {{schema}}.record_and_claim(bigint[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], bigint[], text, text[], text[], bigint, integer, bigint, integer, integer);
 DROP FUNCTION {{schema}}.claim_deliveries(integer, text, bigint, integer, integer);
 DROP INDEX {{schema}}.deliveries_due_by_subscription_idx;
+DROP INDEX {{schema}}.deliveries_ordered_idx;

@@ -363,7 +363,7 @@ func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any, room i
 // doubled each cycle of the one recorder: one event to 2,000 subscriptions took 0.6s, 0.5s
 // with the two side by side. A batch from few subscriptions (a backlog draining) keeps the
 // one round trip, whose claim is cheap.
-const combineMaxSubscriptions = 8
+const combineMaxSubscriptions = 32
 
 // queryer is what the record step needs of a *sql.DB or *sql.Tx.
 type queryer interface {

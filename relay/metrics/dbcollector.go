@@ -75,7 +75,7 @@ type read struct {
 }
 
 // queueStats counts unordered and ordered pending deliveries apart: each half matches one
-// partial index (deliveries_due_by_subscription_idx, deliveries_ordered_idx), so a read
+// partial index (deliveries_turns_idx, deliveries_ordered_turns_idx), so a read
 // never scans the delivered history.
 const queueStats = `
 SELECT (SELECT count(*) FROM {{schema}}.outbox WHERE dispatched_at IS NULL),
