@@ -62,14 +62,15 @@ CREATE TABLE {{schema}}.turn_in_tenant (
 -- walk_turn walks a tenant's subscriptions that have pending deliveries, in id order, from
 -- after p_after (from the first when null) up to and including p_upto (to the last when
 -- null), with one probe of each of the two indexes above per subscription. It answers each
--- subscription visited, in order, and whether it may be claimed for now (ok: an unordered
+-- subscription visited, in order, whether it has unordered or ordered deliveries pending
+-- (so the claim probes only what is there), and whether it may be claimed for now (ok: an unordered
 -- delivery due or an ordered line pending, active, not in p_busy or p_skip), and stops after
 -- p_visits subscriptions or p_share that are ok. One statement, so a claim over many
 -- subscriptions does not pay a statement per subscription.
 CREATE FUNCTION {{schema}}.walk_turn(
     p_tenant text, p_after text, p_upto text, p_visits integer, p_share integer,
     p_busy text[], p_skip text[])
-RETURNS TABLE (subscription_id text, ok boolean, visit integer)
+RETURNS TABLE (subscription_id text, ok boolean, visit integer, has_unordered boolean, has_ordered boolean)
 LANGUAGE plpgsql STABLE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
@@ -83,9 +84,11 @@ BEGIN
     RETURN QUERY
     WITH RECURSIVE walk AS (
         -- From after p_after, or after '' (every id is longer): visit 0 is no visit.
-        SELECT coalesce(p_after, '') AS subscription_id, false AS ok, 0 AS visit, 0 AS found
+        SELECT coalesce(p_after, '') AS subscription_id, false AS ok, 0 AS visit, 0 AS found,
+               false AS has_unordered, false AS has_ordered
         UNION ALL
-        SELECT n.subscription_id, q.ok, w.visit + 1, w.found + q.ok::integer
+        SELECT n.subscription_id, q.ok, w.visit + 1, w.found + q.ok::integer,
+               coalesce(u.subscription_id = n.subscription_id, false), coalesce(o.subscription_id = n.subscription_id, false)
         FROM walk w
         LEFT JOIN LATERAL (
             SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
@@ -115,7 +118,7 @@ BEGIN
           AND w.visit < p_visits AND w.found < p_share
           AND (p_upto IS NULL OR n.subscription_id <= p_upto)
     )
-    SELECT w.subscription_id, w.ok, w.visit FROM walk w WHERE w.visit > 0;
+    SELECT w.subscription_id, w.ok, w.visit, w.has_unordered, w.has_ordered FROM walk w WHERE w.visit > 0;
 END
 $$;
 
@@ -182,6 +185,10 @@ DECLARE
     v_full_circle   boolean;
     v_pass          integer;
     v_pass_subs     text[];
+    v_pass_unordered boolean[];
+    v_pass_ordered  boolean[];
+    v_sub_unordered boolean[] := '{}';
+    v_sub_ordered   boolean[] := '{}';
     v_pass_last     text;
     v_pass_visits   integer;
     v_pass_found    integer;
@@ -271,9 +278,11 @@ BEGIN
                 CONTINUE; -- no turn yet: the second pass starts at the start and goes round
             END IF;
             SELECT coalesce(array_agg(w.subscription_id ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
+                   coalesce(array_agg(w.has_unordered ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
+                   coalesce(array_agg(w.has_ordered ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
                    (array_agg(w.subscription_id ORDER BY w.visit DESC))[1],
                    count(*), count(*) FILTER (WHERE w.ok)
-            INTO v_pass_subs, v_pass_last, v_pass_visits, v_pass_found
+            INTO v_pass_subs, v_pass_unordered, v_pass_ordered, v_pass_last, v_pass_visits, v_pass_found
             FROM {{schema}}.walk_turn(
                 p_tenant => v_tenant,
                 p_after => CASE WHEN v_pass = 1 THEN v_after_sub END,
@@ -281,6 +290,8 @@ BEGIN
                 p_visits => 4 * v_share + 16 - v_visits, p_share => v_share - v_found,
                 p_busy => v_busy, p_skip => p_skip) w;
             v_subs := v_subs || v_pass_subs;
+            v_sub_unordered := v_sub_unordered || v_pass_unordered;
+            v_sub_ordered := v_sub_ordered || v_pass_ordered;
             v_sub_tenants := v_sub_tenants || array_fill(v_tenant, ARRAY[cardinality(v_pass_subs)]);
             v_sub := coalesce(v_pass_last, v_sub);
             v_visits := v_visits + v_pass_visits;
@@ -303,15 +314,16 @@ BEGIN
     --    tenant's subscriptions.
     RETURN QUERY
     WITH chosen AS (
-        SELECT c.id, c.tenant_key, c.turn
-        FROM unnest(v_subs, v_sub_tenants) WITH ORDINALITY AS c(id, tenant_key, turn)
+        SELECT c.id, c.tenant_key, c.has_unordered, c.has_ordered, c.turn
+        FROM unnest(v_subs, v_sub_tenants, v_sub_unordered, v_sub_ordered)
+             WITH ORDINALITY AS c(id, tenant_key, has_unordered, has_ordered, turn)
     ), leased AS (
         SELECT x.subscription_id, count(*) AS n
         FROM {{schema}}.deliveries x
         WHERE x.lease_owner IS NOT NULL AND x.lease_until > now() AND x.subscription_id = ANY (v_subs)
         GROUP BY x.subscription_id
     ), open_subs AS (
-        SELECT c.id, c.tenant_key, c.turn,
+        SELECT c.id, c.tenant_key, c.turn, c.has_unordered, c.has_ordered,
                CASE WHEN c.id = ANY (p_ahead) THEN p_max_leased ELSE p_max_in_flight END
                - coalesce(l.n, 0) AS free
         FROM chosen c
@@ -329,6 +341,7 @@ BEGIN
             ORDER BY d.next_attempt_at, d.id
             LIMIT greatest(0, least(s.free, p_limit))
         ) c
+        WHERE s.has_unordered
     ), heads AS (
         -- The oldest pending delivery of each ordering key: a skip scan, one probe per key.
         SELECT h.id, h.subscription_id, h.next_attempt_at, s.free, s.tenant_key, s.turn
@@ -359,7 +372,7 @@ BEGIN
             WHERE line.next_attempt_at <= now()
               AND (line.lease_until IS NULL OR line.lease_until <= now())
         ) h
-        WHERE s.free > 0
+        WHERE s.free > 0 AND s.has_ordered
     ), candidates AS (
         SELECT * FROM unordered
         UNION ALL
