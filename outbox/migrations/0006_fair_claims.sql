@@ -42,7 +42,7 @@ CREATE INDEX deliveries_turns_idx ON {{schema}}.deliveries (tenant_key, subscrip
 CREATE INDEX deliveries_ordered_turns_idx ON {{schema}}.deliveries (tenant_key, subscription_id, ordering_key, outbox_id)
     WHERE status = 'pending' AND ordering_key IS NOT NULL;
 
--- A claim walks subscriptions from after '' (see walk_turn): no id may be empty. (The API
+-- A claim walks subscriptions from after '' (see lease_due): no id may be empty. (The API
 -- makes sub_... ids; this keeps a row written by hand from never being served.)
 ALTER TABLE {{schema}}.subscriptions ADD CONSTRAINT subscriptions_id_check CHECK (id <> '') NOT VALID;
 
@@ -58,69 +58,6 @@ CREATE TABLE {{schema}}.turn_in_tenant (
     tenant_key         text PRIMARY KEY,
     after_subscription text NOT NULL
 );
-
--- walk_turn walks a tenant's subscriptions that have pending deliveries, in id order, from
--- after p_after (from the first when null) up to and including p_upto (to the last when
--- null), with one probe of each of the two indexes above per subscription. It answers each
--- subscription visited, in order, whether it has unordered or ordered deliveries pending
--- (so the claim probes only what is there), and whether it may be claimed for now (ok: an unordered
--- delivery due or an ordered line pending, active, not in p_busy or p_skip), and stops after
--- p_visits subscriptions or p_share that are ok. One statement, so a claim over many
--- subscriptions does not pay a statement per subscription.
-CREATE FUNCTION {{schema}}.walk_turn(
-    p_tenant text, p_after text, p_upto text, p_visits integer, p_share integer,
-    p_busy text[], p_skip text[])
-RETURNS TABLE (subscription_id text, ok boolean, visit integer, has_unordered boolean, has_ordered boolean)
-LANGUAGE plpgsql STABLE
-SET enable_seqscan = off
-SET enable_bitmapscan = off
-SET plan_cache_mode = force_generic_plan
-AS $$
-#variable_conflict use_column
-BEGIN
-    IF p_visits <= 0 OR p_share <= 0 THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
-    WITH RECURSIVE walk AS (
-        -- From after p_after, or after '' (every id is longer): visit 0 is no visit.
-        SELECT coalesce(p_after, '') AS subscription_id, false AS ok, 0 AS visit, 0 AS found,
-               false AS has_unordered, false AS has_ordered
-        UNION ALL
-        SELECT n.subscription_id, q.ok, w.visit + 1, w.found + q.ok::integer,
-               coalesce(u.subscription_id = n.subscription_id, false), coalesce(o.subscription_id = n.subscription_id, false)
-        FROM walk w
-        LEFT JOIN LATERAL (
-            SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
-            WHERE d.status = 'pending' AND d.ordering_key IS NULL
-              AND d.tenant_key = p_tenant AND d.subscription_id > w.subscription_id
-            ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1
-        ) u ON true
-        LEFT JOIN LATERAL (
-            SELECT d.subscription_id FROM {{schema}}.deliveries d
-            WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL
-              AND d.tenant_key = p_tenant AND d.subscription_id > w.subscription_id
-            ORDER BY d.subscription_id LIMIT 1
-        ) o ON true
-        CROSS JOIN LATERAL (SELECT least(u.subscription_id, o.subscription_id) AS subscription_id) n
-        CROSS JOIN LATERAL (
-            -- May be claimed for now: an unordered delivery due or an ordered line pending
-            -- (its heads decide), active (looked up by id alone: with its status in the
-            -- condition the planner may walk subscriptions_active_idx), neither busy nor
-            -- skipped.
-            SELECT ((u.subscription_id = n.subscription_id AND u.next_attempt_at <= now())
-                    OR o.subscription_id = n.subscription_id)
-               AND NOT n.subscription_id = ANY (p_busy) AND NOT n.subscription_id = ANY (p_skip)
-               AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
-                             FROM {{schema}}.subscriptions s WHERE s.id = n.subscription_id), false) AS ok
-        ) q
-        WHERE n.subscription_id IS NOT NULL
-          AND w.visit < p_visits AND w.found < p_share
-          AND (p_upto IS NULL OR n.subscription_id <= p_upto)
-    )
-    SELECT w.subscription_id, w.ok, w.visit, w.has_unordered, w.has_ordered FROM walk w WHERE w.visit > 0;
-END
-$$;
 
 -- lease_due leases up to p_limit due deliveries to p_owner for p_lease_ms and answers what
 -- is needed to send them, in one round trip. Rules, all enforced here and so across
@@ -175,8 +112,6 @@ DECLARE
     v_after_tenant  text;
     v_tenants       text[] := '{}';
     v_tenant        text;
-    v_next          text;
-    v_wrapped       boolean;
     v_share         integer;
     v_after_sub     text;
     v_sub           text;
@@ -185,8 +120,13 @@ DECLARE
     v_full_circle   boolean;
     v_pass          integer;
     v_pass_subs     text[];
+    v_pass_tenants  text[];
     v_pass_unordered boolean[];
     v_pass_ordered  boolean[];
+    v_walk_after    text;
+    v_walk_upto     text;
+    v_walk_visits   integer;
+    v_walk_share    integer;
     v_sub_unordered boolean[] := '{}';
     v_sub_ordered   boolean[] := '{}';
     v_pass_last     text;
@@ -216,42 +156,50 @@ BEGIN
     WHERE l.other
        OR l.n >= CASE WHEN l.subscription_id = ANY (p_ahead) THEN p_max_leased ELSE p_max_in_flight END;
 
-    -- 1. Tenants with pending work, after the last one served, round once.
+    -- 1. Tenants with pending work, after the last one served, round once: from after it
+    --    to the last, then from the first up to and including it. Each step is one probe of
+    --    each index ('' is a tenant too: those without one).
     SELECT t.after_tenant INTO v_after_tenant FROM {{schema}}.turn_of_tenants t;
-    v_tenant := v_after_tenant;
-    v_wrapped := v_after_tenant IS NULL;
-    LOOP
-        v_next := NULL;
-        -- The next tenant in either index ('' is a tenant: those without one).
-        IF v_tenant IS NULL THEN
-            SELECT least(
-                (SELECT d.tenant_key FROM {{schema}}.deliveries d
-                 WHERE d.status = 'pending' AND d.ordering_key IS NULL
-                 ORDER BY d.tenant_key LIMIT 1),
-                (SELECT d.tenant_key FROM {{schema}}.deliveries d
-                 WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL
-                 ORDER BY d.tenant_key LIMIT 1)) INTO v_next;
-        ELSE
-            SELECT least(
-                (SELECT d.tenant_key FROM {{schema}}.deliveries d
-                 WHERE d.status = 'pending' AND d.ordering_key IS NULL AND d.tenant_key > v_tenant
-                 ORDER BY d.tenant_key LIMIT 1),
-                (SELECT d.tenant_key FROM {{schema}}.deliveries d
-                 WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL AND d.tenant_key > v_tenant
-                 ORDER BY d.tenant_key LIMIT 1)) INTO v_next;
-        END IF;
-        IF v_next IS NULL THEN
-            EXIT WHEN v_wrapped;
-            v_wrapped := true;
-            v_tenant := NULL;
+    FOR v_pass IN 1..2 LOOP
+        IF v_pass = 1 AND v_after_tenant IS NULL THEN
             CONTINUE;
         END IF;
-        -- Round again up to and including where this claim started.
-        EXIT WHEN v_wrapped AND v_after_tenant IS NOT NULL AND v_next > v_after_tenant;
-        v_tenants := v_tenants || v_next;
-        v_tenant := v_next;
+        WITH RECURSIVE tw AS (
+            SELECT f.tenant_key, 1 AS n
+            FROM (SELECT least(
+                -- Four anchors, two of which run (v_pass decides): each keeps its index.
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE v_pass = 2 AND d.status = 'pending' AND d.ordering_key IS NULL
+                 ORDER BY d.tenant_key LIMIT 1),
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE v_pass = 2 AND d.status = 'pending' AND d.ordering_key IS NOT NULL
+                 ORDER BY d.tenant_key LIMIT 1),
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE v_pass = 1 AND d.status = 'pending' AND d.ordering_key IS NULL AND d.tenant_key > v_after_tenant
+                 ORDER BY d.tenant_key LIMIT 1),
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE v_pass = 1 AND d.status = 'pending' AND d.ordering_key IS NOT NULL AND d.tenant_key > v_after_tenant
+                 ORDER BY d.tenant_key LIMIT 1)) AS tenant_key) f
+            WHERE f.tenant_key IS NOT NULL
+              AND (v_pass = 1 OR v_after_tenant IS NULL OR f.tenant_key <= v_after_tenant)
+            UNION ALL
+            SELECT nx.tenant_key, tw.n + 1
+            FROM tw
+            CROSS JOIN LATERAL (SELECT least(
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE d.status = 'pending' AND d.ordering_key IS NULL AND d.tenant_key > tw.tenant_key
+                 ORDER BY d.tenant_key LIMIT 1),
+                (SELECT d.tenant_key FROM {{schema}}.deliveries d
+                 WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL AND d.tenant_key > tw.tenant_key
+                 ORDER BY d.tenant_key LIMIT 1)) AS tenant_key) nx
+            WHERE nx.tenant_key IS NOT NULL AND tw.n < p_limit - cardinality(v_tenants)
+              AND (v_pass = 1 OR v_after_tenant IS NULL OR nx.tenant_key <= v_after_tenant)
+        )
+        SELECT coalesce(array_agg(tw.tenant_key ORDER BY tw.n), '{}') INTO v_pass_tenants FROM tw;
+        v_tenants := v_tenants || v_pass_tenants;
         EXIT WHEN cardinality(v_tenants) >= p_limit;
     END LOOP;
+    v_tenant := v_tenants[cardinality(v_tenants)];
     IF cardinality(v_tenants) = 0 THEN
         RETURN;
     END IF;
@@ -277,18 +225,57 @@ BEGIN
             IF v_pass = 1 AND v_after_sub IS NULL THEN
                 CONTINUE; -- no turn yet: the second pass starts at the start and goes round
             END IF;
+            v_walk_after := CASE WHEN v_pass = 1 THEN v_after_sub END;
+            v_walk_upto := CASE WHEN v_pass = 2 THEN v_after_sub END;
+            v_walk_visits := 4 * v_share + 16 - v_visits;
+            v_walk_share := v_share - v_found;
+            -- The walk: from after v_walk_after (after '' when null: every id is longer),
+            -- up to and including v_walk_upto (to the last when null), one probe of each
+            -- index per subscription; it stops after v_walk_visits subscriptions or
+            -- v_walk_share that may be claimed for now. Visit 0 is the starting point.
+            WITH RECURSIVE walk AS (
+                -- From after v_walk_after, or after '' (every id is longer): visit 0 is no visit.
+                SELECT coalesce(v_walk_after, '') AS subscription_id, false AS ok, 0 AS visit, 0 AS found,
+                       false AS has_unordered, false AS has_ordered
+                UNION ALL
+                SELECT n.subscription_id, q.ok, w.visit + 1, w.found + q.ok::integer,
+                       coalesce(u.subscription_id = n.subscription_id, false), coalesce(o.subscription_id = n.subscription_id, false)
+                FROM walk w
+                LEFT JOIN LATERAL (
+                    SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
+                    WHERE d.status = 'pending' AND d.ordering_key IS NULL
+                      AND d.tenant_key = v_tenant AND d.subscription_id > w.subscription_id
+                    ORDER BY d.subscription_id, d.next_attempt_at LIMIT 1
+                ) u ON true
+                LEFT JOIN LATERAL (
+                    SELECT d.subscription_id FROM {{schema}}.deliveries d
+                    WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL
+                      AND d.tenant_key = v_tenant AND d.subscription_id > w.subscription_id
+                    ORDER BY d.subscription_id LIMIT 1
+                ) o ON true
+                CROSS JOIN LATERAL (SELECT least(u.subscription_id, o.subscription_id) AS subscription_id) n
+                CROSS JOIN LATERAL (
+                    -- May be claimed for now: an unordered delivery due or an ordered line pending
+                    -- (its heads decide), active (looked up by id alone: with its status in the
+                    -- condition the planner may walk subscriptions_active_idx), neither busy nor
+                    -- skipped.
+                    SELECT ((u.subscription_id = n.subscription_id AND u.next_attempt_at <= now())
+                            OR o.subscription_id = n.subscription_id)
+                       AND NOT n.subscription_id = ANY (v_busy) AND NOT n.subscription_id = ANY (p_skip)
+                       AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
+                                     FROM {{schema}}.subscriptions s WHERE s.id = n.subscription_id), false) AS ok
+                ) q
+                WHERE n.subscription_id IS NOT NULL
+                  AND w.visit < v_walk_visits AND w.found < v_walk_share
+                  AND (v_walk_upto IS NULL OR n.subscription_id <= v_walk_upto)
+            )
             SELECT coalesce(array_agg(w.subscription_id ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
                    coalesce(array_agg(w.has_unordered ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
                    coalesce(array_agg(w.has_ordered ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
                    (array_agg(w.subscription_id ORDER BY w.visit DESC))[1],
                    count(*), count(*) FILTER (WHERE w.ok)
             INTO v_pass_subs, v_pass_unordered, v_pass_ordered, v_pass_last, v_pass_visits, v_pass_found
-            FROM {{schema}}.walk_turn(
-                p_tenant => v_tenant,
-                p_after => CASE WHEN v_pass = 1 THEN v_after_sub END,
-                p_upto => CASE WHEN v_pass = 2 THEN v_after_sub END,
-                p_visits => 4 * v_share + 16 - v_visits, p_share => v_share - v_found,
-                p_busy => v_busy, p_skip => p_skip) w;
+            FROM walk w WHERE w.visit > 0;
             v_subs := v_subs || v_pass_subs;
             v_sub_unordered := v_sub_unordered || v_pass_unordered;
             v_sub_ordered := v_sub_ordered || v_pass_ordered;
