@@ -159,7 +159,7 @@ BEGIN
     -- 1. Tenants with pending work, after the last one served, round once: from after it
     --    to the last, then from the first up to and including it. Each step is one probe of
     --    each index ('' is a tenant too: those without one).
-    SELECT t.after_tenant INTO v_after_tenant FROM {{schema}}.turn_of_tenants t;
+    SELECT t.after_tenant INTO v_after_tenant FROM {{schema}}.turn_of_tenants t WHERE t.only_row; -- by its key
     FOR v_pass IN 1..2 LOOP
         IF v_pass = 1 AND v_after_tenant IS NULL THEN
             CONTINUE;
