@@ -166,6 +166,7 @@ BEGIN
         END IF;
         WITH RECURSIVE tw AS (
             SELECT f.tenant_key, 1 AS n
+            -- OFFSET 0 keeps the anchor a subquery, evaluated once (not once per use).
             FROM (SELECT least(
                 -- Four anchors, two of which run (v_pass decides): each keeps its index.
                 (SELECT d.tenant_key FROM {{schema}}.deliveries d
@@ -179,7 +180,7 @@ BEGIN
                  ORDER BY d.tenant_key LIMIT 1),
                 (SELECT d.tenant_key FROM {{schema}}.deliveries d
                  WHERE v_pass = 1 AND d.status = 'pending' AND d.ordering_key IS NOT NULL AND d.tenant_key > v_after_tenant
-                 ORDER BY d.tenant_key LIMIT 1)) AS tenant_key) f
+                 ORDER BY d.tenant_key LIMIT 1)) AS tenant_key OFFSET 0) f
             WHERE f.tenant_key IS NOT NULL
               AND (v_pass = 1 OR v_after_tenant IS NULL OR f.tenant_key <= v_after_tenant)
             UNION ALL
@@ -191,7 +192,7 @@ BEGIN
                  ORDER BY d.tenant_key LIMIT 1),
                 (SELECT d.tenant_key FROM {{schema}}.deliveries d
                  WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL AND d.tenant_key > tw.tenant_key
-                 ORDER BY d.tenant_key LIMIT 1)) AS tenant_key) nx
+                 ORDER BY d.tenant_key LIMIT 1)) AS tenant_key OFFSET 0) nx
             WHERE nx.tenant_key IS NOT NULL AND tw.n < p_limit - cardinality(v_tenants)
               AND (v_pass = 1 OR v_after_tenant IS NULL OR nx.tenant_key <= v_after_tenant)
         )
