@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -37,7 +38,21 @@ import (
 var version = "dev"
 
 func main() {
+	tuneGC()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// gcPercent is the garbage collector's target unless GOGC is set. The relay's live heap is
+// small (about 10 MB under load), so at Go's default of 100 the collector ran after every few
+// MB of short-lived request and row buffers: make bench measured 15-20% less relay CPU per
+// delivery at 400 (drain 0.90-1.01 s per 10,000 against 1.12-1.13), for a peak RSS of 36 MiB
+// instead of 24.
+const gcPercent = 400
+
+func tuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
 }
 
 // run executes one command and returns the process exit code.
