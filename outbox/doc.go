@@ -16,6 +16,12 @@
 // so any number of replicas may start at once: one migrates, the others wait and then find
 // nothing to do. A failed migration rolls back whole.
 //
+// Tables and indexes change only through migrations. The relay's SQL functions (the claim
+// and the record) have one current definition each, in functions/<name>.sql, applied with
+// CREATE OR REPLACE in the same transaction after the migrations whenever its "-- version: N"
+// line is newer than the database's (table schema_functions). A change to a function is a
+// change to its file; an older relay never replaces a newer function.
+//
 // A statement-level trigger sends NOTIFY <schema>_outbox with an empty payload on every
 // insert. The payload is empty on purpose: PostgreSQL folds identical notifications within a
 // transaction (a bulk insert is one notification) and an empty payload can never exceed the

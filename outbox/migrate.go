@@ -91,6 +91,9 @@ func Migrate(ctx context.Context, db *sql.DB, opts MigrateOptions) (MigrateResul
 		res.Version = m.version
 	}
 
+	if err := syncFunctions(ctx, tx, schema); err != nil {
+		return MigrateResult{}, err
+	}
 	if err := syncNotifyTrigger(ctx, tx, schema, opts.NotifyTrigger); err != nil {
 		return MigrateResult{}, err
 	}
@@ -98,6 +101,46 @@ func Migrate(ctx context.Context, db *sql.DB, opts MigrateOptions) (MigrateResul
 		return MigrateResult{}, fmt.Errorf("committing migration: %w", err)
 	}
 	return res, nil
+}
+
+// functionsTable records which version of each function file the database has.
+const functionsTable = `CREATE TABLE IF NOT EXISTS {{schema}}.schema_functions (
+    name       text PRIMARY KEY,
+    version    integer NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`
+
+// syncFunctions applies every function file (outbox/functions) whose version is newer than
+// the one the database has, after the migrations and in their transaction, under their lock.
+// A migration holds a function's history; its file holds its current text, so a change to a
+// function is a change to one file. A file older than the database's (a relay of an earlier
+// release starting during a rolling update) is left alone: it must not undo a newer one.
+func syncFunctions(ctx context.Context, tx *sql.Tx, schema string) error {
+	fns, err := functions()
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, Qualify(schema, functionsTable)); err != nil {
+		return fmt.Errorf("creating functions table: %w", err)
+	}
+	for _, f := range fns {
+		var have int
+		err := tx.QueryRowContext(ctx, Qualify(schema, `SELECT version FROM {{schema}}.schema_functions WHERE name = $1`), f.name).Scan(&have)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("reading the version of function %s: %w", f.name, err)
+		}
+		if have >= f.version {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, Qualify(schema, f.sql)); err != nil {
+			return fmt.Errorf("applying function %s: %w", f.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, Qualify(schema, `INSERT INTO {{schema}}.schema_functions (name, version) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET version = excluded.version, applied_at = now()`), f.name, f.version); err != nil {
+			return fmt.Errorf("recording function %s: %w", f.name, err)
+		}
+	}
+	return nil
 }
 
 // syncNotifyTrigger creates or drops the outbox NOTIFY trigger. It touches the trigger only

@@ -20,6 +20,9 @@ const DefaultSchema = "relay"
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
+//go:embed functions/*.sql
+var functionFiles embed.FS
+
 // schemaPlaceholder stands for the quoted schema name in SQL text.
 const schemaPlaceholder = "{{schema}}"
 
@@ -74,10 +77,48 @@ func migrations() ([]migration, error) {
 	return out, nil
 }
 
-// MigrationsFingerprint identifies the embedded migrations' content, so that a cached copy of
-// the schema (a test template database) is rebuilt whenever a migration changes.
+// function is one embedded function file: the current definition of one SQL function.
+type function struct {
+	name    string // the file name without .sql: the function's name
+	version int    // from the file's first line, "-- version: N"
+	sql     string
+}
+
+// functions returns the embedded function files in name order.
+func functions() ([]function, error) {
+	entries, err := fs.ReadDir(functionFiles, "functions")
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded functions: %w", err)
+	}
+	var out []function
+	for _, e := range entries {
+		file := e.Name()
+		name, ok := strings.CutSuffix(file, ".sql")
+		if !ok {
+			continue
+		}
+		body, err := fs.ReadFile(functionFiles, "functions/"+file)
+		if err != nil {
+			return nil, fmt.Errorf("reading function %s: %w", file, err)
+		}
+		first, _, _ := strings.Cut(string(body), "\n")
+		v, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(first, "-- version:")))
+		if !strings.HasPrefix(first, "-- version:") || err != nil || v < 1 {
+			return nil, fmt.Errorf("function %s: the first line must be \"-- version: N\"", file)
+		}
+		out = append(out, function{name: name, version: v, sql: string(body)})
+	}
+	return out, nil
+}
+
+// MigrationsFingerprint identifies the embedded migrations' and functions' content, so that
+// a cached copy of the schema (a test template database) is rebuilt whenever one changes.
 func MigrationsFingerprint() string {
 	ms, err := migrations()
+	if err != nil {
+		return "invalid"
+	}
+	fns, err := functions()
 	if err != nil {
 		return "invalid"
 	}
@@ -85,6 +126,10 @@ func MigrationsFingerprint() string {
 	for _, m := range ms {
 		h.Write([]byte(m.name))
 		h.Write([]byte(m.sql))
+	}
+	for _, f := range fns {
+		h.Write([]byte(f.name))
+		h.Write([]byte(f.sql))
 	}
 	return strconv.FormatUint(h.Sum64(), 16)
 }

@@ -1,3 +1,6 @@
+-- The functions this migration created are history: their current definitions live in
+-- outbox/functions/, one file each, applied after the migrations.
+--
 -- claim_deliveries leases up to p_limit due deliveries to p_owner for p_lease_ms and answers
 -- what is needed to send them, in one round trip.
 --

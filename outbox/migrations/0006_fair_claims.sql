@@ -1,3 +1,6 @@
+-- The functions this migration created are history: their current definitions live in
+-- outbox/functions/, one file each, applied after the migrations.
+--
 -- Fair claims, and outbox rows every reader can read.
 --
 -- 1. created_at must be a finite time: 'infinity' is a valid timestamptz but no webhook

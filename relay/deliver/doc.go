@@ -30,7 +30,7 @@
 // subscriptions with due work, after the subscription served last; then deliveries
 // round-robin between tenants and between a tenant's subscriptions. Where each turn stopped
 // is kept in the database, so every replica continues it. See lease_due in
-// outbox/migrations/0006_fair_claims.sql.
+// outbox/functions/lease_due.sql.
 //
 // # Claiming ahead
 //
@@ -47,7 +47,7 @@
 // one statement, and for a batch with no failure that same call (record_and_lease) claims as
 // many as it freed. A kick (new deliveries fanned out) that arrives while such a record is
 // on its way is left to it rather than sent as a second claim. Statements are prepared, and
-// the claim and record logic lives in PL/pgSQL functions (outbox/migrations/), so under load
+// the claim and record logic lives in PL/pgSQL functions (outbox/functions/), so under load
 // one round trip records and refills dozens of deliveries.
 //
 // # Outcomes

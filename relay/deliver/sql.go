@@ -1,14 +1,14 @@
 package deliver
 
 // claimDue leases due deliveries and answers everything needed to send them; see
-// lease_due in outbox/migrations/0006_fair_claims.sql for its rules and how claims take
+// lease_due in outbox/functions/lease_due.sql for its rules and how claims take
 // turns between tenants and subscriptions.
 const claimDue = `SELECT * FROM {{schema}}.lease_due(
     p_limit => $1, p_owner => $2, p_lease_ms => $3, p_max_payload => $4,
     p_max_in_flight => $5, p_max_leased => $6, p_ahead => $7, p_skip => $8)`
 
 // recordResults writes a batch of results: see record_attempts in
-// outbox/migrations/0005_lease_ahead.sql. It answers how many deliveries it updated and
+// outbox/functions/record_attempts.sql. It answers how many deliveries it updated and
 // which subscriptions it disabled (RELAY_DISABLE_AFTER).
 const recordResults = `SELECT updated, disabled FROM {{schema}}.record_attempts(
     p_ids => $1, p_attempts => $2, p_started => $3, p_durations => $4, p_statuses => $5,
