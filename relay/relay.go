@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -17,24 +16,16 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // the PostgreSQL driver
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
-	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/referralloop/outbox-relay/config"
-	"github.com/referralloop/outbox-relay/outbox"
-	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
-	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/notify"
-	"github.com/referralloop/outbox-relay/relay/proxy"
 	"github.com/referralloop/outbox-relay/relay/retention"
 	"github.com/referralloop/outbox-relay/relay/secrets"
-	"github.com/referralloop/outbox-relay/relay/targets"
-	"github.com/referralloop/outbox-relay/relay/tracing"
 )
 
 // Options are what Run needs besides the configuration.
@@ -51,410 +42,158 @@ type Options struct {
 	AdminListening func(adminAddr net.Addr)
 }
 
+// Relay is one relay process's service. New opens what it owns (the database handle, the
+// listeners, tracing) and builds its components (build.go); Close releases it all; Run runs
+// it.
+type Relay struct {
+	cfg  config.Config
+	opts Options
+	log  zerolog.Logger
+
+	db        *sqlx.DB
+	box       *secrets.Box
+	registry  *prometheus.Registry
+	listeners listeners
+	limits    connLimits
+	closers   []func() // what Close releases, last opened first
+
+	listener   *notify.Listener // nil with RELAY_NOTIFY_TRIGGER=false
+	dispatcher *dispatch.Dispatcher
+	deliverer  *deliver.Deliverer
+	keys       *keycheck.Checker
+	cleaner    *retention.Cleaner
+	// operator serves the bearer-token API; public, in reverse-proxy mode, the public port,
+	// in front of upstream (shown without its password).
+	operator, public http.Handler
+	upstream         string
+	// streams is the base context of proxied requests; endStreams ends the long streams and
+	// WebSockets that a graceful Shutdown does not wait for (hijacked connections).
+	streams    context.Context
+	endStreams context.CancelFunc
+
+	migrated atomic.Bool // the schema is at this binary's version
+	started  atomic.Bool // the components run and claims are being made
+}
+
+// listeners are the relay's bound ports; admin is nil unless in reverse-proxy mode.
+type listeners struct {
+	api, ops, admin net.Listener
+}
+
 // Run runs the relay until ctx ends. It returns an error only when it cannot start at all
-// (an address in use, a schema newer than this binary); it returns nil after a clean stop.
+// (an address in use, a schema newer than this binary) or a server fails; it returns nil
+// after a clean stop.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
-	log := opts.Logger
-	box, err := secrets.New(cfg.EncryptionKey, cfg.EncryptionKeyPrevious)
+	r, err := New(ctx, cfg, opts)
 	if err != nil {
-		return fmt.Errorf("RELAY_ENCRYPTION_KEY: %w", err)
+		return err
 	}
-	db, err := sqlx.Open("postgres", cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("opening database: %w", err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(16)
-	db.SetMaxIdleConns(16)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	defer r.Close()
+	return r.Run(ctx)
+}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
-	r := &runner{cfg: cfg, db: db, log: log, registry: reg}
+// Close releases what New opened. Call it once Run has returned (or instead of Run).
+func (r *Relay) Close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+	r.closers = nil
+}
 
-	apiLn, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("listening on RELAY_LISTEN_ADDR %s: %w", cfg.ListenAddr, err)
-	}
-	opsLn, err := net.Listen("tcp", cfg.OpsAddr)
-	if err != nil {
-		apiLn.Close()
-		return fmt.Errorf("listening on RELAY_OPS_ADDR %s: %w", cfg.OpsAddr, err)
-	}
-	// In reverse-proxy mode the public port serves the proxy, and the operator API (bearer
-	// token, X-Tenant-ID trusted) moves to RELAY_ADMIN_ADDR, reachable only inside the pod.
-	var adminLn net.Listener
-	if cfg.UpstreamURL != "" {
-		adminLn, err = net.Listen("tcp", cfg.AdminAddr)
-		if err != nil {
-			apiLn.Close()
-			opsLn.Close()
-			return fmt.Errorf("listening on RELAY_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
-		}
-	}
-	// closeListeners closes the listeners no server owns yet, on an early return.
-	closeListeners := func() {
-		apiLn.Close()
-		if adminLn != nil {
-			adminLn.Close()
-		}
-	}
-	if opts.Listening != nil {
-		opts.Listening(apiLn.Addr(), opsLn.Addr())
-	}
-	if opts.AdminListening != nil && adminLn != nil {
-		opts.AdminListening(adminLn.Addr())
-	}
-
-	nofile := openFileLimit()
-	limits := newConnLimits(nofile, cfg.Workers, cfg.UpstreamURL != "")
-	if limits.short {
-		log.Warn().Uint64("open_file_limit", nofile).Int("workers", cfg.Workers).
-			Msg("open-file limit is low for RELAY_WORKERS: the listeners accept fewer connections at once; raise it (ulimit -n)")
-	}
-
-	// The ops server comes up first so that liveness answers while the database is awaited.
+// Run serves the ops port at once (liveness answers while the database is awaited), waits
+// for the schema, then runs the components and the API until ctx ends or a server fails,
+// and stops in order: no more claims, API servers drained, components finished (requests in
+// flight within RELAY_SHUTDOWN_GRACE), the ops port last.
+func (r *Relay) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
 	opsSrv := newOpsServer(r.opsHandler())
-	var servers sync.WaitGroup
-	servers.Add(1)
-	go func() {
-		defer servers.Done()
-		if err := opsSrv.Serve(limitListener(opsLn, limits.ops)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("ops server stopped")
-		}
-	}()
-	defer func() {
-		shutdownServer(opsSrv, 2*time.Second)
-		servers.Wait()
-	}()
+	g.Go(func() error { return serve("ops", opsSrv, r.listeners.ops, r.limits.ops) })
 
-	if err := r.prepareSchema(ctx); err != nil {
-		closeListeners()
+	if err := r.prepare(gctx); err != nil {
+		shutdownServer(opsSrv, 2*time.Second)
+		_ = g.Wait()
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
 
-	// Those that no configured key opens are left as they are: the key check below reports
-	// them, one line per key.
-	if n, _, err := resealSecrets(ctx, db, cfg.Schema, box); err != nil {
-		// Not fatal: the secrets still open with the keys given; the next start tries again.
-		log.Warn().Err(err).Msg("resealing subscription secrets and header values with RELAY_ENCRYPTION_KEY")
-	} else if n > 0 {
-		log.Info().Int("subscriptions", n).Msg("resealed subscription secrets and header values with RELAY_ENCRYPTION_KEY")
-	}
-
-	tp, stopTracing, err := tracing.Setup(ctx, opts.Version)
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := stopTracing(sctx); err != nil {
-			log.Warn().Err(err).Msg("flushing traces")
-		}
-	}()
-	var tracer trace.Tracer
-	if tracing.Enabled() {
-		tracer = tp.Tracer("github.com/referralloop/outbox-relay/relay/deliver")
-		log.Info().Msg("tracing on: one span per attempt, traceparent sent to receivers")
-	}
-
-	// Start-up logs one line per key problem: subscriptions whose secrets no configured key
-	// opens. Their deliveries wait, and readiness says so, until the key is configured.
-	r.keys, err = keycheck.New(keycheck.Config{
-		DB:     db,
-		Schema: cfg.Schema,
-		Open:   box.Open,
-		Logger: log.With().Str("component", "keycheck").Logger(),
-	})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	if err := r.keys.Scan(ctx); err != nil {
-		log.Warn().Err(err).Msg("checking subscription secrets")
-	}
-
-	policy := targets.Policy{AllowHTTP: cfg.AllowHTTP, AllowPrivate: cfg.AllowPrivateTargets}
-	owner := ownerID()
-	log.Info().Str("owner", owner).Str("schema", cfg.Schema).Msg("starting")
-
-	r.deliverer, err = deliver.New(deliver.Config{
-		DB:                         db,
-		Schema:                     cfg.Schema,
-		Owner:                      owner,
-		Workers:                    cfg.Workers,
-		BatchSize:                  cfg.BatchSize,
-		PollInterval:               cfg.PollInterval,
-		DeliveryTimeout:            cfg.DeliveryTimeout,
-		RetrySchedule:              cfg.RetrySchedule,
-		MaxPayloadBytes:            cfg.MaxPayloadBytes,
-		MaxInFlightPerSubscription: cfg.MaxInFlightPerSubscription,
-		DisableAfter:               cfg.DisableAfter,
-		ShutdownGrace:              cfg.ShutdownGrace,
-		UserAgent:                  "outbox-relay/" + opts.Version,
-		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
-		Metrics:                    m,
-		Tracer:                     tracer,
-		OpenSecret:                 box.Open,
-		KeyProblems:                r.keys,
-		Logger:                     log.With().Str("component", "deliver").Logger(),
-	})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	r.dispatcher, err = dispatch.New(dispatch.Config{
-		DB:           db,
-		Schema:       cfg.Schema,
-		BatchSize:    cfg.BatchSize,
-		PollInterval: cfg.PollInterval,
-		Dispatched:   func(int) { r.deliverer.Kick() },
-		Metrics:      m,
-		Logger:       log.With().Str("component", "dispatch").Logger(),
-	})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	if cfg.NotifyTrigger {
-		r.listener, err = notify.New(notify.Config{
-			DSN:     cfg.ListenDatabaseURL,
-			Channel: outbox.Channel(cfg.Schema),
-			Wake:    r.dispatcher.Kick,
-			Logger:  log.With().Str("component", "notify").Logger(),
-		})
-		if err != nil {
-			closeListeners()
-			return err
-		}
-	}
-	cleaner, err := retention.New(retention.Config{
-		DB:        db,
-		Schema:    cfg.Schema,
-		Retention: cfg.Retention,
-		Logger:    log.With().Str("component", "retention").Logger(),
-	})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-	apiHandler, err := api.New(api.Config{
-		DB:                    db,
-		Schema:                cfg.Schema,
-		Targets:               policy,
-		SealSecret:            box.Seal,
-		OpenSecret:            box.Open,
-		SecretRotationOverlap: cfg.SecretRotationOverlap,
-		KeyProblem:            r.keys.Problem,
-		DeliveriesQueued:      r.deliverer.Kick,
-		DeliveriesCancelled:   func(n int) { m.Finished("cancelled", n) },
-		Logger:                log.With().Str("component", "api").Logger(),
-	})
-	if err != nil {
-		closeListeners()
-		return err
-	}
-
-	reg.MustRegister(
-		metrics.NewDBCollector(db, cfg.Schema, log.With().Str("component", "metrics").Logger()),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "outbox_relay_in_flight_requests",
-			Help: "Webhook requests on the wire from this replica.",
-		}, func() float64 { return float64(r.deliverer.InFlight()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "outbox_relay_queued_requests",
-			Help: "Deliveries this replica has claimed and not yet sent: waiting for a worker or for a free slot of their subscription.",
-		}, func() float64 { return float64(r.deliverer.Queued()) }),
-	)
-
 	var components sync.WaitGroup
-	run := func(f func(context.Context) error) {
+	run := func(f func(context.Context)) {
 		components.Add(1)
-		go func() {
-			defer components.Done()
-			if err := f(ctx); err != nil {
-				log.Error().Err(err).Msg("component stopped")
-			}
-		}()
+		g.Go(func() error { defer components.Done(); f(gctx); return nil })
 	}
 	if r.listener != nil {
 		run(r.listener.Run)
 	}
 	run(r.dispatcher.Run)
 	run(r.deliverer.Run)
-	run(func(ctx context.Context) error { r.keys.Run(ctx); return nil })
-	run(cleaner.Run)
+	run(r.keys.Run)
+	run(r.cleaner.Run)
 	r.started.Store(true)
 
-	operatorAPI := api.BearerAuth(cfg.APIToken, api.TenantFromHeader(apiHandler.Handler()))
-	serve := func(name string, srv *http.Server, ln net.Listener, maxConns int) {
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			if err := srv.Serve(limitListener(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error().Err(err).Msg(name + " server stopped")
-			}
-		}()
-	}
-
-	var apiSrv, adminSrv *http.Server
-	// streams is the base context of proxied requests. Cancelled after the public server's
-	// graceful shutdown, it ends the long streams and WebSockets that Shutdown does not wait
-	// for (hijacked connections) or would wait for forever.
-	streams, endStreams := context.WithCancel(context.WithoutCancel(ctx))
-	defer endStreams()
-	if cfg.UpstreamURL == "" {
-		apiSrv = newOperatorServer(operatorAPI)
-		serve("api", apiSrv, apiLn, limits.operator)
-		log.Info().Str("api", apiLn.Addr().String()).Str("ops", opsLn.Addr().String()).
-			Int("api_max_conns", limits.operator).Int("ops_max_conns", limits.ops).Msg("relay running")
-	} else {
-		upstream, err := url.Parse(cfg.UpstreamURL) // config.Validate checked it
-		if err != nil {
-			closeListeners()
-			return fmt.Errorf("RELAY_UPSTREAM_URL: %w", err)
-		}
-		public, err := proxy.New(proxy.Config{
-			Upstream:     upstream,
-			Prefix:       cfg.ProxyPrefix,
-			AuthURL:      cfg.AuthURL,
-			AuthCacheTTL: cfg.AuthCacheTTL,
-			// Without BearerAuth and TenantFromHeader: forward auth sets the tenant Caller.
-			API:    apiHandler.Handler(),
-			Logger: log.With().Str("component", "proxy").Logger(),
-		})
-		if err != nil {
-			closeListeners()
-			return err
-		}
-		apiSrv = newPublicServer(public, streams)
-		adminSrv = newOperatorServer(operatorAPI)
-		serve("public", apiSrv, apiLn, limits.public)
-		serve("admin", adminSrv, adminLn, limits.operator)
-		log.Info().Str("public", apiLn.Addr().String()).Str("upstream", upstream.Redacted()).
-			Str("prefix", cfg.ProxyPrefix).Str("admin", adminLn.Addr().String()).
-			Str("ops", opsLn.Addr().String()).Int("public_max_conns", limits.public).
-			Int("admin_max_conns", limits.operator).Int("ops_max_conns", limits.ops).
-			Msg("relay running in reverse-proxy mode")
-	}
-
-	<-ctx.Done()
-	log.Info().Dur("grace", cfg.ShutdownGrace).Msg("shutting down: no more claims, finishing requests in flight")
+	servers := r.startServers(g)
+	<-gctx.Done()
+	r.log.Info().Dur("grace", r.cfg.ShutdownGrace).Msg("shutting down: no more claims, finishing requests in flight")
 	r.started.Store(false)
-	shutdownServer(apiSrv, 5*time.Second)
-	endStreams()
-	if adminSrv != nil {
-		shutdownServer(adminSrv, 5*time.Second)
+	for _, srv := range servers {
+		shutdownServer(srv, 5*time.Second)
+		r.endStreams() // after the public server's graceful part
 	}
 	components.Wait()
-	log.Info().Msg("stopped")
-	return nil
+	shutdownServer(opsSrv, 2*time.Second)
+	err := g.Wait()
+	r.log.Info().Msg("stopped")
+	return err
 }
 
-// runner holds the running parts, for readiness.
-type runner struct {
-	cfg        config.Config
-	db         *sqlx.DB
-	log        zerolog.Logger
-	migrated   atomic.Bool
-	started    atomic.Bool
-	listener   *notify.Listener
-	dispatcher *dispatch.Dispatcher
-	deliverer  *deliver.Deliverer
-	keys       *keycheck.Checker
-	registry   *prometheus.Registry
-}
-
-// prepareSchema migrates (or, with RELAY_AUTO_MIGRATE=false, waits for someone to), retrying
-// while the database is unreachable.
-func (r *runner) prepareSchema(ctx context.Context) error {
-	bo := time.Duration(0)
-	for {
-		err := r.tryPrepareSchema(ctx)
-		if err == nil {
-			r.migrated.Store(true)
-			return nil
-		}
-		if errors.Is(err, outbox.ErrSchemaTooNew) {
-			return err
-		}
-		bo = min(max(bo*2, 200*time.Millisecond), 5*time.Second)
-		r.log.Warn().Err(err).Dur("retry_in", bo).Msg("preparing database schema")
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(bo):
-		}
-	}
-}
-
-func (r *runner) tryPrepareSchema(ctx context.Context) error {
-	if r.cfg.AutoMigrate {
-		res, err := outbox.Migrate(ctx, r.db.DB, outbox.MigrateOptions{Schema: r.cfg.Schema, NotifyTrigger: r.cfg.NotifyTrigger})
-		if err != nil {
-			return err
-		}
-		if len(res.Applied) > 0 {
-			r.log.Info().Strs("applied", res.Applied).Int("version", res.Version).Msg("migrated")
-		}
-		return nil
-	}
-	v, err := outbox.SchemaVersion(ctx, r.db.DB, r.cfg.Schema)
-	if err != nil {
+// prepare waits for the schema, then reseals secrets and checks them (start-up logs one
+// line per key problem).
+func (r *Relay) prepare(ctx context.Context) error {
+	if err := r.prepareSchema(ctx); err != nil {
 		return err
 	}
-	if want := outbox.LatestVersion(); v != want {
-		return fmt.Errorf("schema %s is at version %d, this relay needs %d: run outbox-relay migrate", r.cfg.Schema, v, want)
+	// Those that no configured key opens are left as they are: the key check reports them.
+	if n, _, err := resealSecrets(ctx, r.db, r.cfg.Schema, r.box); err != nil {
+		// Not fatal: the secrets still open with the keys given; the next start tries again.
+		r.log.Warn().Err(err).Msg("resealing subscription secrets and header values with RELAY_ENCRYPTION_KEY")
+	} else if n > 0 {
+		r.log.Info().Int("subscriptions", n).Msg("resealed subscription secrets and header values with RELAY_ENCRYPTION_KEY")
+	}
+	if err := r.keys.Scan(ctx); err != nil {
+		r.log.Warn().Err(err).Msg("checking subscription secrets")
 	}
 	return nil
 }
 
-// ready reports whether this replica is doing its job, and if not, why: schema migrated,
-// claiming works, results are being recorded, requests do not fail for reasons of this
-// process, every active subscription's secret opens with the configured keys, and the
-// LISTEN connection is up (when notifications are used).
-func (r *runner) ready() (bool, string) {
-	switch {
-	case !r.migrated.Load():
-		return false, "schema not migrated yet"
-	case !r.started.Load():
-		return false, "not claiming"
-	case !r.dispatcher.Healthy() || !r.deliverer.Healthy():
-		return false, "database unreachable"
-	case r.listener != nil && !r.listener.Connected():
-		return false, "listen connection down"
+// startServers serves the API (the public and admin ports in reverse-proxy mode) and
+// answers the servers, in the order they are to be shut down.
+func (r *Relay) startServers(g *errgroup.Group) []*http.Server {
+	ln := r.listeners
+	if r.public == nil {
+		api := newOperatorServer(r.operator)
+		g.Go(func() error { return serve("api", api, ln.api, r.limits.operator) })
+		r.log.Info().Str("api", ln.api.Addr().String()).Str("ops", ln.ops.Addr().String()).
+			Int("api_max_conns", r.limits.operator).Int("ops_max_conns", r.limits.ops).Msg("relay running")
+		return []*http.Server{api}
 	}
-	if why := r.deliverer.Trouble(); why != "" {
-		return false, why
-	}
-	if why := r.keys.Trouble(); why != "" {
-		return false, why
-	}
-	return true, "ok"
+	public, admin := newPublicServer(r.public, r.streams), newOperatorServer(r.operator)
+	g.Go(func() error { return serve("public", public, ln.api, r.limits.public) })
+	g.Go(func() error { return serve("admin", admin, ln.admin, r.limits.operator) })
+	r.log.Info().Str("public", ln.api.Addr().String()).Str("upstream", r.upstream).
+		Str("prefix", r.cfg.ProxyPrefix).Str("admin", ln.admin.Addr().String()).
+		Str("ops", ln.ops.Addr().String()).Int("public_max_conns", r.limits.public).
+		Int("admin_max_conns", r.limits.operator).Int("ops_max_conns", r.limits.ops).
+		Msg("relay running in reverse-proxy mode")
+	return []*http.Server{public, admin}
 }
 
-func (r *runner) opsHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := r.ready()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		_, _ = w.Write([]byte(why + "\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{}))
-	return mux
+// serve serves srv on ln, at most maxConns connections at once, until it is shut down.
+func serve(name string, srv *http.Server, ln net.Listener, maxConns int) error {
+	if err := srv.Serve(limitListener(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s server: %w", name, err)
+	}
+	return nil
 }
 
 func shutdownServer(srv *http.Server, timeout time.Duration) {

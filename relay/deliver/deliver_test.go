@@ -100,10 +100,10 @@ func (b bundle) start(t *testing.T, opts options) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); _ = del.Run(ctx) }()
+	go func() { defer wg.Done(); del.Run(ctx) }()
 	if !opts.disableDispatch {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = disp.Run(ctx) }()
+		go func() { defer wg.Done(); disp.Run(ctx) }()
 	}
 	stop := func() { cancel(); wg.Wait() }
 	t.Cleanup(stop)

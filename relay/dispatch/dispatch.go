@@ -85,7 +85,7 @@ func (d *Dispatcher) Healthy() bool { return d.healthy.Load() }
 
 // Run claims and fans out until ctx ends, then returns nil. A batch in progress at that
 // moment commits or rolls back whole.
-func (d *Dispatcher) Run(ctx context.Context) error {
+func (d *Dispatcher) Run(ctx context.Context) {
 	log := d.cfg.Logger
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 100 * time.Millisecond
@@ -97,7 +97,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for {
 		if err := d.drain(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
 			}
 			d.healthy.Store(false)
 			d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
@@ -105,7 +105,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			log.Warn().Err(err).Dur("retry_in", wait).Msg("dispatching outbox rows")
 			select {
 			case <-ctx.Done():
-				return nil
+				return
 			case <-time.After(wait):
 			}
 			continue
@@ -113,7 +113,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		bo.Reset()
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-d.wake:
 		case <-poll.C:
 		}

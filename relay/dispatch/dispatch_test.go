@@ -185,7 +185,7 @@ func TestReplicasCreateExactlyOneDeliveryPerPair(t *testing.T) {
 		d, err := dispatch.New(dispatch.Config{DB: b.db, BatchSize: 7, PollInterval: 5 * time.Millisecond, Logger: zerolog.Nop()})
 		require.NoError(t, err)
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = d.Run(ctx) }()
+		go func() { defer wg.Done(); d.Run(ctx) }()
 	}
 	var writers sync.WaitGroup
 	for w := range 4 {
@@ -236,8 +236,8 @@ func TestRunWakesOnKickAndReportsToDeliverer(t *testing.T) {
 	b.subscribe(t, sub{types: []string{"*"}})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- d.Run(ctx) }()
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
 	relaytest.Eventually(t, 5*time.Second, d.Healthy, "dispatcher never healthy")
 
 	b.publish(t, outbox.Event{Type: "a.b"})
@@ -249,5 +249,5 @@ func TestRunWakesOnKickAndReportsToDeliverer(t *testing.T) {
 		t.Fatal("a kick did not dispatch the new row (poll interval is an hour)")
 	}
 	cancel()
-	require.NoError(t, <-done)
+	<-done
 }

@@ -67,9 +67,9 @@ func New(cfg Config) (*Listener, error) {
 // Connected reports whether the LISTEN connection is up right now.
 func (l *Listener) Connected() bool { return l.connected.Load() }
 
-// Run listens until ctx ends. It returns nil on cancellation; connection trouble is never an
-// error here, only a state (Connected) and a log line, since polling covers for it.
-func (l *Listener) Run(ctx context.Context) error {
+// Run listens until ctx ends. Connection trouble is never an error here, only a state
+// (Connected) and a log line, since polling covers for it.
+func (l *Listener) Run(ctx context.Context) {
 	log := l.cfg.Logger
 	pl := pq.NewListener(l.cfg.DSN, l.cfg.MinReconnect, l.cfg.MaxReconnect, func(ev pq.ListenerEventType, err error) {
 		switch ev {
@@ -105,7 +105,7 @@ func (l *Listener) Run(ctx context.Context) error {
 			if listenErr != nil {
 				<-listenErr
 			}
-			return nil
+			return
 		case err := <-listenErr:
 			if err != nil && !errors.Is(err, net.ErrClosed) {
 				// The server refused LISTEN itself (permissions, bad channel): the connection

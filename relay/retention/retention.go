@@ -101,12 +101,12 @@ func New(cfg Config) (*Cleaner, error) {
 }
 
 // Run makes a pass every Interval until ctx ends; errors are logged and retried next pass.
-func (c *Cleaner) Run(ctx context.Context) error {
+func (c *Cleaner) Run(ctx context.Context) {
 	for {
 		wait := c.cfg.Interval + time.Duration(rand.Int64N(int64(c.cfg.Interval/10)+1))
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(wait):
 		}
 		deliveries, events, err := c.Pass(ctx)
