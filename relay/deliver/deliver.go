@@ -119,16 +119,9 @@ type Deliverer struct {
 
 	wake     chan struct{} // something may be due
 	roomFree chan struct{} // leases ended: there is room to claim more
-	// kicks counts Kick calls. A record that claims stores in claimedKicks the count read
-	// before its statement: every kick up to it is covered by that claim, whose snapshot
-	// sees what the kicker committed. recording is set while results are being gathered
-	// or written, and recordDone signalled after each write. Together they let the claim
-	// loop leave a kick to the record about to claim anyway, instead of a second statement.
-	kicks        atomic.Uint64
-	claimedKicks atomic.Uint64
-	recording    atomic.Bool
-	recordDone   chan struct{}
-	healthy      atomic.Bool
+	// cover lets the claim loop leave a kick to a record that claims anyway (cover.go).
+	cover   *claimCover
+	healthy atomic.Bool
 	// recordFailingSince is when the results waiting to be written first failed to be
 	// written (Unix ns; 0 while records succeed), and recordErr the last error.
 	recordFailingSince atomic.Int64
@@ -195,7 +188,7 @@ func New(cfg Config) (*Deliverer, error) {
 		opEvQ:        outbox.Qualify(cfg.Schema, insertOperationalEvents),
 		wake:         make(chan struct{}, 1),
 		roomFree:     make(chan struct{}, 1),
-		recordDone:   make(chan struct{}, 1),
+		cover:        newClaimCover(),
 	}, nil
 }
 
@@ -208,7 +201,7 @@ func setDefault[T comparable](v *T, def T) {
 
 // Kick asks the deliverer to look for due deliveries now. It never blocks; kicks coalesce.
 func (d *Deliverer) Kick() {
-	d.kicks.Add(1)
+	d.cover.kick()
 	signal(d.wake)
 }
 
@@ -266,9 +259,9 @@ func signal(ch chan struct{}) {
 // not cancel: cutting a claim short could commit a lease whose rows we never learn about.
 const dbTimeout = 15 * time.Second
 
-// Run delivers until ctx ends, then drains as the package documentation describes. It
-// returns nil; database trouble is retried, never returned.
-func (d *Deliverer) Run(ctx context.Context) error {
+// Run delivers until ctx ends, then drains as the package documentation describes.
+// Database trouble is retried, never returned.
+func (d *Deliverer) Run(ctx context.Context) {
 	// Requests use hard, which outlives ctx by ShutdownGrace: in-flight attempts may finish.
 	hard, cutRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutRequests()
@@ -306,7 +299,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	grace.Stop()
 	close(results)
 	<-recorded
-	return nil
+	return
 }
 
 // recordReserve is how long before the shutdown deadline requests still on the wire are
@@ -369,7 +362,7 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-d.wake:
-				if d.coveredByRecord(ctx, d.kicks.Load()) {
+				if d.cover.covered(ctx, d.cover.latest()) {
 					continue
 				}
 			case <-poll.C:
@@ -404,29 +397,6 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 		more = len(claimed) == n
 		d.queue(claimed)
 	}
-}
-
-// recordWait bounds how long a kick waits for the record in progress to claim for it.
-const recordWait = 20 * time.Millisecond
-
-// coveredByRecord reports whether a record that claims has covered (or, while results
-// are being recorded, soon covers) every kick up to kick, so the claim loop need not claim.
-func (d *Deliverer) coveredByRecord(ctx context.Context, kick uint64) bool {
-	timeout := time.NewTimer(recordWait)
-	defer timeout.Stop()
-	for d.claimedKicks.Load() < kick {
-		if !d.recording.Load() {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-timeout.C:
-			return false
-		case <-d.recordDone:
-		}
-	}
-	return true
 }
 
 // queue hands claimed jobs to the lanes, or releases them once the lanes are closed. Jobs

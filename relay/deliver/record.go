@@ -27,12 +27,11 @@ func (d *Deliverer) recordLoop(results <-chan result) {
 		if !ok {
 			return
 		}
-		d.recording.Store(true)
+		d.cover.recordStarted()
 		batch = append(batch[:0], r)
 		batch = d.gather(results, batch)
 		d.writeWithRetry(batch)
-		d.recording.Store(false)
-		signal(d.recordDone)
+		d.cover.recordEnded()
 	}
 }
 
@@ -335,13 +334,12 @@ func (d *Deliverer) write(batch []result) error {
 func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any, room int) error {
 	args := append(append(recordArgs, room), d.leaseArgs()...)
 	start := time.Now()
-	kicks := d.kicks.Load()
+	kicks := d.cover.latest()
 	rows, err := d.recordClaimP.QueryContext(ctx, args...)
 	if err != nil {
 		return err
 	}
-	// Only the recorder writes it, and kicks only grow: a plain store keeps it monotonic.
-	d.claimedKicks.Store(kicks)
+	d.cover.claimedThrough(kicks)
 	js, err := d.scanJobs(rows, start)
 	if err != nil {
 		// The record and the claim are one statement: both rolled back, or both committed
