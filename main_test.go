@@ -275,6 +275,24 @@ func TestBadConfigStopsStartupWithOneLine(t *testing.T) {
 	require.Contains(t, lines[0], "RELAY_POLL_INTERVAL")
 }
 
+// TestTooLongSchemaStopsStartupWithOneLine: a RELAY_SCHEMA whose NOTIFY channel would pass
+// PostgreSQL's 63 bytes stops serve and migrate before they connect, naming the variable.
+func TestTooLongSchemaStopsStartupWithOneLine(t *testing.T) {
+	for _, command := range []string{"serve", "migrate"} {
+		cmd := exec.Command(binary, command)
+		cmd.Env = append(os.Environ(), "RELAY_DATABASE_URL=postgres://localhost/x", "RELAY_API_TOKEN=t",
+			"RELAY_SCHEMA="+strings.Repeat("s", 57))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		require.Error(t, cmd.Run())
+		require.Equal(t, 1, cmd.ProcessState.ExitCode())
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		require.Len(t, lines, 1, stderr.String())
+		require.Contains(t, lines[0], "RELAY_SCHEMA: ")
+		require.Contains(t, lines[0], "want at most 56")
+	}
+}
+
 func TestHelpListsEveryVariable(t *testing.T) {
 	out, err := exec.Command(binary, "help").CombinedOutput()
 	require.NoError(t, err)

@@ -21,15 +21,13 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/lib/pq"
+
+	"github.com/referralloop/outbox-relay/outbox"
 )
 
 // KeySize is the length in bytes of RELAY_ENCRYPTION_KEY and
 // RELAY_ENCRYPTION_KEY_PREVIOUS once decoded (AES-256).
 const KeySize = 32
-
-// maxSchemaLen keeps the NOTIFY channel "<schema>_outbox" within PostgreSQL's
-// 63-byte identifier limit; pg_notify refuses longer channel names.
-const maxSchemaLen = 63 - len("_outbox")
 
 // Config is the relay's whole configuration, read from the environment by
 // Load. Struct tags are the single source of every variable's name, default
@@ -181,8 +179,6 @@ func requiredError(name string) *Error {
 	return errorf(name, "is required")
 }
 
-var schemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
 // Validate checks values and the rules between them, in field order, and
 // returns the first problem as an *Error. Load calls it; call it again on a
 // Config built by hand. Like lib/pq when it connects, it reads the PG*
@@ -207,14 +203,8 @@ func (c Config) Validate() error {
 		return errorf("RELAY_INSECURE_NO_AUTH", "is true but RELAY_API_TOKEN is set; to run without auth set RELAY_API_TOKEN empty, otherwise remove RELAY_INSECURE_NO_AUTH")
 	}
 
-	if !schemaRe.MatchString(c.Schema) {
-		return errorf("RELAY_SCHEMA", "invalid schema name %q (want lowercase letters, digits and _, not starting with a digit)", c.Schema)
-	}
-	if len(c.Schema) > maxSchemaLen {
-		return errorf("RELAY_SCHEMA", "schema name is %d characters, want at most %d (the NOTIFY channel %s_outbox must fit in 63)", len(c.Schema), maxSchemaLen, c.Schema)
-	}
-	if strings.HasPrefix(c.Schema, "pg_") {
-		return errorf("RELAY_SCHEMA", "schema name %q starts with pg_, which PostgreSQL reserves", c.Schema)
+	if err := outbox.CheckSchemaName(c.Schema); err != nil {
+		return errorf("RELAY_SCHEMA", "%s", err)
 	}
 
 	if msg := checkAddr(c.ListenAddr, ":8080"); msg != "" {

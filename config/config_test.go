@@ -238,6 +238,21 @@ func TestLoadInsecureNoAuth(t *testing.T) {
 	})
 }
 
+// TestLoadSchemaAtTheChannelLimit: RELAY_SCHEMA follows outbox.CheckSchemaName, whose
+// NOTIFY channel <schema>_outbox must fit in 63 bytes.
+func TestLoadSchemaAtTheChannelLimit(t *testing.T) {
+	longest := strings.Repeat("s", 56)
+	setEnv(t, baseEnv(map[string]string{"RELAY_SCHEMA": longest}))
+	c, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, longest, c.Schema)
+
+	setEnv(t, baseEnv(map[string]string{"RELAY_SCHEMA": longest + "s"}))
+	_, err = Load()
+	requireConfigError(t, err, "RELAY_SCHEMA")
+	require.Contains(t, err.Error(), "want at most 56")
+}
+
 // TestLoadIgnoresUnprefixedNames guards against envconfig's fallback from
 // RELAY_X to X: an application's own DATABASE_URL or API_TOKEN in the same
 // pod must not configure the relay.

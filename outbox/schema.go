@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,12 +22,6 @@ var migrationFiles embed.FS
 // schemaPlaceholder stands for the quoted schema name in SQL text.
 const schemaPlaceholder = "{{schema}}"
 
-var schemaNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
-// ValidSchemaName reports whether name can be used as the relay's schema: lower-case letters,
-// digits and underscores, so that it is also a valid part of a NOTIFY channel name.
-func ValidSchemaName(name string) bool { return schemaNameRE.MatchString(name) }
-
 // Qualify replaces every {{schema}} in query with the quoted schema name. The name is an
 // identifier, never a value: values always travel as bind parameters.
 func Qualify(schema, query string) string {
@@ -36,7 +29,7 @@ func Qualify(schema, query string) string {
 }
 
 // Channel is the NOTIFY channel the outbox trigger signals for schema.
-func Channel(schema string) string { return schema + "_outbox" }
+func Channel(schema string) string { return schema + channelSuffix }
 
 // migration is one embedded, versioned SQL file.
 type migration struct {
