@@ -397,3 +397,36 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 		require.Contains(t, string(readme), "| `"+v+"` |", "README's configuration table lacks %s", v)
 	}
 }
+
+// TestReadmeDefaultsMatchHelp keeps the README's table a copy of package defaults: help prints
+// the defaults the relay runs with, and the table must say the same.
+func TestReadmeDefaultsMatchHelp(t *testing.T) {
+	help, err := exec.Command(binary, "help").CombinedOutput()
+	require.NoError(t, err)
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	documented := map[string]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		cells := strings.Split(line, " | ")
+		if len(cells) >= 3 && strings.HasPrefix(cells[0], "| `RELAY_") {
+			documented[strings.Trim(cells[0], "| `")] = cells[1]
+		}
+	}
+	checked := 0
+	for _, line := range strings.Split(string(help), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || !strings.HasPrefix(f[0], "RELAY_") {
+			continue
+		}
+		want := "`" + f[2] + "`"
+		switch f[2] {
+		case "(required)":
+			want = "required"
+		case "-":
+			want = "empty"
+		}
+		require.Equal(t, want, documented[f[0]], "README's default of %s", f[0])
+		checked++
+	}
+	require.Greater(t, checked, 20)
+}
