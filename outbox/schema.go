@@ -10,11 +10,13 @@ import (
 	"strings"
 
 	"github.com/lib/pq"
+
+	"github.com/referralloop/outbox-relay/internal/defaults"
 )
 
 // DefaultSchema is the PostgreSQL schema that holds the relay's objects unless RELAY_SCHEMA
 // names another.
-const DefaultSchema = "relay"
+const DefaultSchema = defaults.Schema
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
