@@ -7,12 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
+	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 )
@@ -88,10 +88,7 @@ func (d *Dispatcher) Healthy() bool { return d.healthy.Load() }
 // moment commits or rolls back whole.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	log := d.cfg.Logger
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 100 * time.Millisecond
-	bo.MaxInterval = 5 * time.Second
-	bo.MaxElapsedTime = 0 // never give up: the database comes back or the process is stopped
+	bo := retry.NewBackoff()
 
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
