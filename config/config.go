@@ -586,19 +586,23 @@ func (k Key) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
 
 const redacted = "[redacted]"
 
-// Redacted returns every variable's effective value keyed by its name, with
-// secrets masked: the API token and keys become "[redacted]" when set, the
-// database URLs keep everything but their password. Meant for start-up logs.
-func (c Config) Redacted() map[string]string {
-	m := make(map[string]string)
-	for _, kv := range c.redactedPairs() {
-		m[kv[0]] = kv[1]
+// LogFields returns the effective configuration for the start-up log, in the
+// form zerolog's Event.Fields takes: each variable's name followed by its
+// value as it would be written in the environment, in field order. Secrets are
+// masked: the API token and keys become "[redacted]" when set (an empty token
+// stays empty, so the line shows that auth is off), the database URLs keep
+// everything but their password.
+func (c Config) LogFields() []any {
+	pairs := c.redactedPairs()
+	out := make([]any, 0, 2*len(pairs))
+	for _, kv := range pairs {
+		out = append(out, kv[0], kv[1])
 	}
-	return m
+	return out
 }
 
-// String is Redacted as NAME=value pairs in field order, so that printing a
-// Config with %v never shows a secret.
+// String is LogFields as NAME=value pairs, so that printing a Config with %v
+// never shows a secret.
 func (c Config) String() string {
 	pairs := c.redactedPairs()
 	s := make([]string, len(pairs))
@@ -611,9 +615,16 @@ func (c Config) String() string {
 // GoString makes %#v as safe as %v.
 func (c Config) GoString() string { return "config.Config{" + c.String() + "}" }
 
-// MarshalJSON writes Redacted, so that a Config handed to a JSON logger
-// (zerolog's Interface, say) never shows a secret either.
-func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.Redacted()) }
+// MarshalJSON writes the masked values of LogFields as an object, so that a
+// Config handed to a JSON logger (zerolog's Interface, say) never shows a
+// secret either.
+func (c Config) MarshalJSON() ([]byte, error) {
+	m := make(map[string]string)
+	for _, kv := range c.redactedPairs() {
+		m[kv[0]] = kv[1]
+	}
+	return json.Marshal(m)
+}
 
 func (c Config) redactedPairs() [][2]string {
 	v := reflect.ValueOf(c)
@@ -756,7 +767,7 @@ func defaultValue(field reflect.Value, tags reflect.StructTag) string {
 	return "-"
 }
 
-// field is what Load, Redacted and the tests need to know of a Config field.
+// field is what Load, LogFields and the tests need to know of a Config field.
 type field struct {
 	index    int
 	name     string // the variable

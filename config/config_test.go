@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -462,7 +463,31 @@ func TestNoDefaultTags(t *testing.T) {
 	}
 }
 
-func TestRedacted(t *testing.T) {
+// logLine is the line a zerolog logger writes with LogFields.
+func logLine(c Config) string {
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().Fields(c.LogFields()).Msg("configuration")
+	return buf.String()
+}
+
+// logged returns the variables of logLine.
+func logged(t *testing.T, c Config) map[string]string {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(logLine(c)), &m))
+	out := make(map[string]string)
+	for k, v := range m {
+		if strings.HasPrefix(k, "RELAY_") {
+			s, ok := v.(string)
+			require.True(t, ok, "%s is logged as %T", k, v)
+			out[k] = s
+		}
+	}
+	return out
+}
+
+func TestLogFields(t *testing.T) {
 	setEnv(t, baseEnv(map[string]string{
 		"RELAY_LISTEN_DATABASE_URL":     "host=db user=relay password='" + testPassword + "' dbname=app",
 		"RELAY_ENCRYPTION_KEY":          base64.StdEncoding.EncodeToString(testKey),
@@ -471,7 +496,10 @@ func TestRedacted(t *testing.T) {
 	c, err := Load()
 	require.NoError(t, err)
 
-	r := c.Redacted()
+	fields := c.LogFields()
+	require.Len(t, fields, 2*reflect.TypeFor[Config]().NumField())
+	require.Equal(t, []any{"RELAY_DATABASE_URL", "postgres://relay:xxxxx@db.internal:5432/app?sslmode=disable"}, fields[:2], "in field order")
+	r := logged(t, c)
 	require.Len(t, r, reflect.TypeFor[Config]().NumField())
 	require.Equal(t, "postgres://relay:xxxxx@db.internal:5432/app?sslmode=disable", r["RELAY_DATABASE_URL"])
 	require.Equal(t, "host=db user=relay password=xxxxx dbname=app", r["RELAY_LISTEN_DATABASE_URL"])
@@ -494,6 +522,7 @@ func TestRedacted(t *testing.T) {
 		"%#v":    fmt.Sprintf("%#v", c),
 		"%v key": fmt.Sprintf("%v %#v", c.EncryptionKey, c.EncryptionKey),
 		"JSON":   string(asJSON) + string(keyJSON),
+		"log":    logLine(c),
 	} {
 		for _, s := range secrets {
 			require.NotContains(t, out, s, "%s leaks a secret", name)
@@ -502,12 +531,12 @@ func TestRedacted(t *testing.T) {
 	require.Contains(t, c.String(), `RELAY_WORKERS="64"`)
 }
 
-func TestRedactedEmptySecrets(t *testing.T) {
+func TestLogFieldsEmptySecrets(t *testing.T) {
 	setEnv(t, baseEnv(map[string]string{"RELAY_API_TOKEN": "", "RELAY_INSECURE_NO_AUTH": "true"}))
 	c, err := Load()
 	require.NoError(t, err)
 
-	r := c.Redacted()
+	r := logged(t, c)
 	require.Empty(t, r["RELAY_API_TOKEN"], "an empty token shows as empty, so the log tells auth is off")
 	require.Empty(t, r["RELAY_ENCRYPTION_KEY"])
 }
