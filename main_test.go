@@ -275,6 +275,24 @@ func TestBadConfigStopsStartupWithOneLine(t *testing.T) {
 	require.Contains(t, lines[0], "RELAY_POLL_INTERVAL")
 }
 
+// TestTooLongSchemaStopsStartupWithOneLine: a RELAY_SCHEMA whose NOTIFY channel would pass
+// PostgreSQL's 63 bytes stops serve and migrate before they connect, naming the variable.
+func TestTooLongSchemaStopsStartupWithOneLine(t *testing.T) {
+	for _, command := range []string{"serve", "migrate"} {
+		cmd := exec.Command(binary, command)
+		cmd.Env = append(os.Environ(), "RELAY_DATABASE_URL=postgres://localhost/x", "RELAY_API_TOKEN=t",
+			"RELAY_SCHEMA="+strings.Repeat("s", 57))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		require.Error(t, cmd.Run())
+		require.Equal(t, 1, cmd.ProcessState.ExitCode())
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		require.Len(t, lines, 1, stderr.String())
+		require.Contains(t, lines[0], "RELAY_SCHEMA: ")
+		require.Contains(t, lines[0], "want at most 56")
+	}
+}
+
 func TestHelpListsEveryVariable(t *testing.T) {
 	out, err := exec.Command(binary, "help").CombinedOutput()
 	require.NoError(t, err)
@@ -378,4 +396,37 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 	for _, v := range vars {
 		require.Contains(t, string(readme), "| `"+v+"` |", "README's configuration table lacks %s", v)
 	}
+}
+
+// TestReadmeDefaultsMatchHelp keeps the README's table a copy of package defaults: help prints
+// the defaults the relay runs with, and the table must say the same.
+func TestReadmeDefaultsMatchHelp(t *testing.T) {
+	help, err := exec.Command(binary, "help").CombinedOutput()
+	require.NoError(t, err)
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	documented := map[string]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		cells := strings.Split(line, " | ")
+		if len(cells) >= 3 && strings.HasPrefix(cells[0], "| `RELAY_") {
+			documented[strings.Trim(cells[0], "| `")] = cells[1]
+		}
+	}
+	checked := 0
+	for _, line := range strings.Split(string(help), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || !strings.HasPrefix(f[0], "RELAY_") {
+			continue
+		}
+		want := "`" + f[2] + "`"
+		switch f[2] {
+		case "(required)":
+			want = "required"
+		case "-":
+			want = "empty"
+		}
+		require.Equal(t, want, documented[f[0]], "README's default of %s", f[0])
+		checked++
+	}
+	require.Greater(t, checked, 20)
 }

@@ -21,22 +21,23 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/lib/pq"
+
+	"github.com/referralloop/outbox-relay/internal/defaults"
+	"github.com/referralloop/outbox-relay/outbox"
 )
 
 // KeySize is the length in bytes of RELAY_ENCRYPTION_KEY and
 // RELAY_ENCRYPTION_KEY_PREVIOUS once decoded (AES-256).
 const KeySize = 32
 
-// maxSchemaLen keeps the NOTIFY channel "<schema>_outbox" within PostgreSQL's
-// 63-byte identifier limit; pg_notify refuses longer channel names.
-const maxSchemaLen = 63 - len("_outbox")
-
 // Config is the relay's whole configuration, read from the environment by
-// Load. Struct tags are the single source of every variable's name, default
-// and description (see Usage). Tags: envconfig is the full variable name,
+// Load. Struct tags are the single source of every variable's name and
+// description (see Usage); defaults come from package defaults, through
+// defaultConfig, and never from a tag, so that the relay's packages fall back to
+// the very values Usage prints. Tags: envconfig is the full variable name,
 // secret marks values that must never be printed ("password": a database
 // URL or DSN whose password must never be printed), usagedefault overrides the
-// DEFAULT column of Usage when the real default is not a literal.
+// DEFAULT column of Usage when the default is another variable's value.
 type Config struct {
 	// DatabaseURL is where the outbox and the relay's tables live. Required.
 	DatabaseURL string `envconfig:"RELAY_DATABASE_URL" required:"true" secret:"password" desc:"PostgreSQL URL (postgres://...) or key=value DSN"`
@@ -50,56 +51,56 @@ type Config struct {
 	APIToken string `envconfig:"RELAY_API_TOKEN" required:"true" secret:"true" desc:"bearer token for the management API"`
 	// InsecureNoAuth turns authentication off; only valid with an empty
 	// APIToken.
-	InsecureNoAuth bool `envconfig:"RELAY_INSECURE_NO_AUTH" default:"false" desc:"run the API without auth (needs RELAY_API_TOKEN set empty)"`
+	InsecureNoAuth bool `envconfig:"RELAY_INSECURE_NO_AUTH" desc:"run the API without auth (needs RELAY_API_TOKEN set empty)"`
 
 	// Schema is the PostgreSQL schema of every relay object.
-	Schema string `envconfig:"RELAY_SCHEMA" default:"relay" desc:"PostgreSQL schema for the relay's tables"`
+	Schema string `envconfig:"RELAY_SCHEMA" desc:"PostgreSQL schema for the relay's tables"`
 	// AutoMigrate runs the migrations when serve starts.
-	AutoMigrate bool `envconfig:"RELAY_AUTO_MIGRATE" default:"true" desc:"migrate the schema when serve starts"`
+	AutoMigrate bool `envconfig:"RELAY_AUTO_MIGRATE" desc:"migrate the schema when serve starts"`
 	// NotifyTrigger installs (true) or drops (false) the NOTIFY trigger at
 	// migrate time.
-	NotifyTrigger bool `envconfig:"RELAY_NOTIFY_TRIGGER" default:"true" desc:"install the NOTIFY trigger at migrate time"`
+	NotifyTrigger bool `envconfig:"RELAY_NOTIFY_TRIGGER" desc:"install the NOTIFY trigger at migrate time"`
 
 	// ListenAddr serves the management API (the public port in
 	// reverse-proxy mode).
-	ListenAddr string `envconfig:"RELAY_LISTEN_ADDR" default:":8080" desc:"management API (or reverse proxy) address"`
+	ListenAddr string `envconfig:"RELAY_LISTEN_ADDR" desc:"management API (or reverse proxy) address"`
 	// OpsAddr serves /healthz, /readyz and /metrics without auth.
-	OpsAddr string `envconfig:"RELAY_OPS_ADDR" default:":9090" desc:"health and metrics address (no auth)"`
+	OpsAddr string `envconfig:"RELAY_OPS_ADDR" desc:"health and metrics address (no auth)"`
 	// AdminAddr serves the operator API in reverse-proxy mode.
-	AdminAddr string `envconfig:"RELAY_ADMIN_ADDR" default:"127.0.0.1:8081" desc:"operator API address in reverse-proxy mode"`
+	AdminAddr string `envconfig:"RELAY_ADMIN_ADDR" desc:"operator API address in reverse-proxy mode"`
 
 	// PollInterval is how often the outbox is polled whatever NOTIFY says.
-	PollInterval time.Duration `envconfig:"RELAY_POLL_INTERVAL" default:"1s" desc:"outbox polling interval"`
+	PollInterval time.Duration `envconfig:"RELAY_POLL_INTERVAL" desc:"outbox polling interval"`
 	// BatchSize is the number of rows claimed per query.
-	BatchSize int `envconfig:"RELAY_BATCH_SIZE" default:"100" desc:"rows claimed per batch (1-10000)"`
+	BatchSize int `envconfig:"RELAY_BATCH_SIZE" desc:"rows claimed per batch (1-10000)"`
 	// Workers is the number of concurrent delivery requests.
-	Workers int `envconfig:"RELAY_WORKERS" default:"64" desc:"concurrent deliveries (1-10000)"`
+	Workers int `envconfig:"RELAY_WORKERS" desc:"concurrent deliveries (1-10000)"`
 	// DeliveryTimeout bounds one webhook request.
-	DeliveryTimeout time.Duration `envconfig:"RELAY_DELIVERY_TIMEOUT" default:"5s" desc:"timeout of one webhook request"`
+	DeliveryTimeout time.Duration `envconfig:"RELAY_DELIVERY_TIMEOUT" desc:"timeout of one webhook request"`
 	// RetrySchedule holds the delays before each retry; empty means no
 	// retries. Assignable to []time.Duration.
-	RetrySchedule DurationList `envconfig:"RELAY_RETRY_SCHEDULE" default:"1m,5m,15m,1h" desc:"delays between attempts, comma-separated (empty: no retries)"`
+	RetrySchedule DurationList `envconfig:"RELAY_RETRY_SCHEDULE" desc:"delays between attempts, comma-separated (empty: no retries)"`
 	// MaxPayloadBytes is the largest payload that is sent.
-	MaxPayloadBytes int `envconfig:"RELAY_MAX_PAYLOAD_BYTES" default:"262144" desc:"largest payload sent; larger ones fail"`
+	MaxPayloadBytes int `envconfig:"RELAY_MAX_PAYLOAD_BYTES" desc:"largest payload sent; larger ones fail"`
 	// DisableAfter disables a subscription whose attempts all failed for
 	// this long.
-	DisableAfter time.Duration `envconfig:"RELAY_DISABLE_AFTER" default:"120h" desc:"disable an endpoint failing for this long"`
+	DisableAfter time.Duration `envconfig:"RELAY_DISABLE_AFTER" desc:"disable an endpoint failing for this long"`
 	// MaxInFlightPerSubscription caps concurrent requests to one
 	// subscription.
-	MaxInFlightPerSubscription int `envconfig:"RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION" default:"16" desc:"concurrent requests per subscription"`
+	MaxInFlightPerSubscription int `envconfig:"RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION" desc:"concurrent requests per subscription"`
 	// SecretRotationOverlap is how long the old secret keeps signing after a
 	// rotation.
-	SecretRotationOverlap time.Duration `envconfig:"RELAY_SECRET_ROTATION_OVERLAP" default:"24h" desc:"old secret keeps signing this long after rotation"`
+	SecretRotationOverlap time.Duration `envconfig:"RELAY_SECRET_ROTATION_OVERLAP" desc:"old secret keeps signing this long after rotation"`
 	// Retention is the age after which finished work is deleted.
-	Retention time.Duration `envconfig:"RELAY_RETENTION" default:"168h" desc:"delete finished deliveries and outbox rows after"`
+	Retention time.Duration `envconfig:"RELAY_RETENTION" desc:"delete finished deliveries and outbox rows after"`
 	// ShutdownGrace bounds the drain of in-flight attempts on SIGTERM.
-	ShutdownGrace time.Duration `envconfig:"RELAY_SHUTDOWN_GRACE" default:"25s" desc:"time to finish in-flight attempts on SIGTERM"`
+	ShutdownGrace time.Duration `envconfig:"RELAY_SHUTDOWN_GRACE" desc:"time to finish in-flight attempts on SIGTERM"`
 
 	// AllowHTTP accepts http:// target URLs.
-	AllowHTTP bool `envconfig:"RELAY_ALLOW_HTTP" default:"false" desc:"accept http:// target URLs"`
+	AllowHTTP bool `envconfig:"RELAY_ALLOW_HTTP" desc:"accept http:// target URLs"`
 	// AllowPrivateTargets accepts targets on loopback, private and metadata
 	// addresses.
-	AllowPrivateTargets bool `envconfig:"RELAY_ALLOW_PRIVATE_TARGETS" default:"false" desc:"accept private, loopback and metadata targets"`
+	AllowPrivateTargets bool `envconfig:"RELAY_ALLOW_PRIVATE_TARGETS" desc:"accept private, loopback and metadata targets"`
 
 	// EncryptionKey encrypts subscription secrets at rest (AES-256-GCM);
 	// nil means they are stored in plain text. Assignable to []byte.
@@ -109,21 +110,21 @@ type Config struct {
 	EncryptionKeyPrevious Key `envconfig:"RELAY_ENCRYPTION_KEY_PREVIOUS" secret:"true" desc:"previous key, still decrypts during a rotation"`
 
 	// LogFormat is "json" or "console".
-	LogFormat string `envconfig:"RELAY_LOG_FORMAT" default:"json" desc:"json or console"`
+	LogFormat string `envconfig:"RELAY_LOG_FORMAT" desc:"json or console"`
 	// LogLevel is one of trace, debug, info, warn, error.
-	LogLevel string `envconfig:"RELAY_LOG_LEVEL" default:"info" desc:"trace, debug, info, warn or error"`
+	LogLevel string `envconfig:"RELAY_LOG_LEVEL" desc:"trace, debug, info, warn or error"`
 
 	// UpstreamURL turns reverse-proxy mode on: the application behind the
 	// relay. Empty means off.
 	UpstreamURL string `envconfig:"RELAY_UPSTREAM_URL" desc:"application to proxy to (empty: no reverse proxy)"`
 	// ProxyPrefix is the path under which the relay serves its API in
 	// reverse-proxy mode.
-	ProxyPrefix string `envconfig:"RELAY_PROXY_PREFIX" default:"/webhooks" desc:"path of the relay's API in reverse-proxy mode"`
+	ProxyPrefix string `envconfig:"RELAY_PROXY_PREFIX" desc:"path of the relay's API in reverse-proxy mode"`
 	// AuthURL is the forward-auth endpoint; required in reverse-proxy mode.
 	AuthURL string `envconfig:"RELAY_AUTH_URL" desc:"forward-auth URL (required with RELAY_UPSTREAM_URL)"`
 	// AuthCacheTTL is how long a forward-auth answer is reused per
 	// credential; 0 disables the cache.
-	AuthCacheTTL time.Duration `envconfig:"RELAY_AUTH_CACHE_TTL" default:"10s" desc:"cache forward-auth answers this long (0: off)"`
+	AuthCacheTTL time.Duration `envconfig:"RELAY_AUTH_CACHE_TTL" desc:"cache forward-auth answers this long (0: off)"`
 }
 
 // Error is a configuration error: one line naming the variable.
@@ -138,10 +139,42 @@ func errorf(name, format string, args ...any) *Error {
 	return &Error{Var: name, Msg: oneLine(fmt.Sprintf(format, args...))}
 }
 
+// defaultConfig is the configuration of an empty environment, required
+// variables aside: the one place where defaults meet variables.
+func defaultConfig() Config {
+	return Config{
+		Schema:                     defaults.Schema,
+		AutoMigrate:                defaults.AutoMigrate,
+		NotifyTrigger:              defaults.NotifyTrigger,
+		ListenAddr:                 defaults.ListenAddr,
+		OpsAddr:                    defaults.OpsAddr,
+		AdminAddr:                  defaults.AdminAddr,
+		PollInterval:               defaults.PollInterval,
+		BatchSize:                  defaults.BatchSize,
+		Workers:                    defaults.Workers,
+		DeliveryTimeout:            defaults.DeliveryTimeout,
+		RetrySchedule:              defaults.RetrySchedule(),
+		MaxPayloadBytes:            defaults.MaxPayloadBytes,
+		DisableAfter:               defaults.DisableAfter,
+		MaxInFlightPerSubscription: defaults.MaxInFlightPerSubscription,
+		SecretRotationOverlap:      defaults.SecretRotationOverlap,
+		Retention:                  defaults.Retention,
+		ShutdownGrace:              defaults.ShutdownGrace,
+		LogFormat:                  defaults.LogFormat,
+		LogLevel:                   defaults.LogLevel,
+		ProxyPrefix:                defaults.ProxyPrefix,
+		AuthCacheTTL:               defaults.AuthCacheTTL,
+	}
+}
+
 // Load reads the process environment, fills in defaults and validates the
 // result. The error, if any, is an *Error.
 func Load() (Config, error) {
-	var c Config
+	// envconfig leaves a field alone when its variable is unset and the field
+	// has no default tag, so the defaults stay where nothing overrides them. A
+	// variable set to the empty string still overrides (an empty
+	// RELAY_RETRY_SCHEDULE means no retries).
+	c := defaultConfig()
 	for _, f := range fields() {
 		if f.required {
 			if _, ok := os.LookupEnv(f.name); !ok {
@@ -181,8 +214,6 @@ func requiredError(name string) *Error {
 	return errorf(name, "is required")
 }
 
-var schemaRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
 // Validate checks values and the rules between them, in field order, and
 // returns the first problem as an *Error. Load calls it; call it again on a
 // Config built by hand. Like lib/pq when it connects, it reads the PG*
@@ -207,23 +238,17 @@ func (c Config) Validate() error {
 		return errorf("RELAY_INSECURE_NO_AUTH", "is true but RELAY_API_TOKEN is set; to run without auth set RELAY_API_TOKEN empty, otherwise remove RELAY_INSECURE_NO_AUTH")
 	}
 
-	if !schemaRe.MatchString(c.Schema) {
-		return errorf("RELAY_SCHEMA", "invalid schema name %q (want lowercase letters, digits and _, not starting with a digit)", c.Schema)
-	}
-	if len(c.Schema) > maxSchemaLen {
-		return errorf("RELAY_SCHEMA", "schema name is %d characters, want at most %d (the NOTIFY channel %s_outbox must fit in 63)", len(c.Schema), maxSchemaLen, c.Schema)
-	}
-	if strings.HasPrefix(c.Schema, "pg_") {
-		return errorf("RELAY_SCHEMA", "schema name %q starts with pg_, which PostgreSQL reserves", c.Schema)
+	if err := outbox.CheckSchemaName(c.Schema); err != nil {
+		return errorf("RELAY_SCHEMA", "%s", err)
 	}
 
-	if msg := checkAddr(c.ListenAddr, ":8080"); msg != "" {
+	if msg := checkAddr(c.ListenAddr, defaults.ListenAddr); msg != "" {
 		return errorf("RELAY_LISTEN_ADDR", "%s", msg)
 	}
-	if msg := checkAddr(c.OpsAddr, ":9090"); msg != "" {
+	if msg := checkAddr(c.OpsAddr, defaults.OpsAddr); msg != "" {
 		return errorf("RELAY_OPS_ADDR", "%s", msg)
 	}
-	if msg := checkAddr(c.AdminAddr, "127.0.0.1:8081"); msg != "" {
+	if msg := checkAddr(c.AdminAddr, defaults.AdminAddr); msg != "" {
 		return errorf("RELAY_ADMIN_ADDR", "%s", msg)
 	}
 	if sameListener(c.ListenAddr, c.OpsAddr) {
@@ -561,19 +586,23 @@ func (k Key) MarshalJSON() ([]byte, error) { return json.Marshal(k.String()) }
 
 const redacted = "[redacted]"
 
-// Redacted returns every variable's effective value keyed by its name, with
-// secrets masked: the API token and keys become "[redacted]" when set, the
-// database URLs keep everything but their password. Meant for start-up logs.
-func (c Config) Redacted() map[string]string {
-	m := make(map[string]string)
-	for _, kv := range c.redactedPairs() {
-		m[kv[0]] = kv[1]
+// LogFields returns the effective configuration for the start-up log, in the
+// form zerolog's Event.Fields takes: each variable's name followed by its
+// value as it would be written in the environment, in field order. Secrets are
+// masked: the API token and keys become "[redacted]" when set (an empty token
+// stays empty, so the line shows that auth is off), the database URLs keep
+// everything but their password.
+func (c Config) LogFields() []any {
+	pairs := c.redactedPairs()
+	out := make([]any, 0, 2*len(pairs))
+	for _, kv := range pairs {
+		out = append(out, kv[0], kv[1])
 	}
-	return m
+	return out
 }
 
-// String is Redacted as NAME=value pairs in field order, so that printing a
-// Config with %v never shows a secret.
+// String is LogFields as NAME=value pairs, so that printing a Config with %v
+// never shows a secret.
 func (c Config) String() string {
 	pairs := c.redactedPairs()
 	s := make([]string, len(pairs))
@@ -586,9 +615,16 @@ func (c Config) String() string {
 // GoString makes %#v as safe as %v.
 func (c Config) GoString() string { return "config.Config{" + c.String() + "}" }
 
-// MarshalJSON writes Redacted, so that a Config handed to a JSON logger
-// (zerolog's Interface, say) never shows a secret either.
-func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.Redacted()) }
+// MarshalJSON writes the masked values of LogFields as an object, so that a
+// Config handed to a JSON logger (zerolog's Interface, say) never shows a
+// secret either.
+func (c Config) MarshalJSON() ([]byte, error) {
+	m := make(map[string]string)
+	for _, kv := range c.redactedPairs() {
+		m[kv[0]] = kv[1]
+	}
+	return json.Marshal(m)
+}
 
 func (c Config) redactedPairs() [][2]string {
 	v := reflect.ValueOf(c)
@@ -686,14 +722,16 @@ func Usage(w io.Writer) error {
 		return fmt.Errorf("parsing usage template: %w", err)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	if err := envconfig.Usaget("", &Config{}, tw, tmpl); err != nil {
+	// The template reads each default from the fields of defaultConfig.
+	def := defaultConfig()
+	if err := envconfig.Usaget("", &def, tw, tmpl); err != nil {
 		return fmt.Errorf("writing usage: %w", err)
 	}
 	return tw.Flush()
 }
 
 const usageTemplate = "VARIABLE\tTYPE\tDEFAULT\tDESCRIPTION\n" +
-	`{{range .}}{{.Key}}	{{typeName .Field}}	{{defaultValue .Tags}}	{{.Tags.Get "desc"}}` + "\n{{end}}"
+	`{{range .}}{{.Key}}	{{typeName .Field}}	{{defaultValue .Field .Tags}}	{{.Tags.Get "desc"}}` + "\n{{end}}"
 
 func typeName(v reflect.Value) string {
 	switch v.Type() {
@@ -713,11 +751,14 @@ func typeName(v reflect.Value) string {
 	return "string"
 }
 
-func defaultValue(tags reflect.StructTag) string {
+// defaultValue is the DEFAULT column for a field of defaultConfig: its value
+// as it would be written in the environment. A false bool is a default like
+// any other; an empty value is none.
+func defaultValue(field reflect.Value, tags reflect.StructTag) string {
 	if d := tags.Get("usagedefault"); d != "" {
 		return d
 	}
-	if d := tags.Get("default"); d != "" {
+	if d := formatValue(field); d != "" {
 		return d
 	}
 	if tags.Get("required") == "true" {
@@ -726,7 +767,7 @@ func defaultValue(tags reflect.StructTag) string {
 	return "-"
 }
 
-// field is what Load, Redacted and the tests need to know of a Config field.
+// field is what Load, LogFields and the tests need to know of a Config field.
 type field struct {
 	index    int
 	name     string // the variable

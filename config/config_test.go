@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
@@ -238,6 +239,21 @@ func TestLoadInsecureNoAuth(t *testing.T) {
 	})
 }
 
+// TestLoadSchemaAtTheChannelLimit: RELAY_SCHEMA follows outbox.CheckSchemaName, whose
+// NOTIFY channel <schema>_outbox must fit in 63 bytes.
+func TestLoadSchemaAtTheChannelLimit(t *testing.T) {
+	longest := strings.Repeat("s", 56)
+	setEnv(t, baseEnv(map[string]string{"RELAY_SCHEMA": longest}))
+	c, err := Load()
+	require.NoError(t, err)
+	require.Equal(t, longest, c.Schema)
+
+	setEnv(t, baseEnv(map[string]string{"RELAY_SCHEMA": longest + "s"}))
+	_, err = Load()
+	requireConfigError(t, err, "RELAY_SCHEMA")
+	require.Contains(t, err.Error(), "want at most 56")
+}
+
 // TestLoadIgnoresUnprefixedNames guards against envconfig's fallback from
 // RELAY_X to X: an application's own DATABASE_URL or API_TOKEN in the same
 // pod must not configure the relay.
@@ -418,7 +434,7 @@ func TestUsage(t *testing.T) {
 		line := lines[1+i]
 		fieldsOfLine := strings.Fields(line)
 		require.Equal(t, name, fieldsOfLine[0])
-		require.Equal(t, defaultValue(sf.Tag), fieldsOfLine[2], "default of %s", name)
+		require.Equal(t, defaultValue(reflect.ValueOf(defaultConfig()).Field(i), sf.Tag), fieldsOfLine[2], "default of %s", name)
 		require.Equal(t, sf.Tag.Get("desc"), line[descCol:], "description of %s is aligned", name)
 	}
 
@@ -436,25 +452,42 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-// TestDefaultTagsMatchDefaults keeps the documented defaults and the loaded
-// ones the same thing: every default tag must load and validate.
-func TestDefaultTagsMatchDefaults(t *testing.T) {
-	setEnv(t, baseEnv(nil))
-	c, err := Load()
-	require.NoError(t, err)
-
-	v := reflect.ValueOf(c)
+// TestNoDefaultTags keeps defaults in package defaults alone: envconfig would
+// prefer a default tag to defaultConfig's value, a second copy that the
+// relay's packages do not see.
+func TestNoDefaultTags(t *testing.T) {
 	for _, f := range fields() {
 		sf := reflect.TypeFor[Config]().Field(f.index)
-		def, ok := sf.Tag.Lookup("default")
-		if !ok {
-			continue
-		}
-		require.Equal(t, def, formatValue(v.Field(f.index)), "default of %s", f.name)
+		_, ok := sf.Tag.Lookup("default")
+		require.False(t, ok, "%s has a default tag; set its default in package defaults and defaultConfig", f.name)
 	}
 }
 
-func TestRedacted(t *testing.T) {
+// logLine is the line a zerolog logger writes with LogFields.
+func logLine(c Config) string {
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().Fields(c.LogFields()).Msg("configuration")
+	return buf.String()
+}
+
+// logged returns the variables of logLine.
+func logged(t *testing.T, c Config) map[string]string {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(logLine(c)), &m))
+	out := make(map[string]string)
+	for k, v := range m {
+		if strings.HasPrefix(k, "RELAY_") {
+			s, ok := v.(string)
+			require.True(t, ok, "%s is logged as %T", k, v)
+			out[k] = s
+		}
+	}
+	return out
+}
+
+func TestLogFields(t *testing.T) {
 	setEnv(t, baseEnv(map[string]string{
 		"RELAY_LISTEN_DATABASE_URL":     "host=db user=relay password='" + testPassword + "' dbname=app",
 		"RELAY_ENCRYPTION_KEY":          base64.StdEncoding.EncodeToString(testKey),
@@ -463,7 +496,10 @@ func TestRedacted(t *testing.T) {
 	c, err := Load()
 	require.NoError(t, err)
 
-	r := c.Redacted()
+	fields := c.LogFields()
+	require.Len(t, fields, 2*reflect.TypeFor[Config]().NumField())
+	require.Equal(t, []any{"RELAY_DATABASE_URL", "postgres://relay:xxxxx@db.internal:5432/app?sslmode=disable"}, fields[:2], "in field order")
+	r := logged(t, c)
 	require.Len(t, r, reflect.TypeFor[Config]().NumField())
 	require.Equal(t, "postgres://relay:xxxxx@db.internal:5432/app?sslmode=disable", r["RELAY_DATABASE_URL"])
 	require.Equal(t, "host=db user=relay password=xxxxx dbname=app", r["RELAY_LISTEN_DATABASE_URL"])
@@ -486,6 +522,7 @@ func TestRedacted(t *testing.T) {
 		"%#v":    fmt.Sprintf("%#v", c),
 		"%v key": fmt.Sprintf("%v %#v", c.EncryptionKey, c.EncryptionKey),
 		"JSON":   string(asJSON) + string(keyJSON),
+		"log":    logLine(c),
 	} {
 		for _, s := range secrets {
 			require.NotContains(t, out, s, "%s leaks a secret", name)
@@ -494,12 +531,12 @@ func TestRedacted(t *testing.T) {
 	require.Contains(t, c.String(), `RELAY_WORKERS="64"`)
 }
 
-func TestRedactedEmptySecrets(t *testing.T) {
+func TestLogFieldsEmptySecrets(t *testing.T) {
 	setEnv(t, baseEnv(map[string]string{"RELAY_API_TOKEN": "", "RELAY_INSECURE_NO_AUTH": "true"}))
 	c, err := Load()
 	require.NoError(t, err)
 
-	r := c.Redacted()
+	r := logged(t, c)
 	require.Empty(t, r["RELAY_API_TOKEN"], "an empty token shows as empty, so the log tells auth is off")
 	require.Empty(t, r["RELAY_ENCRYPTION_KEY"])
 }

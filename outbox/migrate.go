@@ -11,7 +11,7 @@ import (
 
 // MigrateOptions says where and how to migrate.
 type MigrateOptions struct {
-	// Schema holds every object; DefaultSchema when empty. Must satisfy ValidSchemaName.
+	// Schema holds every object; DefaultSchema when empty. Must satisfy CheckSchemaName.
 	Schema string
 	// NotifyTrigger keeps the statement-level NOTIFY trigger on the outbox when true and drops
 	// it when false (the relay then runs on polling alone).
@@ -44,8 +44,8 @@ func Migrate(ctx context.Context, db *sql.DB, opts MigrateOptions) (MigrateResul
 	if schema == "" {
 		schema = DefaultSchema
 	}
-	if !ValidSchemaName(schema) {
-		return MigrateResult{}, fmt.Errorf("invalid schema name %q", schema)
+	if err := CheckSchemaName(schema); err != nil {
+		return MigrateResult{}, err
 	}
 	all, err := migrations()
 	if err != nil {

@@ -67,8 +67,8 @@ func (p Publisher) Publish(ctx context.Context, tx Execer, ev Event) error {
 	if schema == "" {
 		schema = DefaultSchema
 	}
-	if !ValidSchemaName(schema) {
-		return fmt.Errorf("publishing event: invalid schema name %q", schema)
+	if err := CheckSchemaName(schema); err != nil {
+		return fmt.Errorf("publishing event: %w", err)
 	}
 	payload, err := encodePayload(ev)
 	if err != nil {

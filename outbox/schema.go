@@ -5,17 +5,18 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/lib/pq"
+
+	"github.com/referralloop/outbox-relay/internal/defaults"
 )
 
 // DefaultSchema is the PostgreSQL schema that holds the relay's objects unless RELAY_SCHEMA
 // names another.
-const DefaultSchema = "relay"
+const DefaultSchema = defaults.Schema
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
@@ -26,12 +27,6 @@ var functionFiles embed.FS
 // schemaPlaceholder stands for the quoted schema name in SQL text.
 const schemaPlaceholder = "{{schema}}"
 
-var schemaNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
-// ValidSchemaName reports whether name can be used as the relay's schema: lower-case letters,
-// digits and underscores, so that it is also a valid part of a NOTIFY channel name.
-func ValidSchemaName(name string) bool { return schemaNameRE.MatchString(name) }
-
 // Qualify replaces every {{schema}} in query with the quoted schema name. The name is an
 // identifier, never a value: values always travel as bind parameters.
 func Qualify(schema, query string) string {
@@ -39,7 +34,7 @@ func Qualify(schema, query string) string {
 }
 
 // Channel is the NOTIFY channel the outbox trigger signals for schema.
-func Channel(schema string) string { return schema + "_outbox" }
+func Channel(schema string) string { return schema + channelSuffix }
 
 // migration is one embedded, versioned SQL file.
 type migration struct {

@@ -101,8 +101,8 @@ func New(cfg Config) (*API, error) {
 	if schema == "" {
 		schema = outbox.DefaultSchema
 	}
-	if !outbox.ValidSchemaName(schema) {
-		return nil, fmt.Errorf("api: Config.Schema %q is not a valid schema name", schema)
+	if err := outbox.CheckSchemaName(schema); err != nil {
+		return nil, fmt.Errorf("api: Config.Schema: %w", err)
 	}
 	if (cfg.SealSecret == nil) != (cfg.OpenSecret == nil) {
 		return nil, errors.New("api: Config.SealSecret and Config.OpenSecret go together: set both or neither")

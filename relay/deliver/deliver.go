@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
@@ -150,17 +151,17 @@ func New(cfg Config) (*Deliverer, error) {
 	if cfg.Schema == "" {
 		cfg.Schema = outbox.DefaultSchema
 	}
-	setDefault(&cfg.Workers, 64)
-	setDefault(&cfg.BatchSize, 100)
-	setDefault(&cfg.MaxPayloadBytes, 256<<10)
-	setDefault(&cfg.MaxInFlightPerSubscription, 16)
+	setDefault(&cfg.Workers, defaults.Workers)
+	setDefault(&cfg.BatchSize, defaults.BatchSize)
+	setDefault(&cfg.MaxPayloadBytes, defaults.MaxPayloadBytes)
+	setDefault(&cfg.MaxInFlightPerSubscription, defaults.MaxInFlightPerSubscription)
 	setDefault(&cfg.MaxLeasedPerSubscription, 8*cfg.MaxInFlightPerSubscription)
 	setDefault(&cfg.MaxClaimed, 4*cfg.Workers)
 	cfg.MaxLeasedPerSubscription = max(cfg.MaxLeasedPerSubscription, cfg.MaxInFlightPerSubscription)
-	setDefault(&cfg.PollInterval, time.Second)
-	setDefault(&cfg.DeliveryTimeout, 5*time.Second)
+	setDefault(&cfg.PollInterval, defaults.PollInterval)
+	setDefault(&cfg.DeliveryTimeout, defaults.DeliveryTimeout)
 	setDefault(&cfg.LeaseMargin, 5*time.Second)
-	setDefault(&cfg.DisableAfter, 120*time.Hour)
+	setDefault(&cfg.DisableAfter, defaults.DisableAfter)
 	if cfg.Client == nil {
 		cfg.Client = NewHTTPClient(cfg.Workers, nil)
 	}

@@ -7,11 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
 
+	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
+	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 )
@@ -22,9 +23,9 @@ type Config struct {
 	DB *sqlx.DB
 	// Schema holds the relay's tables; outbox.DefaultSchema when empty.
 	Schema string
-	// BatchSize is how many outbox rows one claim takes; 100 when zero.
+	// BatchSize is how many outbox rows one claim takes; defaults.BatchSize when zero.
 	BatchSize int
-	// PollInterval is the safety-net poll; 1s when zero.
+	// PollInterval is the safety-net poll; defaults.PollInterval when zero.
 	PollInterval time.Duration
 	// Dispatched is called after each committed batch that created deliveries, with their
 	// number, to wake the deliverer. Optional; must not block.
@@ -60,10 +61,10 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.Schema = outbox.DefaultSchema
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 100
+		cfg.BatchSize = defaults.BatchSize
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = time.Second
+		cfg.PollInterval = defaults.PollInterval
 	}
 	return &Dispatcher{
 		cfg:   cfg,
@@ -87,10 +88,7 @@ func (d *Dispatcher) Healthy() bool { return d.healthy.Load() }
 // moment commits or rolls back whole.
 func (d *Dispatcher) Run(ctx context.Context) {
 	log := d.cfg.Logger
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 100 * time.Millisecond
-	bo.MaxInterval = 5 * time.Second
-	bo.MaxElapsedTime = 0 // never give up: the database comes back or the process is stopped
+	bo := retry.NewBackoff()
 
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()

@@ -21,6 +21,8 @@ import (
 
 	"github.com/lib/pq"
 	"github.com/rs/zerolog"
+
+	"github.com/referralloop/outbox-relay/internal/retry"
 )
 
 // Config configures a Listener.
@@ -37,7 +39,8 @@ type Config struct {
 	Logger zerolog.Logger
 	// PingInterval is how often the connection is checked; 30s when zero.
 	PingInterval time.Duration
-	// MinReconnect and MaxReconnect bound the reconnection delay; 100ms and 10s when zero.
+	// MinReconnect and MaxReconnect bound the reconnection delay; retry.InitialInterval and
+	// retry.MaxInterval when zero, the bounds every other database retry of the relay has.
 	MinReconnect, MaxReconnect time.Duration
 }
 
@@ -56,10 +59,10 @@ func New(cfg Config) (*Listener, error) {
 		cfg.PingInterval = 30 * time.Second
 	}
 	if cfg.MinReconnect <= 0 {
-		cfg.MinReconnect = 100 * time.Millisecond
+		cfg.MinReconnect = retry.InitialInterval
 	}
 	if cfg.MaxReconnect <= 0 {
-		cfg.MaxReconnect = 10 * time.Second
+		cfg.MaxReconnect = retry.MaxInterval
 	}
 	return &Listener{cfg: cfg}, nil
 }

@@ -15,12 +15,13 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/relay/api"
 )
 
 // DefaultPrefix is the path the management API is served under when Config.Prefix is empty
 // (RELAY_PROXY_PREFIX's default).
-const DefaultPrefix = "/webhooks"
+const DefaultPrefix = defaults.ProxyPrefix
 
 // DefaultAuthTimeout bounds one forward-auth call when Config.AuthClient is nil or has no
 // Timeout of its own.
