@@ -129,6 +129,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	policy := targets.Policy{AllowHTTP: cfg.AllowHTTP, AllowPrivate: cfg.AllowPrivateTargets}
 	owner := ownerID()
 	log.Info().Str("owner", owner).Str("schema", cfg.Schema).Msg("starting")
+	log.Info().Fields(cfg.LogFields()).Msg("configuration")
 
 	var err error
 	if r.keys, err = keycheck.New(keycheck.Config{

@@ -9,13 +9,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
 )
 
 // prepareSchema migrates (or, with RELAY_AUTO_MIGRATE=false, waits for someone to), retrying
 // while the database is unreachable.
 func (r *Relay) prepareSchema(ctx context.Context) error {
-	bo := time.Duration(0)
+	bo := retry.NewBackoff()
 	for {
 		err := r.tryPrepareSchema(ctx)
 		if err == nil {
@@ -25,12 +26,12 @@ func (r *Relay) prepareSchema(ctx context.Context) error {
 		if errors.Is(err, outbox.ErrSchemaTooNew) {
 			return err
 		}
-		bo = min(max(bo*2, 200*time.Millisecond), 5*time.Second)
-		r.log.Warn().Err(err).Dur("retry_in", bo).Msg("preparing database schema")
+		wait := bo.NextBackOff()
+		r.log.Warn().Err(err).Dur("retry_in", wait).Msg("preparing database schema")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(bo):
+		case <-time.After(wait):
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/rs/zerolog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
+	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
@@ -352,7 +352,7 @@ func (d *Deliverer) work(ctx context.Context, results chan<- result) {
 
 // claimLoop claims due deliveries into the lanes until ctx ends.
 func (d *Deliverer) claimLoop(ctx context.Context) {
-	bo := newBackoff()
+	bo := retry.NewBackoff()
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
 	// Claim again without waiting while the last claim came back full: more may be due.
@@ -522,14 +522,6 @@ func (d *Deliverer) leasesEnded(n int) {
 		d.lanes.ended(n)
 		signal(d.roomFree)
 	}
-}
-
-func newBackoff() *backoff.ExponentialBackOff {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 100 * time.Millisecond
-	bo.MaxInterval = 5 * time.Second
-	bo.MaxElapsedTime = 0 // never give up: the database comes back or the process stops
-	return bo
 }
 
 // claim leases up to n due deliveries and turns them into jobs.

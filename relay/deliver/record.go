@@ -11,6 +11,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/referralloop/outbox-relay/internal/pgerr"
+	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 )
@@ -163,7 +164,7 @@ func (d *Deliverer) writeAlone(r result) {
 // reason but the batch's data), until it succeeds or the shutdown deadline passes. It
 // answers nil, the error of a refusal for the data, or the last error when it gave up.
 func (d *Deliverer) writeRetrying(batch []result) error {
-	bo := newBackoff()
+	bo := retry.NewBackoff()
 	for {
 		err := d.write(batch)
 		if err == nil {
