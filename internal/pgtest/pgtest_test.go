@@ -2,12 +2,17 @@ package pgtest
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,8 +23,13 @@ import (
 )
 
 // TestMain checks that pgtest leaves no goroutine behind: the packages that use it verify the
-// same with goleak, and a pooled connection kept open here would fail them all.
+// same with goleak, and a pooled connection kept open here would fail them all. The helper
+// processes of TestFailedSetupIsRebuiltByTheNextProcess are exempt: pgtestdb leaves its
+// connection to the base database open when it fails a test, and they make it fail on purpose.
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(m.Run())
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -121,23 +131,31 @@ func TestNew(t *testing.T) {
 		if !databaseExists(t, name) {
 			t.Fatalf("the database of a failed test was dropped")
 		}
-		if len(ft.logs) != 1 || !strings.Contains(ft.logs[0], dsn) {
-			t.Fatalf("logs = %q, want one line with %s", ft.logs, dsn)
+		if !slices.ContainsFunc(ft.logs, func(l string) bool { return strings.Contains(l, dsn) }) {
+			t.Fatalf("logs = %q, want a line with %s", ft.logs, dsn)
 		}
 	})
 }
 
 func TestTemplatePreparedOnceForParallelTests(t *testing.T) {
 	t.Parallel()
-	var setups atomic.Int32
+	var (
+		setups  atomic.Int32
+		tplName atomic.Value
+	)
 	tpl := Template{
-		Name: "pgtest once " + randomHex(8),
+		Name: "pgtest once " + randomHex(),
 		Setup: func(ctx context.Context, db *sql.DB) error {
 			setups.Add(1)
+			tplName.Store(currentDatabase(ctx, db))
 			return createWidgets(ctx, db)
 		},
 	}
-	t.Cleanup(func() { dropForTest(t, templateName(tpl.Name)) })
+	t.Cleanup(func() {
+		if name, ok := tplName.Load().(string); ok {
+			dropForTest(t, name)
+		}
+	})
 
 	t.Run("Group", func(t *testing.T) {
 		for i := range 8 {
@@ -153,63 +171,95 @@ func TestTemplatePreparedOnceForParallelTests(t *testing.T) {
 	}
 }
 
-func TestHalfBuiltTemplateIsRebuilt(t *testing.T) {
+// A failed Setup is remembered for the rest of its process, so the next process is the one that
+// rebuilds the template: each step runs in a process of its own, started from this test binary.
+const (
+	helperEnv   = "PGTEST_HELPER"
+	templateEnv = "PGTEST_HELPER_TEMPLATE"
+	// nameMarker prefixes the line on which a helper prints the template database's name.
+	nameMarker = "pgtest-template="
+)
+
+func TestFailedSetupIsRebuiltByTheNextProcess(t *testing.T) {
 	t.Parallel()
-	var setups atomic.Int32
-	tpl := Template{
-		Name: "pgtest half-built " + randomHex(8),
-		Setup: func(ctx context.Context, db *sql.DB) error {
-			setups.Add(1)
-			return createWidgets(ctx, db)
-		},
+	name := "pgtest half-built " + randomHex()
+
+	out := runHelper(t, "fail", name)
+	_, tplName, found := strings.Cut(out, nameMarker)
+	tplName, _, _ = strings.Cut(tplName, "\n")
+	if !found || tplName == "" {
+		t.Fatalf("the failing helper printed no template name:\n%s", out)
 	}
-	tplName := templateName(tpl.Name)
 	t.Cleanup(func() { dropForTest(t, tplName) })
+	if exists, marked := templateState(t, tplName); !exists || marked {
+		t.Fatalf("after a failed Setup: template exists %v, marked %v; want it kept, unmarked", exists, marked)
+	}
 
-	// What a process that died in Setup leaves: the database, some objects, no 'ready' mark.
-	mustExec(t, openDB(t, BaseURL()), "CREATE DATABASE "+pq.QuoteIdentifier(tplName))
-	base, err := parseBaseURL(BaseURL())
-	if err != nil {
-		t.Fatal(err)
+	runHelper(t, "rebuild", name)
+	if exists, marked := templateState(t, tplName); !exists || !marked {
+		t.Fatalf("after the rebuild: template exists %v, marked %v; want both", exists, marked)
 	}
-	half, err := sql.Open("postgres", withDatabase(base, tplName).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, half, `CREATE TABLE leftover (id int)`)
-	half.Close()
-
-	db := openDB(t, New(t, tpl))
-	if n := setups.Load(); n != 1 {
-		t.Fatalf("Setup ran %d times, want 1", n)
-	}
-	if got := queryString(t, db, `SELECT count(*)::text FROM pg_tables WHERE tablename = 'leftover'`); got != "0" {
-		t.Fatalf("the clone has the half-built template's table")
-	}
-	queryString(t, db, `SELECT name FROM widget WHERE id = 1`)
 }
 
-func TestSetupErrorFailsAndDropsTemplate(t *testing.T) {
-	t.Parallel()
-	tpl := Template{
-		Name:  "pgtest failing setup " + randomHex(8),
-		Setup: func(context.Context, *sql.DB) error { return errors.New("boom") },
+// TestHelperProcess is one step of TestFailedSetupIsRebuiltByTheNextProcess, run in a process of
+// its own; it does nothing in a normal test run.
+func TestHelperProcess(t *testing.T) {
+	name := os.Getenv(templateEnv)
+	var setups atomic.Int32
+	switch os.Getenv(helperEnv) {
+	case "fail":
+		// What a process that died in Setup leaves behind, and the error a Setup returns.
+		tpl := Template{
+			Name: name,
+			Setup: func(ctx context.Context, db *sql.DB) error {
+				setups.Add(1)
+				fmt.Println(nameMarker + currentDatabase(ctx, db))
+				if _, err := db.ExecContext(ctx, `CREATE TABLE leftover (id int)`); err != nil {
+					return err
+				}
+				return errors.New("setup died")
+			},
+		}
+		for range 2 {
+			ft := &fakeTB{TB: t}
+			ft.run(func() { New(ft, tpl) })
+			if len(ft.fatals) != 1 || !strings.Contains(ft.fatals[0], "setup died") {
+				t.Fatalf("fatals = %q, want one with Setup's error", ft.fatals)
+			}
+		}
+		if n := setups.Load(); n != 1 {
+			t.Fatalf("Setup ran %d times, want 1: the process remembers the failure", n)
+		}
+	case "rebuild":
+		tpl := Template{
+			Name: name,
+			Setup: func(ctx context.Context, db *sql.DB) error {
+				setups.Add(1)
+				return createWidgets(ctx, db)
+			},
+		}
+		db := openDB(t, New(t, tpl))
+		if n := setups.Load(); n != 1 {
+			t.Fatalf("Setup ran %d times, want 1", n)
+		}
+		if got := queryString(t, db, `SELECT count(*)::text FROM pg_tables WHERE tablename = 'leftover'`); got != "0" {
+			t.Fatalf("the clone has the half-built template's table")
+		}
+		queryString(t, db, `SELECT name FROM widget WHERE id = 1`)
 	}
-	tplName := templateName(tpl.Name)
-	t.Cleanup(func() { dropForTest(t, tplName) })
+}
 
-	ft := &fakeTB{TB: t}
-	ft.run(func() { New(ft, tpl) })
-	if len(ft.fatals) != 1 || !strings.Contains(ft.fatals[0], "boom") {
-		t.Fatalf("fatals = %q, want one with Setup's error", ft.fatals)
+// runHelper runs TestHelperProcess in mode on the template name and returns its output; the
+// helper failing fails t.
+func runHelper(t *testing.T, mode, name string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, templateEnv+"="+name)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper %q: %v\n%s", mode, err, out)
 	}
-	if databaseExists(t, tplName) {
-		t.Fatalf("the template of a failed Setup was kept")
-	}
-
-	// The failure is not remembered: a later New tries again.
-	tpl.Setup = createWidgets
-	queryString(t, openDB(t, New(t, tpl)), `SELECT name FROM widget WHERE id = 1`)
+	return string(out)
 }
 
 // The tests below change RELAY_TEST_DATABASE_URL, so they cannot run in parallel; Go runs them
@@ -244,38 +294,66 @@ func TestNewRejectsKeyValueBaseURL(t *testing.T) {
 	}
 }
 
-func TestWithDatabase(t *testing.T) {
+func TestConfig(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name, base, want string
-	}{
-		{"Default", DefaultURL, "postgres://postgres@127.0.0.1:5432/relaytest_x?sslmode=disable"},
-		{"Password", "postgres://u:p%40ss@db:6543/app", "postgres://u:p%40ss@db:6543/relaytest_x"},
-		{"NoPath", "postgresql://u@db", "postgresql://u@db/relaytest_x"},
-		{"SocketInQuery", "postgres:///app?host=/tmp/pg&user=u", "postgres:///relaytest_x?host=/tmp/pg&user=u"},
+	tests := []struct{ name, base string }{
+		{"Default", DefaultURL},
+		{"EscapedPassword", "postgres://u:p%40s%2Fs%3A@db:6543/app"},
+		{"NoPort", "postgresql://u@db/app"},
+		{"IPv6", "postgres://u@[::1]:5433/app?sslmode=disable"},
+		{"SocketInQuery", "postgres:///app?host=/tmp/pg&user=u"},
+		{"SettingsInQuery", "postgres://db/?dbname=app&user=u&password=p&application_name=relay"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			base, err := parseBaseURL(tt.base)
+			conf, _, err := config(tt.base)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := withDatabase(base, "relaytest_x").String(); got != tt.want {
-				t.Fatalf("withDatabase(%q) = %q, want %q", tt.base, got, tt.want)
+			// The URL pgtestdb builds for the base database means the same connection to
+			// lib/pq as the URL it came from.
+			want, got := pqConfig(t, tt.base), pqConfig(t, conf.URL())
+			if got != want {
+				t.Fatalf("%s became %s:\n got  %+v\n want %+v", tt.base, conf.URL(), got, want)
+			}
+
+			// The URLs of test databases: pgtestdb's role and database, the rest kept.
+			inst := conf
+			inst.User, inst.Password, inst.Database = "pgtdbuser", "pgtdbpass", "testdb_x"
+			want.User, want.Password, want.Database = "pgtdbuser", "pgtdbpass", "testdb_x"
+			if got := pqConfig(t, inst.URL()); got != want {
+				t.Fatalf("test database URL %s:\n got  %+v\n want %+v", inst.URL(), got, want)
 			}
 		})
 	}
 }
 
-func TestTemplateName(t *testing.T) {
-	t.Parallel()
-	a, b := templateName("migrations abc"), templateName("migrations abd")
-	if a != templateName("migrations abc") || a == b {
-		t.Fatalf("templateName is not a stable, distinguishing hash: %q %q", a, b)
+// connSettings is what decides where lib/pq connects, and as whom.
+type connSettings struct {
+	Host, User, Password, Database, SSLMode, ApplicationName string
+	Port                                                     uint16
+}
+
+func pqConfig(t *testing.T, dsn string) connSettings {
+	t.Helper()
+	c, err := pq.NewConfig(dsn)
+	if err != nil {
+		t.Fatalf("lib/pq rejects %s: %v", dsn, err)
 	}
-	if !strings.HasPrefix(a, "relaytest_tpl_") || len(a) > 63 {
-		t.Fatalf("templateName = %q, want relaytest_tpl_<hash> within 63 bytes", a)
+	return connSettings{
+		Host: c.Host, User: c.User, Password: c.Password, Database: c.Database,
+		SSLMode: string(c.SSLMode), ApplicationName: c.ApplicationName, Port: c.Port,
+	}
+}
+
+func TestTemplateHash(t *testing.T) {
+	t.Parallel()
+	if h, err := (Template{Name: "migrations abc"}).Hash(); err != nil || h != "migrations abc" {
+		t.Fatalf("Hash() = %q, %v; want the Name", h, err)
+	}
+	if _, err := (Template{}).Hash(); err == nil || !strings.Contains(err.Error(), "Name is required") {
+		t.Fatalf("Hash() of a Template without a Name: %v, want an error", err)
 	}
 }
 
@@ -367,14 +445,26 @@ func dbName(t *testing.T, dsn string) string {
 
 func databaseExists(t *testing.T, name string) bool {
 	t.Helper()
-	db := openDB(t, BaseURL())
-	var exists bool
-	if err := db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
-		t.Fatalf("looking up database %s: %v", name, err)
-	}
+	exists, _ := templateState(t, name)
 	return exists
 }
 
+// templateState reports whether the database name exists and whether it is marked a template,
+// which pgtestdb does only once Setup succeeded.
+func templateState(t *testing.T, name string) (exists, marked bool) {
+	t.Helper()
+	db := openDB(t, BaseURL())
+	err := db.QueryRow(`SELECT datistemplate FROM pg_database WHERE datname = $1`, name).Scan(&marked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, false
+	}
+	if err != nil {
+		t.Fatalf("looking up database %s: %v", name, err)
+	}
+	return true, marked
+}
+
+// dropForTest drops a database, template or not, that a test made and pgtestdb keeps.
 func dropForTest(t *testing.T, name string) {
 	t.Helper()
 	db, err := sql.Open("postgres", BaseURL())
@@ -383,7 +473,28 @@ func dropForTest(t *testing.T, name string) {
 		return
 	}
 	defer db.Close()
-	if _, err := db.Exec("DROP DATABASE IF EXISTS " + pq.QuoteIdentifier(name) + " WITH (FORCE)"); err != nil {
-		t.Errorf("dropping %s: %v", name, err)
+	for _, stmt := range []string{
+		// PostgreSQL refuses to drop a database marked as a template.
+		"ALTER DATABASE " + pq.QuoteIdentifier(name) + " IS_TEMPLATE false",
+		"DROP DATABASE " + pq.QuoteIdentifier(name) + " WITH (FORCE)",
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Errorf("%s: %v", stmt, err)
+			return
+		}
 	}
+}
+
+// currentDatabase names the database db is connected to; Setup learns its template's name so.
+func currentDatabase(ctx context.Context, db *sql.DB) string {
+	var name string
+	_ = db.QueryRowContext(ctx, `SELECT current_database()`).Scan(&name)
+	return name
+}
+
+// randomHex makes template Names unique to one test run, so each run prepares them afresh.
+func randomHex() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never returns an error
+	return hex.EncodeToString(b)
 }

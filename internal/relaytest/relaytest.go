@@ -30,11 +30,9 @@ var Migrated = pgtest.Template{
 	},
 }
 
-// Empty is the template of a database with nothing in it.
-var Empty = pgtest.Template{
-	Name:  "empty",
-	Setup: func(context.Context, *sql.DB) error { return nil },
-}
+// Empty is the template of a database with nothing in it, for tests in which the relay
+// migrates the database itself.
+var Empty = pgtest.Template{Name: "empty"}
 
 // NewDB returns a connection to a new, migrated database and its DSN; both are gone when the
 // test ends (the database stays, with its URL logged, when the test failed).
