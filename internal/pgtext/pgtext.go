@@ -35,8 +35,10 @@ func Clean(s string, maxBytes int) string {
 
 // CleanPrefix is Clean for the first bytes of a longer text (such as the first KiB of a
 // response body): a character that the cut at the end of b split in two is dropped rather
-// than turned into U+FFFD, since the rest of it was simply not read.
-func CleanPrefix(b []byte) string {
+// than turned into U+FFFD, since the rest of it was simply not read. Replacing bad bytes can
+// make the text longer (U+FFFD takes three bytes); it is then cut again to maxBytes, as
+// Clean cuts.
+func CleanPrefix(b []byte, maxBytes int) string {
 	end := len(b)
 	// A split character is at most utf8.UTFMax-1 bytes at the end: find where the last
 	// character starts and whether it is complete.
@@ -48,7 +50,7 @@ func CleanPrefix(b []byte) string {
 			break
 		}
 	}
-	return Clean(string(b[:end]), 0)
+	return Clean(string(b[:end]), maxBytes)
 }
 
 // replaceBad replaces each invalid byte and each NUL of s with U+FFFD.

@@ -1,6 +1,7 @@
 package pgtext
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -38,10 +39,14 @@ func TestClean(t *testing.T) {
 
 func TestCleanPrefix(t *testing.T) {
 	b := []byte("ok 日本")
-	require.Equal(t, "ok 日", CleanPrefix(b[:len(b)-1]), "a character split by the read limit is dropped")
-	require.Equal(t, "ok 日本", CleanPrefix(b))
-	require.Equal(t, "a\uFFFDb\uFFFD", CleanPrefix([]byte("a\x00b\xff")), "bad bytes inside are replaced")
-	require.Equal(t, "", CleanPrefix(nil))
+	require.Equal(t, "ok 日", CleanPrefix(b[:len(b)-1], 0), "a character split by the read limit is dropped")
+	require.Equal(t, "ok 日本", CleanPrefix(b, 0))
+	require.Equal(t, "a\uFFFDb\uFFFD", CleanPrefix([]byte("a\x00b\xff"), 0), "bad bytes inside are replaced")
+	require.Equal(t, "", CleanPrefix(nil, 0))
+	// A KiB of bad bytes becomes three KiB of U+FFFD: cut again to the limit.
+	bad := CleanPrefix(bytes.Repeat([]byte{0xff}, 1024), 1024)
+	require.LessOrEqual(t, len(bad), 1024)
+	require.True(t, utf8.ValidString(bad))
 }
 
 func FuzzClean(f *testing.F) {
@@ -60,8 +65,8 @@ func FuzzClean(f *testing.F) {
 		if max <= 0 && utf8.ValidString(s) && !strings.Contains(s, "\x00") && got != s {
 			t.Fatalf("Clean changed a storable text: %q -> %q", s, got)
 		}
-		p := CleanPrefix([]byte(s))
-		if !utf8.ValidString(p) || strings.Contains(p, "\x00") {
+		p := CleanPrefix([]byte(s), max)
+		if !utf8.ValidString(p) || strings.Contains(p, "\x00") || (max > 0 && len(p) > max) {
 			t.Fatalf("CleanPrefix(%q) = %q: not storable", s, p)
 		}
 	})

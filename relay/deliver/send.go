@@ -197,7 +197,7 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
 	}
 	res.duration = d.now().Sub(res.startedAt)
-	res.response = pgtext.CleanPrefix(logged)
+	res.response = pgtext.CleanPrefix(logged, responseLogLimit)
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		// success, whatever happened while draining the rest of the body
