@@ -11,19 +11,16 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/rs/zerolog"
+
+	"github.com/referralloop/outbox-relay/relay/api"
 )
 
 // maxCacheEntries bounds the auth cache: at most this many credentials are remembered, the
 // oldest forgotten first. An entry is a hash, a tenant ID and list bookkeeping, so the bound
 // is a few MiB at worst, whatever a flood of made-up credentials does.
 const maxCacheEntries = 10_000
-
-// maxTenantIDLength bounds the tenant ID an auth answer may carry, in bytes (the API's bound).
-const maxTenantIDLength = 255
 
 // userAgent identifies the relay's forward-auth calls in the application's logs.
 const userAgent = "outbox-relay (forward-auth)"
@@ -175,8 +172,10 @@ func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
 				Msg("forward auth answered 2xx without exactly one X-Tenant-ID; refusing the caller")
 			return verdict{}, false
 		}
-		if msg := checkTenantID(values[0]); msg != "" {
-			a.log.Warn().Int("status", resp.StatusCode).Str("problem", msg).
+		// The API's own rule, the one X-Tenant-ID is held to: a tenant the operator can
+		// address is a tenant the application can name, and nothing else.
+		if err := api.ValidateTenantID(values[0]); err != nil {
+			a.log.Warn().Int("status", resp.StatusCode).Str("problem", err.Error()).
 				Msg("forward auth answered an unusable X-Tenant-ID; refusing the caller")
 			return verdict{}, false
 		}
@@ -187,22 +186,6 @@ func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
 		a.log.Warn().Int("status", resp.StatusCode).Msg("forward auth answered neither 2xx, 401 nor 403; refusing the caller")
 		return verdict{}, false
 	}
-}
-
-// checkTenantID answers why id cannot be a tenant ID, or "" when it can: 1 to 255 bytes of
-// valid UTF-8, every character printable (the ASCII space included, no other spacing).
-func checkTenantID(id string) string {
-	switch {
-	case id == "":
-		return "empty"
-	case len(id) > maxTenantIDLength:
-		return "longer than 255 bytes"
-	case !utf8.ValidString(id):
-		return "not valid UTF-8"
-	case strings.IndexFunc(id, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
-		return "contains a character that is not printable"
-	}
-	return ""
 }
 
 // authCache remembers verdicts per credential key for ttl, at most max of them. Every entry

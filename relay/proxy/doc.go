@@ -32,11 +32,15 @@
 // and nothing else: no other header of the caller, never the body. Redirects are not followed
 // and the client has no cookie jar. The answer decides:
 //
-//	2xx with one X-Tenant-ID (1-255 bytes, printable UTF-8)  -> runs as that tenant   cached
-//	401 or 403                                              -> 401 unauthorized      cached
-//	2xx without a usable X-Tenant-ID (logged)               -> 401 unauthorized
-//	any other status: 3xx, 404, 5xx (logged)                -> 401 unauthorized
-//	no answer: refused, reset, timeout (logged)             -> 503 auth_unavailable
+//	2xx with one usable X-Tenant-ID             -> runs as that tenant   cached
+//	401 or 403                                  -> 401 unauthorized      cached
+//	2xx without a usable X-Tenant-ID (logged)   -> 401 unauthorized
+//	any other status: 3xx, 404, 5xx (logged)    -> 401 unauthorized
+//	no answer: refused, reset, timeout (logged) -> 503 auth_unavailable
+//
+// Usable means accepted by api.ValidateTenantID, the rule the operator's X-Tenant-ID header is
+// held to (1 to 255 bytes of UTF-8 without control characters): a tenant the operator can
+// address is a tenant the application can name, and the other way round.
 //
 // A request without a non-empty Authorization or Cookie header is answered 401 at once,
 // without calling the auth URL: there is nothing the application could accept. All of these

@@ -65,28 +65,6 @@ func FuzzStripPrefix(f *testing.F) {
 	})
 }
 
-func TestCheckTenantID(t *testing.T) {
-	t.Parallel()
-	for id, ok := range map[string]bool{
-		"tenant_a":                  true,
-		"wl 42":                     true,
-		"Ünïcödé-テナント":              true,
-		strings.Repeat("x", 255):    true,
-		"":                          false,
-		strings.Repeat("x", 256):    false,
-		strings.Repeat("é", 128):    false, // 256 bytes
-		"a\x00b":                    false,
-		"a\tb":                      false,
-		"a\x7fb":                    false,
-		"a\u00a0b":                  false, // no-break space
-		"a\u200bb":                  false, // zero-width space
-		"\xff\xfe":                  false,
-		"tenant\r\nX-Injected: yes": false,
-	} {
-		require.Equal(t, ok, checkTenantID(id) == "", "%q: %s", id, checkTenantID(id))
-	}
-}
-
 func TestCredentialKey(t *testing.T) {
 	t.Parallel()
 	key := func(h http.Header) [sha256.Size]byte { return credentialKey(h) }

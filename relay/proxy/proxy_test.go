@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/proxy"
 )
 
@@ -125,6 +127,42 @@ func TestForwardAuth(t *testing.T) {
 				HasCaller: true, TenantID: tenant, Operator: false,
 				Method: http.MethodGet, Path: "/v1/subscriptions", Header: tenant,
 			}, e)
+		}
+	})
+
+	t.Run("TenantRuleIsTheAPIs", func(t *testing.T) {
+		t.Parallel()
+		// The auth URL names, for "Bearer <i>", the i-th of these tenants; the proxy must
+		// accept exactly those api.ValidateTenantID accepts for the X-Tenant-ID header.
+		tenants := []string{
+			"tenant_a",
+			"wl 42",
+			"a\u00a0b",                 // no-break space: not printable, not a control character
+			"\u0645\u06cc\u200c\u062e", // zero-width non-joiner, ordinary in Persian
+			strings.Repeat("é", 127) + "x",
+			strings.Repeat("é", 128), // 256 bytes
+			"caf\xe9",                // not UTF-8
+			"a\u0085b",               // C1 control
+			// C0 controls and DEL never reach the rule: Go's client refuses the whole answer
+			// as malformed, a 503 like any answer that cannot be read.
+		}
+		auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			i, err := strconv.Atoi(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+			if err != nil || i < 0 || i >= len(tenants) {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			w.Header()["X-Tenant-Id"] = []string{tenants[i]}
+		}))
+		t.Cleanup(auth.Close)
+		b := setup(t, env{configure: func(c *proxy.Config) { c.AuthURL = auth.URL }})
+		for i, tenant := range tenants {
+			r := b.asKey(t, strconv.Itoa(i), http.MethodGet, "/webhooks/v1/subscriptions")
+			if api.ValidateTenantID(tenant) != nil {
+				require.Equal(t, http.StatusUnauthorized, r.status, "%q: %s", tenant, r.body)
+				continue
+			}
+			require.Equal(t, tenant, r.apiEcho(t).TenantID, "%q", tenant)
 		}
 	})
 
