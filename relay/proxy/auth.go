@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"container/list"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -9,18 +8,25 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/relay/api"
 )
 
 // maxCacheEntries bounds the auth cache: at most this many credentials are remembered, the
-// oldest forgotten first. An entry is a hash, a tenant ID and list bookkeeping, so the bound
-// is a few MiB at worst, whatever a flood of made-up credentials does.
+// least recently used forgotten first. An entry is a 32-byte hash, a tenant ID of at most 255
+// bytes and the library's list and map bookkeeping, well under 1 KiB, so the bound is a few
+// MiB at worst, whatever a flood of made-up credentials does. It is far above the number of
+// distinct credentials that one relay sees within a TTL of seconds.
 const maxCacheEntries = 10_000
+
+// minAuthCacheTTL is the shortest positive AuthCacheTTL. The cache library sweeps expired
+// entries every TTL/100 from a goroutine of its own: below this its ticker would wake the
+// process more than a thousand times a second, and under 100ns it would panic.
+const minAuthCacheTTL = 100 * time.Millisecond
 
 // userAgent identifies the relay's forward-auth calls in the application's logs.
 const userAgent = "outbox-relay (forward-auth)"
@@ -45,7 +51,7 @@ type verdict struct {
 type forwardAuth struct {
 	url    *url.URL
 	client *http.Client
-	cache  *authCache // nil when AuthCacheTTL is zero
+	cache  *expirable.LRU[[sha256.Size]byte, verdict] // nil when AuthCacheTTL is zero
 	log    zerolog.Logger
 }
 
@@ -64,6 +70,9 @@ func newForwardAuth(cfg Config) (*forwardAuth, error) {
 	if cfg.AuthCacheTTL < 0 {
 		return nil, fmt.Errorf("proxy: Config.AuthCacheTTL must not be negative, got %s", cfg.AuthCacheTTL)
 	}
+	if cfg.AuthCacheTTL > 0 && cfg.AuthCacheTTL < minAuthCacheTTL {
+		return nil, fmt.Errorf("proxy: Config.AuthCacheTTL must be zero or at least %s, got %s", minAuthCacheTTL, cfg.AuthCacheTTL)
+	}
 	var client http.Client
 	if cfg.AuthClient != nil {
 		client = *cfg.AuthClient
@@ -77,7 +86,10 @@ func newForwardAuth(cfg Config) (*forwardAuth, error) {
 	client.Jar = nil
 	a := &forwardAuth{url: u, client: &client, log: cfg.Logger}
 	if cfg.AuthCacheTTL > 0 {
-		a.cache = newAuthCache(cfg.AuthCacheTTL, maxCacheEntries, time.Now)
+		// The library gives an entry exactly the TTL from when it was added (reading it does
+		// not extend it) and has no way to stop its sweeping goroutine: there is one per New
+		// for the life of the process.
+		a.cache = expirable.NewLRU[[sha256.Size]byte, verdict](maxCacheEntries, nil, cfg.AuthCacheTTL)
 	}
 	return a, nil
 }
@@ -99,13 +111,13 @@ func (a *forwardAuth) check(r *http.Request) verdict {
 	var key [sha256.Size]byte
 	if a.cache != nil {
 		key = credentialKey(r.Header)
-		if v, ok := a.cache.get(key); ok {
+		if v, ok := a.cache.Get(key); ok {
 			return v
 		}
 	}
 	v, cacheable := a.ask(r)
 	if cacheable && a.cache != nil {
-		a.cache.put(key, v)
+		a.cache.Add(key, v)
 	}
 	return v
 }
@@ -186,83 +198,4 @@ func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
 		a.log.Warn().Int("status", resp.StatusCode).Msg("forward auth answered neither 2xx, 401 nor 403; refusing the caller")
 		return verdict{}, false
 	}
-}
-
-// authCache remembers verdicts per credential key for ttl, at most max of them. Every entry
-// lives exactly ttl from its insertion, so the insertion order kept in the list is also the
-// expiry order: expired entries are always at the front, and so is the oldest one to evict.
-// Safe for concurrent use; the lock is never held across I/O.
-type authCache struct {
-	ttl time.Duration
-	max int
-	now func() time.Time
-
-	mu      sync.Mutex
-	order   *list.List // of *cacheEntry, oldest first
-	entries map[[sha256.Size]byte]*list.Element
-}
-
-type cacheEntry struct {
-	key     [sha256.Size]byte
-	v       verdict
-	expires time.Time
-}
-
-func newAuthCache(ttl time.Duration, maxEntries int, now func() time.Time) *authCache {
-	return &authCache{
-		ttl:     ttl,
-		max:     maxEntries,
-		now:     now,
-		order:   list.New(),
-		entries: make(map[[sha256.Size]byte]*list.Element),
-	}
-}
-
-// get answers the verdict stored for key, if it has not expired.
-func (c *authCache) get(key [sha256.Size]byte) (verdict, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.entries[key]
-	if !ok {
-		return verdict{}, false
-	}
-	e := el.Value.(*cacheEntry)
-	if !c.now().Before(e.expires) {
-		c.remove(el)
-		return verdict{}, false
-	}
-	return e.v, true
-}
-
-// put stores v for key for ttl from now, replacing what key had, and makes room by dropping
-// expired entries and then the oldest ones.
-func (c *authCache) put(key [sha256.Size]byte, v verdict) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	for el := c.order.Front(); el != nil && !now.Before(el.Value.(*cacheEntry).expires); el = c.order.Front() {
-		c.remove(el)
-	}
-	if el, ok := c.entries[key]; ok {
-		e := el.Value.(*cacheEntry)
-		e.v, e.expires = v, now.Add(c.ttl)
-		c.order.MoveToBack(el)
-		return
-	}
-	for len(c.entries) >= c.max {
-		c.remove(c.order.Front())
-	}
-	c.entries[key] = c.order.PushBack(&cacheEntry{key: key, v: v, expires: now.Add(c.ttl)})
-}
-
-func (c *authCache) remove(el *list.Element) {
-	c.order.Remove(el)
-	delete(c.entries, el.Value.(*cacheEntry).key)
-}
-
-// len answers the number of entries, expired ones included.
-func (c *authCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
 }

@@ -54,10 +54,12 @@
 // headers are context for its logs), because answers are cached per credential: the key is
 // the SHA-256 of the Authorization values, a NUL and the Cookie values, so credentials are
 // never kept in memory as keys, and two callers share an entry only with identical
-// credentials. Only definite answers are cached (a tenant, 401, 403) for AuthCacheTTL (zero:
-// no cache); a revoked API key or session therefore keeps working for at most that long. The
-// cache holds at most 10,000 entries; expired ones go first, then the oldest. Its mutex is
-// held for map operations only, never during a call.
+// credentials. Only definite answers are cached (a tenant, 401, 403), each for AuthCacheTTL
+// from when it arrived, not extended by use (zero: no cache; a positive TTL must be at least
+// 100ms); a revoked API key or session therefore keeps working for at most that long. The
+// cache is golang-lru's expirable LRU: at most 10,000 entries, the least recently used
+// dropped first when full, expired ones swept by the library's own goroutine, which cannot be
+// stopped and so lives as long as the process. Its lock is never held during a call.
 //
 // The auth call fails closed: an auth URL that cannot be reached is a 503, never a pass, and
 // its timeout (AuthClient's, DefaultAuthTimeout by default) bounds how long a caller waits.

@@ -40,6 +40,7 @@ func TestNewValidates(t *testing.T) {
 		"NoAuthURL":         {func(c *proxy.Config) { c.AuthURL = "" }, "Config.AuthURL is required"},
 		"RelativeAuthURL":   {func(c *proxy.Config) { c.AuthURL = "/auth" }, "Config.AuthURL"},
 		"NegativeCacheTTL":  {func(c *proxy.Config) { c.AuthCacheTTL = -time.Second }, "Config.AuthCacheTTL"},
+		"TinyCacheTTL":      {func(c *proxy.Config) { c.AuthCacheTTL = 50 * time.Nanosecond }, "Config.AuthCacheTTL must be zero or at least 100ms"},
 		"AuthURLWithSecret": {func(c *proxy.Config) { c.AuthURL = "ftp://user:hunter2@host/auth" }, "Config.AuthURL"},
 	} {
 		t.Run(name, func(t *testing.T) {
