@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/referralloop/outbox-relay/relay/api"
 )
@@ -52,6 +54,7 @@ type forwardAuth struct {
 	url    *url.URL
 	client *http.Client
 	cache  *expirable.LRU[[sha256.Size]byte, verdict] // nil when AuthCacheTTL is zero
+	calls  singleflight.Group                         // in-flight calls by credential key
 	log    zerolog.Logger
 }
 
@@ -106,20 +109,40 @@ func newAuthTransport() *http.Transport {
 	return t
 }
 
-// check answers who the caller of r is, from the cache or from the auth URL.
+// check answers who the caller of r is: from the cache, from a call already under way for
+// the same credentials, or from a call of its own. Concurrent misses for one credential make
+// one call and share its answer, which is as good for all of them since the auth URL decides
+// on the credentials alone; without that, a burst of requests from one client as its entry
+// expires, or a page loading many resources, would be as many calls.
 func (a *forwardAuth) check(r *http.Request) verdict {
-	var key [sha256.Size]byte
+	key := credentialKey(r.Header)
 	if a.cache != nil {
-		key = credentialKey(r.Header)
 		if v, ok := a.cache.Get(key); ok {
 			return v
 		}
 	}
-	v, cacheable := a.ask(r)
-	if cacheable && a.cache != nil {
-		a.cache.Add(key, v)
+	ch := a.calls.DoChan(string(key[:]), func() (any, error) {
+		if a.cache != nil {
+			// The previous call for these credentials may have stored its answer between
+			// the miss above and now.
+			if v, ok := a.cache.Get(key); ok {
+				return v, nil
+			}
+		}
+		v, cacheable := a.ask(r)
+		if cacheable && a.cache != nil {
+			a.cache.Add(key, v)
+		}
+		return v, nil
+	})
+	select {
+	case res := <-ch:
+		return res.Val.(verdict)
+	case <-r.Context().Done():
+		// The call goes on for the others waiting for it, and fills the cache.
+		a.log.Debug().Msg("forward auth abandoned by the client")
+		return verdict{outcome: outcomeUnavailable}
 	}
-	return v
 }
 
 // credentialKey is the cache key of a request's credentials: SHA-256 of its Authorization
@@ -138,8 +161,11 @@ func credentialKey(h http.Header) [sha256.Size]byte {
 // ask calls the auth URL with r's credentials. cacheable is true for the answers that may be
 // reused for the same credentials: a tenant, 401 and 403. Everything else (a 2xx without a
 // usable tenant, another status, no answer at all) is decided anew every time.
+//
+// The call does not end when r's client goes away: other callers with the same credentials
+// may be waiting for it. The client's Timeout bounds it instead.
 func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
-	ctx := r.Context()
+	ctx := context.WithoutCancel(r.Context())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url.String(), nil)
 	if err != nil {
 		// Not expected: the URL was parsed in New.
@@ -163,11 +189,7 @@ func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
 
 	resp, err := a.client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			a.log.Debug().Err(err).Msg("forward auth abandoned by the client")
-		} else {
-			a.log.Warn().Err(err).Msg("calling the forward-auth URL")
-		}
+		a.log.Warn().Err(err).Msg("calling the forward-auth URL")
 		return verdict{outcome: outcomeUnavailable}, false
 	}
 	defer func() {

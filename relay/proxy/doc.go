@@ -61,6 +61,17 @@
 // dropped first when full, expired ones swept by the library's own goroutine, which cannot be
 // stopped and so lives as long as the process. Its lock is never held during a call.
 //
+// Concurrent requests with the same credentials make one call between them
+// (golang.org/x/sync/singleflight, keyed by the same hash): the first one that misses the
+// cache calls, the others wait for its answer, which then fills the cache. Without that, a
+// page that loads ten resources at once, or a client's burst as its entry expires, would be
+// as many calls. The call carries the first caller's X-Forwarded-* and -Method, -Uri, another
+// reason the answer must depend on the credentials alone. A waiting caller that goes away
+// stops waiting, but the call does not stop with it, nor with the first caller: it runs until
+// it is answered or the auth timeout ends it, for the others and for the cache. With
+// AuthCacheTTL zero nothing is kept after a call, but callers arriving during one still share
+// it.
+//
 // The auth call fails closed: an auth URL that cannot be reached is a 503, never a pass, and
 // its timeout (AuthClient's, DefaultAuthTimeout by default) bounds how long a caller waits.
 //
@@ -103,6 +114,5 @@
 //
 // # Not here
 //
-// Request metrics, rate limiting, and coalescing of concurrent auth calls for the same
-// credentials (each cache miss makes its own call) are not part of this package.
+// Request metrics and rate limiting are not part of this package.
 package proxy
