@@ -1,7 +1,7 @@
-// Package proxy is reverse-proxy mode (SPEC section 10): the relay stands in front of the
-// application on its public port, serves the management API to the application's own
-// customers under a path prefix, authenticated by the application itself, and passes every
-// other request through to the application untouched.
+// Package proxy is reverse-proxy mode (the README's "Reverse-proxy mode"): the relay stands in
+// front of the application on its public port, serves the management API to the
+// application's own customers under a path prefix, authenticated by the application itself,
+// and passes every other request through to the application untouched.
 //
 //	client ──▶ relay :8080 ──┬─ /webhooks, /webhooks/...  forward auth ─▶ API as that tenant
 //	                         └─ everything else ─────────────────────────▶ upstream (the app)
@@ -48,7 +48,8 @@
 // which paths exist. An accepted request reaches the API with api.WithCaller(ctx,
 // api.Caller{TenantID: t}) and, as defence in depth, X-Tenant-ID set to that same t, so even a
 // handler that read the header would see the authenticated tenant. The API then scopes
-// everything to t exactly as in SPEC section 6: another tenant's objects are 404.
+// everything to t exactly as for an X-Tenant-ID of t (the api package documentation, and
+// "Tenancy" in the README's "Subscriptions"): another tenant's objects are 404.
 //
 // The application's auth endpoint must decide on the credentials alone (the X-Forwarded-*
 // headers are context for its logs), because answers are cached per credential: the key is
