@@ -6,8 +6,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/ids"
@@ -138,6 +140,70 @@ func TestTenantHeader(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, res.status, "%q", bad)
 		require.Equal(t, "invalid_tenant_id", res.code(t))
 	}
+}
+
+// TestValidateTenantID is the tenant rule, the same for the X-Tenant-ID header and for the
+// tenant forward auth names in reverse-proxy mode.
+func TestValidateTenantID(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		id   string
+		want string // "" when accepted, else what the error says
+	}{
+		{"Plain", "tenant_a", ""},
+		{"Space", "wl 42", ""},
+		{"Unicode", "Ünïcödé-テナント", ""},
+		{"MaxLength", strings.Repeat("x", 255), ""},
+		{"MaxLengthMultibyte", strings.Repeat("é", 127) + "x", ""}, // 255 bytes
+		// Characters that print nothing but are not control characters are text.
+		{"NoBreakSpace", "a\u00a0b", ""},
+		{"ZeroWidthNonJoiner", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", ""}, // Persian
+		{"EmojiJoiner", "team-\U0001F469\u200D\U0001F4BB", ""},
+		{"RightToLeftMark", "a\u200fb", ""},
+		{"Unassigned", "a\U000E0080b", ""}, // which Go release knows it must not matter
+
+		{"Empty", "", "tenant ID is empty"},
+		{"TooLong", strings.Repeat("x", 256), "tenant ID is longer than 255 bytes"},
+		{"TooLongMultibyte", strings.Repeat("é", 128), "tenant ID is longer than 255 bytes"},
+		{"InvalidUTF8", "caf\xe9", "tenant ID is not valid UTF-8"},
+		{"TruncatedUTF8", "caf\xc3", "tenant ID is not valid UTF-8"},
+		{"Surrogate", "a\xed\xa0\x80b", "tenant ID is not valid UTF-8"},
+		{"NUL", "a\x00b", "tenant ID contains a control character"},
+		{"Tab", "a\tb", "tenant ID contains a control character"},
+		{"HeaderInjection", "tenant\r\nX-Injected: yes", "tenant ID contains a control character"},
+		{"DEL", "a\x7fb", "tenant ID contains a control character"},
+		{"C1NextLine", "a\u0085b", "tenant ID contains a control character"},
+		{"C1Last", "a\u009fb", "tenant ID contains a control character"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := api.ValidateTenantID(tc.id)
+			if tc.want == "" {
+				require.NoError(t, err, "%q", tc.id)
+				return
+			}
+			require.EqualError(t, err, tc.want, "%q", tc.id)
+		})
+	}
+}
+
+// FuzzValidateTenantID checks that every accepted tenant ID can travel as a header value (the
+// proxy sets X-Tenant-ID to it) and be stored as PostgreSQL text.
+func FuzzValidateTenantID(f *testing.F) {
+	for _, s := range []string{"tenant_a", "", "a\x00b", "caf\xe9", "a\u0085b", "a\u200db", strings.Repeat("é", 128)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		if api.ValidateTenantID(id) != nil {
+			return
+		}
+		if id == "" || len(id) > 255 || !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
+			t.Fatalf("accepted %q", id)
+		}
+		if !httpguts.ValidHeaderFieldValue(id) {
+			t.Fatalf("accepted %q, which is not a valid header value", id)
+		}
+	})
 }
 
 // TestHandlerFailsClosed checks the handler alone: without a Caller in the context nothing is

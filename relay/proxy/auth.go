@@ -1,7 +1,7 @@
 package proxy
 
 import (
-	"container/list"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -9,21 +9,26 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/referralloop/outbox-relay/relay/api"
 )
 
 // maxCacheEntries bounds the auth cache: at most this many credentials are remembered, the
-// oldest forgotten first. An entry is a hash, a tenant ID and list bookkeeping, so the bound
-// is a few MiB at worst, whatever a flood of made-up credentials does.
+// least recently used forgotten first. An entry is a 32-byte hash, a tenant ID of at most 255
+// bytes and the library's list and map bookkeeping, well under 1 KiB, so the bound is a few
+// MiB at worst, whatever a flood of made-up credentials does. It is far above the number of
+// distinct credentials that one relay sees within a TTL of seconds.
 const maxCacheEntries = 10_000
 
-// maxTenantIDLength bounds the tenant ID an auth answer may carry, in bytes (the API's bound).
-const maxTenantIDLength = 255
+// minAuthCacheTTL is the shortest positive AuthCacheTTL. The cache library sweeps expired
+// entries every TTL/100 from a goroutine of its own: below this its ticker would wake the
+// process more than a thousand times a second, and under 100ns it would panic.
+const minAuthCacheTTL = 100 * time.Millisecond
 
 // userAgent identifies the relay's forward-auth calls in the application's logs.
 const userAgent = "outbox-relay (forward-auth)"
@@ -48,7 +53,8 @@ type verdict struct {
 type forwardAuth struct {
 	url    *url.URL
 	client *http.Client
-	cache  *authCache // nil when AuthCacheTTL is zero
+	cache  *expirable.LRU[[sha256.Size]byte, verdict] // nil when AuthCacheTTL is zero
+	calls  singleflight.Group                         // in-flight calls by credential key
 	log    zerolog.Logger
 }
 
@@ -67,6 +73,9 @@ func newForwardAuth(cfg Config) (*forwardAuth, error) {
 	if cfg.AuthCacheTTL < 0 {
 		return nil, fmt.Errorf("proxy: Config.AuthCacheTTL must not be negative, got %s", cfg.AuthCacheTTL)
 	}
+	if cfg.AuthCacheTTL > 0 && cfg.AuthCacheTTL < minAuthCacheTTL {
+		return nil, fmt.Errorf("proxy: Config.AuthCacheTTL must be zero or at least %s, got %s", minAuthCacheTTL, cfg.AuthCacheTTL)
+	}
 	var client http.Client
 	if cfg.AuthClient != nil {
 		client = *cfg.AuthClient
@@ -80,7 +89,10 @@ func newForwardAuth(cfg Config) (*forwardAuth, error) {
 	client.Jar = nil
 	a := &forwardAuth{url: u, client: &client, log: cfg.Logger}
 	if cfg.AuthCacheTTL > 0 {
-		a.cache = newAuthCache(cfg.AuthCacheTTL, maxCacheEntries, time.Now)
+		// The library gives an entry exactly the TTL from when it was added (reading it does
+		// not extend it) and has no way to stop its sweeping goroutine: there is one per New
+		// for the life of the process.
+		a.cache = expirable.NewLRU[[sha256.Size]byte, verdict](maxCacheEntries, nil, cfg.AuthCacheTTL)
 	}
 	return a, nil
 }
@@ -97,20 +109,40 @@ func newAuthTransport() *http.Transport {
 	return t
 }
 
-// check answers who the caller of r is, from the cache or from the auth URL.
+// check answers who the caller of r is: from the cache, from a call already under way for
+// the same credentials, or from a call of its own. Concurrent misses for one credential make
+// one call and share its answer, which is as good for all of them since the auth URL decides
+// on the credentials alone; without that, a burst of requests from one client as its entry
+// expires, or a page loading many resources, would be as many calls.
 func (a *forwardAuth) check(r *http.Request) verdict {
-	var key [sha256.Size]byte
+	key := credentialKey(r.Header)
 	if a.cache != nil {
-		key = credentialKey(r.Header)
-		if v, ok := a.cache.get(key); ok {
+		if v, ok := a.cache.Get(key); ok {
 			return v
 		}
 	}
-	v, cacheable := a.ask(r)
-	if cacheable && a.cache != nil {
-		a.cache.put(key, v)
+	ch := a.calls.DoChan(string(key[:]), func() (any, error) {
+		if a.cache != nil {
+			// The previous call for these credentials may have stored its answer between
+			// the miss above and now.
+			if v, ok := a.cache.Get(key); ok {
+				return v, nil
+			}
+		}
+		v, cacheable := a.ask(r)
+		if cacheable && a.cache != nil {
+			a.cache.Add(key, v)
+		}
+		return v, nil
+	})
+	select {
+	case res := <-ch:
+		return res.Val.(verdict)
+	case <-r.Context().Done():
+		// The call goes on for the others waiting for it, and fills the cache.
+		a.log.Debug().Msg("forward auth abandoned by the client")
+		return verdict{outcome: outcomeUnavailable}
 	}
-	return v
 }
 
 // credentialKey is the cache key of a request's credentials: SHA-256 of its Authorization
@@ -129,8 +161,11 @@ func credentialKey(h http.Header) [sha256.Size]byte {
 // ask calls the auth URL with r's credentials. cacheable is true for the answers that may be
 // reused for the same credentials: a tenant, 401 and 403. Everything else (a 2xx without a
 // usable tenant, another status, no answer at all) is decided anew every time.
+//
+// The call does not end when r's client goes away: other callers with the same credentials
+// may be waiting for it. The client's Timeout bounds it instead.
 func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
-	ctx := r.Context()
+	ctx := context.WithoutCancel(r.Context())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url.String(), nil)
 	if err != nil {
 		// Not expected: the URL was parsed in New.
@@ -154,11 +189,7 @@ func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
 
 	resp, err := a.client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			a.log.Debug().Err(err).Msg("forward auth abandoned by the client")
-		} else {
-			a.log.Warn().Err(err).Msg("calling the forward-auth URL")
-		}
+		a.log.Warn().Err(err).Msg("calling the forward-auth URL")
 		return verdict{outcome: outcomeUnavailable}, false
 	}
 	defer func() {
@@ -175,8 +206,10 @@ func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
 				Msg("forward auth answered 2xx without exactly one X-Tenant-ID; refusing the caller")
 			return verdict{}, false
 		}
-		if msg := checkTenantID(values[0]); msg != "" {
-			a.log.Warn().Int("status", resp.StatusCode).Str("problem", msg).
+		// The API's own rule, the one X-Tenant-ID is held to: a tenant the operator can
+		// address is a tenant the application can name, and nothing else.
+		if err := api.ValidateTenantID(values[0]); err != nil {
+			a.log.Warn().Int("status", resp.StatusCode).Str("problem", err.Error()).
 				Msg("forward auth answered an unusable X-Tenant-ID; refusing the caller")
 			return verdict{}, false
 		}
@@ -187,99 +220,4 @@ func (a *forwardAuth) ask(r *http.Request) (v verdict, cacheable bool) {
 		a.log.Warn().Int("status", resp.StatusCode).Msg("forward auth answered neither 2xx, 401 nor 403; refusing the caller")
 		return verdict{}, false
 	}
-}
-
-// checkTenantID answers why id cannot be a tenant ID, or "" when it can: 1 to 255 bytes of
-// valid UTF-8, every character printable (the ASCII space included, no other spacing).
-func checkTenantID(id string) string {
-	switch {
-	case id == "":
-		return "empty"
-	case len(id) > maxTenantIDLength:
-		return "longer than 255 bytes"
-	case !utf8.ValidString(id):
-		return "not valid UTF-8"
-	case strings.IndexFunc(id, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
-		return "contains a character that is not printable"
-	}
-	return ""
-}
-
-// authCache remembers verdicts per credential key for ttl, at most max of them. Every entry
-// lives exactly ttl from its insertion, so the insertion order kept in the list is also the
-// expiry order: expired entries are always at the front, and so is the oldest one to evict.
-// Safe for concurrent use; the lock is never held across I/O.
-type authCache struct {
-	ttl time.Duration
-	max int
-	now func() time.Time
-
-	mu      sync.Mutex
-	order   *list.List // of *cacheEntry, oldest first
-	entries map[[sha256.Size]byte]*list.Element
-}
-
-type cacheEntry struct {
-	key     [sha256.Size]byte
-	v       verdict
-	expires time.Time
-}
-
-func newAuthCache(ttl time.Duration, maxEntries int, now func() time.Time) *authCache {
-	return &authCache{
-		ttl:     ttl,
-		max:     maxEntries,
-		now:     now,
-		order:   list.New(),
-		entries: make(map[[sha256.Size]byte]*list.Element),
-	}
-}
-
-// get answers the verdict stored for key, if it has not expired.
-func (c *authCache) get(key [sha256.Size]byte) (verdict, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.entries[key]
-	if !ok {
-		return verdict{}, false
-	}
-	e := el.Value.(*cacheEntry)
-	if !c.now().Before(e.expires) {
-		c.remove(el)
-		return verdict{}, false
-	}
-	return e.v, true
-}
-
-// put stores v for key for ttl from now, replacing what key had, and makes room by dropping
-// expired entries and then the oldest ones.
-func (c *authCache) put(key [sha256.Size]byte, v verdict) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	for el := c.order.Front(); el != nil && !now.Before(el.Value.(*cacheEntry).expires); el = c.order.Front() {
-		c.remove(el)
-	}
-	if el, ok := c.entries[key]; ok {
-		e := el.Value.(*cacheEntry)
-		e.v, e.expires = v, now.Add(c.ttl)
-		c.order.MoveToBack(el)
-		return
-	}
-	for len(c.entries) >= c.max {
-		c.remove(c.order.Front())
-	}
-	c.entries[key] = c.order.PushBack(&cacheEntry{key: key, v: v, expires: now.Add(c.ttl)})
-}
-
-func (c *authCache) remove(el *list.Element) {
-	c.order.Remove(el)
-	delete(c.entries, el.Value.(*cacheEntry).key)
-}
-
-// len answers the number of entries, expired ones included.
-func (c *authCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
 }

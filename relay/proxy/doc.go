@@ -1,7 +1,7 @@
-// Package proxy is reverse-proxy mode (SPEC section 10): the relay stands in front of the
-// application on its public port, serves the management API to the application's own
-// customers under a path prefix, authenticated by the application itself, and passes every
-// other request through to the application untouched.
+// Package proxy is reverse-proxy mode (the README's "Reverse-proxy mode"): the relay stands in
+// front of the application on its public port, serves the management API to the
+// application's own customers under a path prefix, authenticated by the application itself,
+// and passes every other request through to the application untouched.
 //
 //	client ──▶ relay :8080 ──┬─ /webhooks, /webhooks/...  forward auth ─▶ API as that tenant
 //	                         └─ everything else ─────────────────────────▶ upstream (the app)
@@ -32,11 +32,15 @@
 // and nothing else: no other header of the caller, never the body. Redirects are not followed
 // and the client has no cookie jar. The answer decides:
 //
-//	2xx with one X-Tenant-ID (1-255 bytes, printable UTF-8)  -> runs as that tenant   cached
-//	401 or 403                                              -> 401 unauthorized      cached
-//	2xx without a usable X-Tenant-ID (logged)               -> 401 unauthorized
-//	any other status: 3xx, 404, 5xx (logged)                -> 401 unauthorized
-//	no answer: refused, reset, timeout (logged)             -> 503 auth_unavailable
+//	2xx with one usable X-Tenant-ID             -> runs as that tenant   cached
+//	401 or 403                                  -> 401 unauthorized      cached
+//	2xx without a usable X-Tenant-ID (logged)   -> 401 unauthorized
+//	any other status: 3xx, 404, 5xx (logged)    -> 401 unauthorized
+//	no answer: refused, reset, timeout (logged) -> 503 auth_unavailable
+//
+// Usable means accepted by api.ValidateTenantID, the rule the operator's X-Tenant-ID header is
+// held to (1 to 255 bytes of UTF-8 without control characters): a tenant the operator can
+// address is a tenant the application can name, and the other way round.
 //
 // A request without a non-empty Authorization or Cookie header is answered 401 at once,
 // without calling the auth URL: there is nothing the application could accept. All of these
@@ -44,16 +48,30 @@
 // which paths exist. An accepted request reaches the API with api.WithCaller(ctx,
 // api.Caller{TenantID: t}) and, as defence in depth, X-Tenant-ID set to that same t, so even a
 // handler that read the header would see the authenticated tenant. The API then scopes
-// everything to t exactly as in SPEC section 6: another tenant's objects are 404.
+// everything to t exactly as for an X-Tenant-ID of t (the api package documentation, and
+// "Tenancy" in the README's "Subscriptions"): another tenant's objects are 404.
 //
 // The application's auth endpoint must decide on the credentials alone (the X-Forwarded-*
 // headers are context for its logs), because answers are cached per credential: the key is
 // the SHA-256 of the Authorization values, a NUL and the Cookie values, so credentials are
 // never kept in memory as keys, and two callers share an entry only with identical
-// credentials. Only definite answers are cached (a tenant, 401, 403) for AuthCacheTTL (zero:
-// no cache); a revoked API key or session therefore keeps working for at most that long. The
-// cache holds at most 10,000 entries; expired ones go first, then the oldest. Its mutex is
-// held for map operations only, never during a call.
+// credentials. Only definite answers are cached (a tenant, 401, 403), each for AuthCacheTTL
+// from when it arrived, not extended by use (zero: no cache; a positive TTL must be at least
+// 100ms); a revoked API key or session therefore keeps working for at most that long. The
+// cache is golang-lru's expirable LRU: at most 10,000 entries, the least recently used
+// dropped first when full, expired ones swept by the library's own goroutine, which cannot be
+// stopped and so lives as long as the process. Its lock is never held during a call.
+//
+// Concurrent requests with the same credentials make one call between them
+// (golang.org/x/sync/singleflight, keyed by the same hash): the first one that misses the
+// cache calls, the others wait for its answer, which then fills the cache. Without that, a
+// page that loads ten resources at once, or a client's burst as its entry expires, would be
+// as many calls. The call carries the first caller's X-Forwarded-* and -Method, -Uri, another
+// reason the answer must depend on the credentials alone. A waiting caller that goes away
+// stops waiting, but the call does not stop with it, nor with the first caller: it runs until
+// it is answered or the auth timeout ends it, for the others and for the cache. With
+// AuthCacheTTL zero nothing is kept after a call, but callers arriving during one still share
+// it.
 //
 // The auth call fails closed: an auth URL that cannot be reached is a 503, never a pass, and
 // its timeout (AuthClient's, DefaultAuthTimeout by default) bounds how long a caller waits.
@@ -97,6 +115,5 @@
 //
 // # Not here
 //
-// Request metrics, rate limiting, and coalescing of concurrent auth calls for the same
-// credentials (each cache miss makes its own call) are not part of this package.
+// Request metrics and rate limiting are not part of this package.
 package proxy

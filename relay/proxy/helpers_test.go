@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 		// database/sql's connection opener lives as long as its *sql.DB, closed in t.Cleanup.
 		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// The auth cache's sweeper: golang-lru's expirable cache has no way to stop it (its
+		// documentation says so), one per New with a TTL, for the life of the process.
+		goleak.IgnoreAnyFunction("github.com/hashicorp/golang-lru/v2/expirable.NewLRU[...].func1"),
 	)
 }
 

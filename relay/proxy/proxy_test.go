@@ -1,16 +1,22 @@
 package proxy_test
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/proxy"
 )
 
@@ -38,6 +44,7 @@ func TestNewValidates(t *testing.T) {
 		"NoAuthURL":         {func(c *proxy.Config) { c.AuthURL = "" }, "Config.AuthURL is required"},
 		"RelativeAuthURL":   {func(c *proxy.Config) { c.AuthURL = "/auth" }, "Config.AuthURL"},
 		"NegativeCacheTTL":  {func(c *proxy.Config) { c.AuthCacheTTL = -time.Second }, "Config.AuthCacheTTL"},
+		"TinyCacheTTL":      {func(c *proxy.Config) { c.AuthCacheTTL = 50 * time.Nanosecond }, "Config.AuthCacheTTL must be zero or at least 100ms"},
 		"AuthURLWithSecret": {func(c *proxy.Config) { c.AuthURL = "ftp://user:hunter2@host/auth" }, "Config.AuthURL"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -125,6 +132,42 @@ func TestForwardAuth(t *testing.T) {
 				HasCaller: true, TenantID: tenant, Operator: false,
 				Method: http.MethodGet, Path: "/v1/subscriptions", Header: tenant,
 			}, e)
+		}
+	})
+
+	t.Run("TenantRuleIsTheAPIs", func(t *testing.T) {
+		t.Parallel()
+		// The auth URL names, for "Bearer <i>", the i-th of these tenants; the proxy must
+		// accept exactly those api.ValidateTenantID accepts for the X-Tenant-ID header.
+		tenants := []string{
+			"tenant_a",
+			"wl 42",
+			"a\u00a0b",                 // no-break space: not printable, not a control character
+			"\u0645\u06cc\u200c\u062e", // zero-width non-joiner, ordinary in Persian
+			strings.Repeat("é", 127) + "x",
+			strings.Repeat("é", 128), // 256 bytes
+			"caf\xe9",                // not UTF-8
+			"a\u0085b",               // C1 control
+			// C0 controls and DEL never reach the rule: Go's client refuses the whole answer
+			// as malformed, a 503 like any answer that cannot be read.
+		}
+		auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			i, err := strconv.Atoi(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+			if err != nil || i < 0 || i >= len(tenants) {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			w.Header()["X-Tenant-Id"] = []string{tenants[i]}
+		}))
+		t.Cleanup(auth.Close)
+		b := setup(t, env{configure: func(c *proxy.Config) { c.AuthURL = auth.URL }})
+		for i, tenant := range tenants {
+			r := b.asKey(t, strconv.Itoa(i), http.MethodGet, "/webhooks/v1/subscriptions")
+			if api.ValidateTenantID(tenant) != nil {
+				require.Equal(t, http.StatusUnauthorized, r.status, "%q: %s", tenant, r.body)
+				continue
+			}
+			require.Equal(t, tenant, r.apiEcho(t).TenantID, "%q", tenant)
 		}
 	})
 
@@ -362,6 +405,176 @@ func TestAuthCache(t *testing.T) {
 			b.asKey(t, "key_A", http.MethodGet, "/webhooks/v1/subscriptions").apiEcho(t)
 		}
 		require.EqualValues(t, 3, b.auth.calls.Load())
+	})
+}
+
+// heldAuth is a forward-auth endpoint that answers "Bearer <c>" with the tenant "tenant_<c>"
+// after holding the answer for hold, so that concurrent requests overlap in the proxy, and
+// counts its calls per credential.
+type heldAuth struct {
+	hold    time.Duration
+	arrived chan struct{} // told of a call as it arrives, when it has room; nil for none
+
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (h *heldAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cred := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	h.mu.Lock()
+	if h.calls == nil {
+		h.calls = map[string]int{}
+	}
+	h.calls[cred]++
+	h.mu.Unlock()
+	select {
+	case h.arrived <- struct{}{}:
+	default: // nobody is waiting for more than the first
+	}
+	select {
+	case <-time.After(h.hold):
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("X-Tenant-ID", "tenant_"+cred)
+}
+
+// counts answers the calls so far per credential.
+func (h *heldAuth) counts() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range h.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// burst sends n requests under the prefix at once, the i-th with "Bearer creds[i%len(creds)]",
+// and requires each to run as that credential's tenant.
+func burst(t *testing.T, b *bundle, n int, creds ...string) {
+	t.Helper()
+	type result struct {
+		cred, tenant string
+		err          error
+	}
+	results := make(chan result, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		cred := creds[i%len(creds)]
+		wg.Go(func() {
+			<-start
+			res := result{cred: cred}
+			defer func() { results <- res }()
+			req, err := http.NewRequest(http.MethodGet, b.srv.URL+"/webhooks/v1/subscriptions", nil)
+			if err != nil {
+				res.err = err
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+cred)
+			resp, err := b.client.Do(req)
+			if err != nil {
+				res.err = err
+				return
+			}
+			defer resp.Body.Close()
+			var e apiEcho
+			if resp.StatusCode != http.StatusOK {
+				res.err = fmt.Errorf("status %d", resp.StatusCode)
+			} else {
+				res.err = json.NewDecoder(resp.Body).Decode(&e)
+			}
+			res.tenant = e.TenantID
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	for res := range results {
+		require.NoError(t, res.err, res.cred)
+		require.Equal(t, "tenant_"+res.cred, res.tenant)
+	}
+}
+
+// TestAuthCoalescing checks that concurrent requests with the same credentials make one
+// forward-auth call between them, against a real auth server that holds its answers.
+func TestAuthCoalescing(t *testing.T) {
+	t.Parallel()
+	// hold is long enough for 50 requests to reach the proxy while the first call is
+	// under way, so that without coalescing nearly every one of them would call.
+	const hold = 500 * time.Millisecond
+	setupHeld := func(t *testing.T, ttl time.Duration, auth *heldAuth) *bundle {
+		authSrv := httptest.NewServer(auth)
+		t.Cleanup(authSrv.Close)
+		return setup(t, env{configure: func(c *proxy.Config) {
+			c.AuthURL = authSrv.URL
+			c.AuthCacheTTL = ttl
+		}})
+	}
+
+	t.Run("OneCredentialOneCall", func(t *testing.T) {
+		t.Parallel()
+		auth := &heldAuth{hold: hold}
+		b := setupHeld(t, time.Minute, auth)
+		burst(t, b, 50, "A")
+		require.Equal(t, map[string]int{"A": 1}, auth.counts())
+	})
+
+	t.Run("OneCallPerCredential", func(t *testing.T) {
+		t.Parallel()
+		auth := &heldAuth{hold: hold}
+		b := setupHeld(t, time.Minute, auth)
+		burst(t, b, 50, "A", "B", "C", "D", "E")
+		require.Equal(t, map[string]int{"A": 1, "B": 1, "C": 1, "D": 1, "E": 1}, auth.counts())
+	})
+
+	t.Run("NewCallAfterTTL", func(t *testing.T) {
+		t.Parallel()
+		// The cache library reads the wall clock, so the TTL is short and real.
+		const ttl = time.Second
+		auth := &heldAuth{hold: hold}
+		b := setupHeld(t, ttl, auth)
+		burst(t, b, 50, "A")
+		burst(t, b, 50, "A") // within the TTL: from the cache
+		require.Equal(t, map[string]int{"A": 1}, auth.counts())
+		time.Sleep(ttl + 100*time.Millisecond)
+		burst(t, b, 50, "A")
+		require.Equal(t, map[string]int{"A": 2}, auth.counts())
+	})
+
+	t.Run("WithoutCache", func(t *testing.T) {
+		t.Parallel()
+		// TTL zero remembers nothing after a call, but callers that arrive during one share it.
+		auth := &heldAuth{hold: hold}
+		b := setupHeld(t, 0, auth)
+		burst(t, b, 20, "A")
+		require.Equal(t, map[string]int{"A": 1}, auth.counts())
+	})
+
+	t.Run("LeavingCallerDoesNotFailOthers", func(t *testing.T) {
+		t.Parallel()
+		// The first caller starts the call and hangs up during it; those that joined the
+		// call still get its answer.
+		auth := &heldAuth{hold: hold, arrived: make(chan struct{}, 1)}
+		b := setupHeld(t, time.Minute, auth)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.srv.URL+"/webhooks/v1/subscriptions", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer A")
+		firstDone := make(chan error, 1)
+		go func() {
+			resp, err := b.client.Do(req)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			firstDone <- err
+		}()
+		<-auth.arrived
+		time.AfterFunc(100*time.Millisecond, cancel)
+		burst(t, b, 10, "A")
+		require.ErrorIs(t, <-firstDone, context.Canceled)
+		require.Equal(t, map[string]int{"A": 1}, auth.counts())
 	})
 }
 
