@@ -335,8 +335,8 @@ func (c Config) Validate() error {
 	if c.UpstreamURL != "" && sameListener(c.ListenAddr, c.AdminAddr) {
 		return errorf("RELAY_ADMIN_ADDR", "%q is also RELAY_LISTEN_ADDR; the operator API must not share the public port", c.AdminAddr)
 	}
-	if c.AuthCacheTTL < 0 {
-		return errorf("RELAY_AUTH_CACHE_TTL", "must not be negative, got %s", c.AuthCacheTTL)
+	if c.AuthCacheTTL < 0 || (c.AuthCacheTTL > 0 && c.AuthCacheTTL < defaults.MinAuthCacheTTL) {
+		return errorf("RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least %s, got %s", defaults.MinAuthCacheTTL, c.AuthCacheTTL)
 	}
 	return nil
 }

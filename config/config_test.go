@@ -350,7 +350,8 @@ func TestLoadErrors(t *testing.T) {
 		{"ProxyPrefixTrailingSlash", baseEnv(map[string]string{"RELAY_PROXY_PREFIX": "/webhooks/"}), "RELAY_PROXY_PREFIX", "invalid prefix"},
 		{"ProxyPrefixRoot", baseEnv(map[string]string{"RELAY_PROXY_PREFIX": "/"}), "RELAY_PROXY_PREFIX", "invalid prefix"},
 		{"ProxyPrefixUnclean", baseEnv(map[string]string{"RELAY_PROXY_PREFIX": "/a//b"}), "RELAY_PROXY_PREFIX", "clean path"},
-		{"AuthCacheTTLNegative", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "-1s"}), "RELAY_AUTH_CACHE_TTL", "must not be negative"},
+		{"AuthCacheTTLNegative", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "-1s"}), "RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least 100ms"},
+		{"AuthCacheTTLTooShort", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "10ms"}), "RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least 100ms"},
 		{"AuthCacheTTLBad", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "ten"}), "RELAY_AUTH_CACHE_TTL", `invalid duration "ten"`},
 	}
 	for _, tt := range tests {

@@ -86,4 +86,8 @@ const (
 	ProxyPrefix = "/webhooks"
 	// AuthCacheTTL is RELAY_AUTH_CACHE_TTL: how long a forward-auth answer is reused.
 	AuthCacheTTL = 10 * time.Second
+	// MinAuthCacheTTL is the shortest positive RELAY_AUTH_CACHE_TTL. The forward-auth cache
+	// sweeps expired entries every TTL/100 from a goroutine of its own: below this it would
+	// wake the process more than a thousand times a second (and under 100ns it panics).
+	MinAuthCacheTTL = 100 * time.Millisecond
 )

@@ -9,12 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/relay/api"
 )
 
@@ -25,10 +25,8 @@ import (
 // distinct credentials that one relay sees within a TTL of seconds.
 const maxCacheEntries = 10_000
 
-// minAuthCacheTTL is the shortest positive AuthCacheTTL. The cache library sweeps expired
-// entries every TTL/100 from a goroutine of its own: below this its ticker would wake the
-// process more than a thousand times a second, and under 100ns it would panic.
-const minAuthCacheTTL = 100 * time.Millisecond
+// minAuthCacheTTL is the shortest positive AuthCacheTTL (see defaults.MinAuthCacheTTL).
+const minAuthCacheTTL = defaults.MinAuthCacheTTL
 
 // userAgent identifies the relay's forward-auth calls in the application's logs.
 const userAgent = "outbox-relay (forward-auth)"
