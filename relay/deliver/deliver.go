@@ -407,7 +407,7 @@ func (d *Deliverer) queue(js []*job) {
 	var blocked []*job
 	sendable := js[:0:0]
 	for _, j := range js {
-		if j.keyProblem != nil {
+		if j.keyProblem != nil || j.badHeaders != nil {
 			blocked = append(blocked, j)
 			continue
 		}
@@ -459,7 +459,7 @@ func (s *skipList) list(now time.Time) []string {
 }
 
 // blocked gives back jobs whose subscription's secret or sealed headers no configured key
-// opens, and reports their subscriptions. Nothing is sent unsigned, and no attempt is
+// opens (or whose headers are not in the stored form), and reports their subscriptions. Nothing is sent unsigned, and no attempt is
 // charged to the receiver: the deliveries wait until a relay with the right key takes them.
 func (d *Deliverer) blocked(js []*job) {
 	seen := map[string]bool{}
@@ -468,12 +468,13 @@ func (d *Deliverer) blocked(js []*job) {
 			continue
 		}
 		seen[j.subscriptionID] = true
+		problem := errors.Join(j.keyProblem, j.badHeaders)
 		if d.skipped.add(j.subscriptionID, time.Now().Add(keyProblemRecheck)) {
-			d.log.Warn().Str("subscription_id", j.subscriptionID).Str("error", j.keyProblem.Error()).
-				Msg("subscription's deliveries wait: no configured key opens its secret or a sealed header (RELAY_ENCRYPTION_KEY, RELAY_ENCRYPTION_KEY_PREVIOUS)")
+			d.log.Warn().Str("subscription_id", j.subscriptionID).Str("error", problem.Error()).
+				Msg("subscription's deliveries wait: its secret or custom headers cannot be used as stored (a missing RELAY_ENCRYPTION_KEY or RELAY_ENCRYPTION_KEY_PREVIOUS, or headers written by hand)")
 		}
 		if d.cfg.KeyProblems != nil {
-			d.cfg.KeyProblems.Report(j.subscriptionID, j.keyProblem)
+			d.cfg.KeyProblems.Report(j.subscriptionID, problem)
 		}
 	}
 	d.cfg.Metrics.LocalFault(metrics.FaultSecret, len(js))
@@ -611,7 +612,11 @@ func (d *Deliverer) newJob(c claimedColumns, claimedAt time.Time) *job {
 	}
 	var err error
 	if c.headers != "" && c.headers != "{}" {
-		if j.headers, err = secrets.OpenHeaders([]byte(c.headers), d.openSecret); err != nil {
+		j.headers, err = secrets.OpenHeaders([]byte(c.headers), d.openSecret)
+		switch {
+		case errors.Is(err, secrets.ErrMalformedHeaders):
+			j.badHeaders = fmt.Errorf("custom headers: %w", err)
+		case err != nil:
 			j.keyProblem = fmt.Errorf("custom headers: %w", err)
 		}
 	}

@@ -64,9 +64,13 @@ type job struct {
 	// a finite time, say): the delivery fails without a request, and nothing else does.
 	unreadable string
 	// keyProblem is set when no configured key opens the subscription's secret or a sealed
-	// header: a fault of this relay's configuration, not of the receiver, so the job is
-	// given back unsent and the subscription waits (see keyProblems).
+	// header value: a fault of this relay's configuration, not of the receiver, so the job
+	// is given back unsent and the subscription waits (see KeyProblems).
 	keyProblem error
+	// badHeaders is set when the subscription's headers column is not in the stored form
+	// (written by hand, say). Like a key problem it is the subscription's, not the
+	// receiver's: the job is given back unsent and the subscription waits until fixed.
+	badHeaders error
 	// sendBy is the last moment the job may be sent: after it, the rest of its lease might
 	// not cover the request.
 	sendBy time.Time
