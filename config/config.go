@@ -69,6 +69,10 @@ type Config struct {
 	// AdminAddr serves the operator API in reverse-proxy mode.
 	AdminAddr string `envconfig:"RELAY_ADMIN_ADDR" desc:"operator API address in reverse-proxy mode"`
 
+	// DBMaxConns caps the relay's pooled database connections; the LISTEN
+	// connection comes on top.
+	DBMaxConns int `envconfig:"RELAY_DB_MAX_CONNS" desc:"pooled database connections, besides the LISTEN one (2-1000)"`
+
 	// PollInterval is how often the outbox is polled whatever NOTIFY says.
 	PollInterval time.Duration `envconfig:"RELAY_POLL_INTERVAL" desc:"outbox polling interval"`
 	// BatchSize is the number of rows claimed per query.
@@ -149,6 +153,7 @@ func defaultConfig() Config {
 		ListenAddr:                 defaults.ListenAddr,
 		OpsAddr:                    defaults.OpsAddr,
 		AdminAddr:                  defaults.AdminAddr,
+		DBMaxConns:                 defaults.DBMaxConns,
 		PollInterval:               defaults.PollInterval,
 		BatchSize:                  defaults.BatchSize,
 		Workers:                    defaults.Workers,
@@ -255,6 +260,9 @@ func (c Config) Validate() error {
 		return errorf("RELAY_OPS_ADDR", "%q is also RELAY_LISTEN_ADDR; use another port", c.OpsAddr)
 	}
 
+	if c.DBMaxConns < 2 || c.DBMaxConns > 1000 {
+		return errorf("RELAY_DB_MAX_CONNS", "must be between 2 and 1000, got %d", c.DBMaxConns)
+	}
 	if c.PollInterval <= 0 {
 		return errorf("RELAY_POLL_INTERVAL", "must be greater than 0, got %s", c.PollInterval)
 	}

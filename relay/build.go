@@ -13,11 +13,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/referralloop/outbox-relay/config"
+	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
+	"github.com/referralloop/outbox-relay/relay/leader"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/notify"
 	"github.com/referralloop/outbox-relay/relay/proxy"
@@ -26,6 +28,11 @@ import (
 	"github.com/referralloop/outbox-relay/relay/targets"
 	"github.com/referralloop/outbox-relay/relay/tracing"
 )
+
+// dbConnMaxIdle is how long a pooled connection may sit unused before it is closed: a burst
+// of API requests or a backlog opens up to RELAY_DB_MAX_CONNS, and the quiet that follows
+// gives them back to the database.
+const dbConnMaxIdle = 30 * time.Second
 
 // New opens what the relay owns and builds its components; nothing reaches the database
 // yet. On error it releases whatever it had opened.
@@ -43,9 +50,13 @@ func New(ctx context.Context, cfg config.Config, opts Options) (r *Relay, err er
 		return nil, fmt.Errorf("opening database: %w", err)
 	}
 	r.closers = append(r.closers, func() { r.db.Close() })
-	r.db.SetMaxOpenConns(16)
-	r.db.SetMaxIdleConns(16)
-	r.db.SetConnMaxIdleTime(5 * time.Minute)
+	maxConns := cfg.DBMaxConns
+	if maxConns <= 0 {
+		maxConns = defaults.DBMaxConns
+	}
+	r.db.SetMaxOpenConns(maxConns)
+	r.db.SetMaxIdleConns(maxConns)
+	r.db.SetConnMaxIdleTime(dbConnMaxIdle)
 	if err := r.listen(); err != nil {
 		return nil, err
 	}
@@ -132,6 +143,12 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	log.Info().Fields(cfg.LogFields()).Msg("configuration")
 
 	var err error
+	if r.leader, err = leader.New(leader.Config{
+		DB: db, Schema: cfg.Schema, Owner: owner,
+		Logger: log.With().Str("component", "leader").Logger(),
+	}); err != nil {
+		return err
+	}
 	if r.keys, err = keycheck.New(keycheck.Config{
 		DB: db, Schema: cfg.Schema, Open: r.box.Open,
 		Logger: log.With().Str("component", "keycheck").Logger(),
@@ -154,6 +171,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 		UserAgent:                  "outbox-relay/" + r.opts.Version,
 		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
 		Metrics:                    m,
+		Active:                     r.leader,
 		Tracer:                     tracer,
 		OpenSecret:                 r.box.Open,
 		KeyProblems:                r.keys,
@@ -216,6 +234,15 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	}
 	r.registry.MustRegister(
 		metrics.NewDBCollector(db, cfg.Schema, log.With().Str("component", "metrics").Logger()),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outbox_relay_active",
+			Help: "1 while this replica is the active relay (claims, fans out and sends), 0 while it stands by.",
+		}, func() float64 {
+			if r.leader.Leading() {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "outbox_relay_in_flight_requests",
 			Help: "Webhook requests on the wire from this replica.",

@@ -58,25 +58,39 @@ func (r *Relay) tryPrepareSchema(ctx context.Context) error {
 }
 
 // ready reports whether this replica is doing its job, and if not, why: schema migrated,
-// claiming works, results are being recorded, requests do not fail for reasons of this
-// process, every active subscription's secret opens with the configured keys, and the
-// LISTEN connection is up (when notifications are used).
+// the active-relay lease followed, and, on the active relay, fan-outs and claims working
+// and the LISTEN connection up (when notifications are used); on any replica, results
+// being recorded, requests not failing for reasons of this process, and every active
+// subscription's secret opening with the configured keys.
+//
+// A standby is ready: it serves the API and takes over within seconds. (As a sidecar its
+// readiness is its pod's: an unready standby would take the application out of service.)
 func (r *Relay) ready() (bool, string) {
 	switch {
 	case !r.migrated.Load():
 		return false, "schema not migrated yet"
 	case !r.started.Load():
 		return false, "not claiming"
-	case !r.dispatcher.Healthy() || !r.deliverer.Healthy():
-		return false, "database unreachable"
-	case r.listener != nil && !r.listener.Connected():
-		return false, "listen connection down"
 	}
-	if why := r.deliverer.Trouble(); why != "" {
-		return false, why
+	checks := []func() string{r.leader.Trouble}
+	active := r.leader.Leading()
+	if active {
+		checks = append(checks, r.dispatcher.Trouble)
+		if r.listener != nil {
+			checks = append(checks, r.listener.Trouble)
+		}
 	}
-	if why := r.keys.Trouble(); why != "" {
-		return false, why
+	checks = append(checks, r.deliverer.Trouble, r.keys.Trouble)
+	for _, check := range checks {
+		if why := check(); why != "" {
+			return false, why
+		}
+	}
+	if !active {
+		if holder := r.leader.Holder(); holder != "" {
+			return true, "ok (standby; the active relay is " + holder + ")"
+		}
+		return true, "ok (standby; electing the active relay)"
 	}
 	return true, "ok"
 }

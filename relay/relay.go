@@ -23,6 +23,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
+	"github.com/referralloop/outbox-relay/relay/leader"
 	"github.com/referralloop/outbox-relay/relay/notify"
 	"github.com/referralloop/outbox-relay/relay/retention"
 	"github.com/referralloop/outbox-relay/relay/secrets"
@@ -57,6 +58,7 @@ type Relay struct {
 	limits    connLimits
 	closers   []func() // what Close releases, last opened first
 
+	leader     *leader.Elector
 	listener   *notify.Listener // nil with RELAY_NOTIFY_TRIGGER=false
 	dispatcher *dispatch.Dispatcher
 	deliverer  *deliver.Deliverer
@@ -123,13 +125,16 @@ func (r *Relay) Run(ctx context.Context) error {
 		components.Add(1)
 		g.Go(func() error { defer components.Done(); f(gctx); return nil })
 	}
+	// The elector decides which replica claims: the deliverer asks it before every claim,
+	// and the listener, the dispatcher and the cleaner run only while this one is active.
+	run(r.leader.Run)
 	if r.listener != nil {
-		run(r.listener.Run)
+		run(r.whileActive(r.listener.Run))
 	}
-	run(r.dispatcher.Run)
+	run(r.whileActive(r.dispatcher.Run))
 	run(r.deliverer.Run)
 	run(r.keys.Run)
-	run(r.cleaner.Run)
+	run(r.whileActive(r.cleaner.Run))
 	r.started.Store(true)
 
 	servers := r.startServers(g)
@@ -145,6 +150,37 @@ func (r *Relay) Run(ctx context.Context) error {
 	err := g.Wait()
 	r.log.Info().Msg("stopped")
 	return err
+}
+
+// whileActive turns f into a component that runs f for each term during which this replica
+// is the active relay, with a context that ends with the term (or with ctx).
+func (r *Relay) whileActive(f func(context.Context)) func(context.Context) {
+	return func(ctx context.Context) {
+		for {
+			active, changed := r.leader.Watch()
+			if !active {
+				select {
+				case <-ctx.Done():
+					return
+				case <-changed:
+					continue
+				}
+			}
+			term, end := context.WithCancel(ctx)
+			go func() {
+				defer end()
+				select {
+				case <-changed: // the only change from active is to standby
+				case <-term.Done():
+				}
+			}()
+			f(term)
+			end()
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}
 }
 
 // prepare waits for the schema, then reseals secrets and checks them (start-up logs one

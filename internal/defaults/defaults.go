@@ -34,6 +34,12 @@ const (
 	AdminAddr  = "127.0.0.1:8081"
 )
 
+// DBMaxConns is RELAY_DB_MAX_CONNS: pooled database connections per relay, the LISTEN
+// connection aside. Sized for the sidecar shape: only the active relay claims and sends
+// (relay/leader), and its claims, records and fan-outs run one statement at a time each, so
+// four carry the steady load with one to spare for the API; a standby uses one.
+const DBMaxConns = 4
+
 // Claiming and sending.
 const (
 	// PollInterval is RELAY_POLL_INTERVAL: the safety-net poll of the outbox and of due

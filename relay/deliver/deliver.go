@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
+	"github.com/referralloop/outbox-relay/internal/health"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
@@ -78,6 +79,10 @@ type Config struct {
 	Tracer trace.Tracer
 	// Metrics, optional, counts attempts and outcomes.
 	Metrics *metrics.Metrics
+	// Active, optional, says whether this replica is the active relay (relay/leader). While
+	// it is not, the deliverer claims nothing; what it holds it still sends and records.
+	// Nil means always active.
+	Active Gate
 	// Now is the clock for attempt timestamps; time.Now when nil.
 	Now func() time.Time
 	// Logger is the component's logger.
@@ -92,6 +97,12 @@ type KeyProblems interface {
 	Report(subscriptionID string, err error)
 	// Blocked lists the subscriptions not to claim for.
 	Blocked() []string
+}
+
+// Gate says whether claims may be made now, and signals when that changes.
+type Gate interface {
+	// Watch answers whether claims may be made, and a channel closed at the next change.
+	Watch() (open bool, changed <-chan struct{})
 }
 
 // Deliverer claims due deliveries and sends them. Safe for several replicas at once.
@@ -122,11 +133,8 @@ type Deliverer struct {
 	roomFree chan struct{} // leases ended: there is room to claim more
 	// cover lets the claim loop leave a kick to a record that claims anyway (cover.go).
 	cover   *claimCover
-	healthy atomic.Bool
-	// recordFailingSince is when the results waiting to be written first failed to be
-	// written (Unix ns; 0 while records succeed), and recordErr the last error.
-	recordFailingSince atomic.Int64
-	recordErr          atomic.Pointer[string]
+	// claims and records tell readiness whether claims, and writing results, keep failing.
+	claims, records health.Tracker
 	// localFaultAt is when a request last failed for a reason of this process (Unix ns),
 	// and localFaultErr what happened.
 	localFaultAt  atomic.Int64
@@ -206,9 +214,6 @@ func (d *Deliverer) Kick() {
 	signal(d.wake)
 }
 
-// Healthy reports whether the last claim reached the database.
-func (d *Deliverer) Healthy() bool { return d.healthy.Load() }
-
 // Readiness thresholds: how long results may fail to be written, and how long after a
 // local fault the deliverer still reports it, before Trouble says so.
 const (
@@ -216,16 +221,18 @@ const (
 	localFaultMemory = 10 * time.Second
 )
 
-// Trouble says why the deliverer cannot do its work right now, or "" when it can: results
-// that could not be written for longer than recordStallLimit, or a request that failed
-// for a reason of this process within localFaultMemory.
+// Trouble says why the deliverer cannot do its work right now, or "" when it can: claims
+// that keep failing (health.FailingLimit), results that could not be written for longer
+// than recordStallLimit, or a request that failed for a reason of this process within
+// localFaultMemory.
 func (d *Deliverer) Trouble() string {
-	now := time.Now()
-	if since := d.recordFailingSince.Load(); since != 0 {
-		if stalled := now.Sub(time.Unix(0, since)); stalled > recordStallLimit {
-			return fmt.Sprintf("cannot record attempt results for %s: %s", stalled.Round(time.Second), derefOr(d.recordErr.Load(), "database error"))
-		}
+	if why := d.claims.Trouble("claiming deliveries", health.FailingLimit); why != "" {
+		return why
 	}
+	if why := d.records.Trouble("recording attempt results", recordStallLimit); why != "" {
+		return why
+	}
+	now := time.Now()
 	if at := d.localFaultAt.Load(); at != 0 && now.Sub(time.Unix(0, at)) < localFaultMemory {
 		return "requests fail for a reason of this process: " + derefOr(d.localFaultErr.Load(), "local fault")
 	}
@@ -289,7 +296,6 @@ func (d *Deliverer) Run(ctx context.Context) {
 	deadline := time.Now().Add(d.cfg.ShutdownGrace)
 	d.deadline.Store(deadline.UnixNano())
 	d.stopped.Store(true)
-	d.healthy.Store(false)
 
 	// Workers finish what they are sending; what is still queued goes back at once.
 	d.release(d.lanes.close())
@@ -358,6 +364,14 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 	// Claim again without waiting while the last claim came back full: more may be due.
 	more := true
 	for {
+		ok, waited := d.awaitActive(ctx)
+		if !ok {
+			return
+		}
+		if waited {
+			// Just became the active relay: whatever is due is ours now.
+			more = true
+		}
 		if !more {
 			select {
 			case <-ctx.Done():
@@ -376,12 +390,15 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 			return
 		}
 		n := d.claimRoom(0)
+		if n == 0 {
+			continue // this replica stopped being the active relay meanwhile
+		}
 		claimed, err := d.claim(ctx, n)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			d.healthy.Store(false)
+			d.claims.Fail(err)
 			d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
 			wait := bo.NextBackOff()
 			d.log.Warn().Err(err).Dur("retry_in", wait).Msg("claiming deliveries")
@@ -394,7 +411,7 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 			continue
 		}
 		bo.Reset()
-		d.healthy.Store(true)
+		d.claims.OK()
 		more = len(claimed) == n
 		d.queue(claimed)
 	}
@@ -491,6 +508,10 @@ func (d *Deliverer) awaitRoom(ctx context.Context) bool {
 	want := max(1, min(d.cfg.BatchSize, d.cfg.MaxClaimed)*3/4)
 	var gather <-chan time.Time
 	for {
+		active, changed := d.watchActive()
+		if !active {
+			return true // the caller finds no room and waits for the role
+		}
 		room := d.claimRoom(0)
 		if room >= want {
 			return true
@@ -504,14 +525,42 @@ func (d *Deliverer) awaitRoom(ctx context.Context) bool {
 		case <-d.roomFree:
 		case <-gather:
 			return true
+		case <-changed:
+		}
+	}
+}
+
+// watchActive answers whether this replica may claim, and a channel closed when that
+// changes (nil, never closed, without a gate).
+func (d *Deliverer) watchActive() (bool, <-chan struct{}) {
+	if d.cfg.Active == nil {
+		return true, nil
+	}
+	return d.cfg.Active.Watch()
+}
+
+// awaitActive waits until this replica may claim. ok is false when ctx ended first; waited
+// is true when it had to wait.
+func (d *Deliverer) awaitActive(ctx context.Context) (ok, waited bool) {
+	for {
+		active, changed := d.watchActive()
+		if active {
+			return true, waited
+		}
+		waited = true
+		select {
+		case <-ctx.Done():
+			return false, waited
+		case <-changed:
 		}
 	}
 }
 
 // claimRoom is how many deliveries a claim made now may take once freeing more leases end:
-// at most a batch, within MaxClaimed, none once shutdown has begun.
+// at most a batch, within MaxClaimed, none once shutdown has begun or while this replica is
+// not the active relay.
 func (d *Deliverer) claimRoom(freeing int) int {
-	if d.stopping() {
+	if active, _ := d.watchActive(); d.stopping() || !active {
 		return 0
 	}
 	return min(d.cfg.BatchSize, d.lanes.room(d.cfg.MaxClaimed)+freeing)

@@ -168,16 +168,14 @@ func (d *Deliverer) writeRetrying(batch []result) error {
 	for {
 		err := d.write(batch)
 		if err == nil {
-			d.recordFailingSince.Store(0)
+			d.records.OK()
 			return nil
 		}
 		if pgerr.RefusedData(err) {
 			return err
 		}
 		d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
-		msg := err.Error()
-		d.recordErr.Store(&msg)
-		d.recordFailingSince.CompareAndSwap(0, time.Now().UnixNano())
+		d.records.Fail(err)
 		// Keep retrying while the relay runs; a long outage is ridden out here, and the
 		// workers wait on the full results channel meanwhile instead of claiming more.
 		wait := bo.NextBackOff()

@@ -76,5 +76,5 @@ func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
 	require.Contains(t, *b.Error, "could not be stored (SQLSTATE 22")
 	require.Contains(t, *b.Error, "status 500")
 	require.Equal(t, "", *b.Response)
-	require.Zero(t, d.recordFailingSince.Load(), "the recorder is not stalled")
+	require.False(t, d.records.Failing(), "the recorder is not stalled")
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
+	"github.com/referralloop/outbox-relay/internal/health"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
@@ -41,7 +41,8 @@ type Dispatcher struct {
 	cfg     Config
 	claim   *pgstmt.Stmt
 	wake    chan struct{}
-	healthy atomic.Bool
+	// claims tells readiness whether claims keep failing.
+	claims health.Tracker
 }
 
 // Result counts what one claim did.
@@ -81,8 +82,11 @@ func (d *Dispatcher) Kick() {
 	}
 }
 
-// Healthy reports whether the last claim reached the database.
-func (d *Dispatcher) Healthy() bool { return d.healthy.Load() }
+// Trouble says why the dispatcher cannot do its work (claims keep failing), or "" when it
+// can.
+func (d *Dispatcher) Trouble() string {
+	return d.claims.Trouble("dispatching outbox rows", health.FailingLimit)
+}
 
 // Run claims and fans out until ctx ends, then returns nil. A batch in progress at that
 // moment commits or rolls back whole.
@@ -97,7 +101,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			d.healthy.Store(false)
+			d.claims.Fail(err)
 			d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
 			wait := bo.NextBackOff()
 			log.Warn().Err(err).Dur("retry_in", wait).Msg("dispatching outbox rows")
@@ -138,7 +142,7 @@ func (d *Dispatcher) DispatchOnce(ctx context.Context) (Result, error) {
 	if err := d.claim.QueryRow(ctx, []any{d.cfg.BatchSize}, &res.Events, &res.Deliveries); err != nil {
 		return Result{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
-	d.healthy.Store(true)
+	d.claims.OK()
 	d.cfg.Metrics.Dispatched(res.Events, res.Deliveries)
 	if res.Events > 0 {
 		d.cfg.Logger.Debug().Int("events", res.Events).Int("deliveries", res.Deliveries).Msg("dispatched")

@@ -22,6 +22,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/rs/zerolog"
 
+	"github.com/referralloop/outbox-relay/internal/health"
 	"github.com/referralloop/outbox-relay/internal/retry"
 )
 
@@ -48,6 +49,9 @@ type Config struct {
 type Listener struct {
 	cfg       Config
 	connected atomic.Bool
+	// conn tracks connection attempts for Trouble; a new one per Run, so that a run that
+	// ended long ago reports nothing about the next.
+	conn atomic.Pointer[health.Tracker]
 }
 
 // New returns a Listener for cfg; Run starts it.
@@ -64,29 +68,46 @@ func New(cfg Config) (*Listener, error) {
 	if cfg.MaxReconnect <= 0 {
 		cfg.MaxReconnect = retry.MaxInterval
 	}
-	return &Listener{cfg: cfg}, nil
+	l := &Listener{cfg: cfg}
+	l.conn.Store(&health.Tracker{})
+	return l, nil
 }
 
 // Connected reports whether the LISTEN connection is up right now.
 func (l *Listener) Connected() bool { return l.connected.Load() }
 
+// Trouble says why notifications cannot arrive (the connection has been down, or could not
+// be made, for longer than health.FailingLimit), or "" when they can.
+func (l *Listener) Trouble() string {
+	return l.conn.Load().Trouble("the LISTEN connection", health.FailingLimit)
+}
+
 // Run listens until ctx ends. Connection trouble is never an error here, only a state
 // (Connected) and a log line, since polling covers for it.
 func (l *Listener) Run(ctx context.Context) {
 	log := l.cfg.Logger
+	conn := &health.Tracker{}
+	l.conn.Store(conn)
+	// Until the first connection, the run counts as failing: one that never connects is
+	// reported once the limit has passed.
+	conn.Fail(errors.New("not connected yet"))
 	pl := pq.NewListener(l.cfg.DSN, l.cfg.MinReconnect, l.cfg.MaxReconnect, func(ev pq.ListenerEventType, err error) {
 		switch ev {
 		case pq.ListenerEventConnected:
 			l.connected.Store(true)
+			conn.OK()
 			log.Info().Str("channel", l.cfg.Channel).Msg("listening for outbox notifications")
 		case pq.ListenerEventReconnected:
 			l.connected.Store(true)
+			conn.OK()
 			log.Info().Str("channel", l.cfg.Channel).Msg("listen connection restored")
 		case pq.ListenerEventDisconnected:
 			l.connected.Store(false)
+			conn.Fail(err)
 			log.Warn().Err(err).Msg("listen connection lost; polling until it is back")
 		case pq.ListenerEventConnectionAttemptFailed:
 			l.connected.Store(false)
+			conn.Fail(err)
 			log.Warn().Err(err).Msg("listen connection attempt failed")
 		}
 	})
