@@ -132,7 +132,7 @@ type Deliverer struct {
 	wake     chan struct{} // something may be due
 	roomFree chan struct{} // leases ended: there is room to claim more
 	// cover lets the claim loop leave a kick to a record that claims anyway (cover.go).
-	cover   *claimCover
+	cover *claimCover
 	// claims and records tell readiness whether claims, and writing results, keep failing.
 	claims, records health.Tracker
 	// localFaultAt is when a request last failed for a reason of this process (Unix ns),

@@ -38,9 +38,9 @@ type Config struct {
 
 // Dispatcher claims outbox rows and fans them out. Safe for several replicas at once.
 type Dispatcher struct {
-	cfg     Config
-	claim   *pgstmt.Stmt
-	wake    chan struct{}
+	cfg   Config
+	claim *pgstmt.Stmt
+	wake  chan struct{}
 	// claims tells readiness whether claims keep failing.
 	claims health.Tracker
 }
