@@ -183,7 +183,7 @@ func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
 	if err := e.insertBacklog(ctx, b.events, b.keys, ""); err != nil {
 		return err
 	}
-	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
+	progress("%s: starting %d relay(s)", e.name, e.replicas)
 	if err := e.startRelays(ctx); err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	if withSlow {
 		windows = &slowWindows{}
 	}
-	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
+	progress("%s: starting %d relay(s)", e.name, e.replicas)
 	if err := e.startRelays(ctx); err != nil {
 		return err
 	}
