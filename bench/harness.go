@@ -111,8 +111,11 @@ func withDatabase(server *url.URL, db string) *url.URL {
 // database, so that pg_stat_activity can tell them from the relays'.
 const harnessAppName = "outbox-relay-bench-harness"
 
+// relayAppPrefix starts the application_name of every relay replica's connections.
+const relayAppPrefix = "outbox-relay-bench-relay"
+
 // relayAppName is the application_name relay replica i (from 1) connects with.
-func relayAppName(i int) string { return "outbox-relay-bench-relay" + strconv.Itoa(i) }
+func relayAppName(i int) string { return relayAppPrefix + strconv.Itoa(i) }
 
 // withAppName returns u with its application_name set to name.
 func withAppName(u *url.URL, name string) *url.URL {
