@@ -93,7 +93,7 @@ func runWide(ctx context.Context, e *env, r *Result) error {
 	if err := e.subscribe(ctx, "", false, groupPaths(group, subs)...); err != nil {
 		return err
 	}
-	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
+	progress("%s: starting %d relay(s)", e.name, e.replicas)
 	if err := e.startRelays(ctx); err != nil {
 		return err
 	}
@@ -218,7 +218,7 @@ func runTenants(ctx context.Context, e *env, r *Result) error {
 	if err := e.insertBacklog(ctx, eventsA, 0, "A"); err != nil {
 		return err
 	}
-	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
+	progress("%s: starting %d relay(s)", e.name, e.replicas)
 	if err := e.startRelays(ctx); err != nil {
 		return err
 	}

@@ -37,8 +37,10 @@ type env struct {
 	h        *harness
 	name     string
 	dbName   string
-	dbURL    string // direct, for the harness
-	relayURL string // what the relays use: through the counting proxy when there is one
+	dbURL    string   // direct, for the harness; its connections carry harnessAppName
+	relayURL *url.URL // what the relays use: through the counting proxy when there is one
+	// replicas is how many relays startRelays starts: -replicas, unless the scenario sets it.
+	replicas int
 	setup    *sql.DB
 	proxy    *pgProxy
 	recv     *receiverProc
@@ -58,7 +60,7 @@ type env struct {
 // newEnv creates the scenario's database, migrates it, and starts the receiver (and the
 // proxy when statements are counted).
 func (h *harness) newEnv(ctx context.Context, name string) (_ *env, err error) {
-	e := &env{h: h, name: name, dbName: fmt.Sprintf("outbox_relay_bench_%s_%d", name, os.Getpid())}
+	e := &env{h: h, name: name, dbName: fmt.Sprintf("outbox_relay_bench_%s_%d", name, os.Getpid()), replicas: h.opts.replicas}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -71,14 +73,15 @@ func (h *harness) newEnv(ctx context.Context, name string) (_ *env, err error) {
 	if _, err := h.admin.ExecContext(ctx, "CREATE DATABASE "+quoted); err != nil {
 		return nil, fmt.Errorf("creating database: %w", err)
 	}
-	e.dbURL = withDatabase(h.server, e.dbName).String()
+	direct := withDatabase(h.server, e.dbName)
+	e.dbURL = withAppName(direct, harnessAppName).String()
 	if e.setup, err = sql.Open("postgres", e.dbURL); err != nil {
 		return nil, fmt.Errorf("opening database: %w", err)
 	}
 	if _, err := outbox.Migrate(ctx, e.setup, outbox.MigrateOptions{Schema: outbox.DefaultSchema, NotifyTrigger: true}); err != nil {
 		return nil, fmt.Errorf("migrating: %w", err)
 	}
-	e.relayURL = e.dbURL
+	e.relayURL = direct
 	if h.opts.countStatements {
 		if e.proxy, err = startPGProxy(hostPort(h.server)); err != nil {
 			return nil, fmt.Errorf("starting the counting proxy: %w", err)
@@ -90,7 +93,7 @@ func (h *harness) newEnv(ctx context.Context, name string) (_ *env, err error) {
 			q.Set("sslmode", "disable") // the proxy counts only what it can read
 		}
 		u.RawQuery = q.Encode()
-		e.relayURL = u.String()
+		e.relayURL = u
 	}
 	if e.recv, err = startReceiver(ctx, h.self, filepath.Join(h.logDir, name+"-receiver.log")); err != nil {
 		return nil, err
@@ -102,6 +105,25 @@ func withDatabase(server *url.URL, db string) *url.URL {
 	u := *server
 	u.Path = "/" + db
 	return &u
+}
+
+// harnessAppName is the application_name of the harness's own connections to a scenario's
+// database, so that pg_stat_activity can tell them from the relays'.
+const harnessAppName = "outbox-relay-bench-harness"
+
+// relayAppPrefix starts the application_name of every relay replica's connections.
+const relayAppPrefix = "outbox-relay-bench-relay"
+
+// relayAppName is the application_name relay replica i (from 1) connects with.
+func relayAppName(i int) string { return relayAppPrefix + strconv.Itoa(i) }
+
+// withAppName returns u with its application_name set to name.
+func withAppName(u *url.URL, name string) *url.URL {
+	c := *u
+	q := c.Query()
+	q.Set("application_name", name)
+	c.RawQuery = q.Encode()
+	return &c
 }
 
 func hostPort(u *url.URL) string {
@@ -215,9 +237,9 @@ func (e *env) startRelays(ctx context.Context) error {
 		return err
 	}
 	e.startedAt = time.Now()
-	for i := range e.h.opts.replicas {
+	for i := range e.replicas {
 		logPath := filepath.Join(e.h.logDir, fmt.Sprintf("%s-relay%d.log", e.name, i+1))
-		r, err := startRelay(e.h.relayBin, e.relayURL, logPath, e.h.opts.relayEnv)
+		r, err := startRelay(e.h.relayBin, withAppName(e.relayURL, relayAppName(i+1)).String(), logPath, e.h.opts.relayEnv)
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	bench [-quick] [-scenarios drain,fanout,steady,slow,idle,ordered,many,wide,tenants] [-replicas N] ...
+//	bench [-quick] [-scenarios drain,fanout,steady,slow,idle,ordered,many,wide,tenants,fleet] [-replicas N] ...
 //	bench receiver -addr 127.0.0.1:0     (started by the harness itself)
 package main
 

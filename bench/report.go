@@ -63,6 +63,10 @@ var definitions = map[string]string{
 	"transactions_per_delivery": "pg_stat_database xact_commit+xact_rollback delta of the scenario's database from before the relays started to after they exited (start-up, idle polls and shutdown included), minus the harness's own, per delivery. PostgreSQL counts one per Sync or simple Query (a lib/pq parameterised statement counts two) and one per new connection, so this tracks round trips, not statements",
 	"statements_per_delivery":   "Execute + simple Query messages the relays sent (counting TCP proxy) during the window, per delivery",
 	"round_trips_per_delivery":  "Sync + simple Query messages the relays sent during the window (each waits for ReadyForQuery), per delivery; lib/pq uses two per parameterised statement",
+	"fleet.runs":                "one run per relay count, each in a fresh database: the relays idle for fleet_idle_ns, then the harness publishes fleet_events_per_sec events/s for fleet_duration_ns",
+	"idle_connections":          "the most client backends at once in the run's database whose application_name is not the harness's (pg_stat_activity every 100 ms), over the last second of the idle period",
+	"load_connections":          "the same, from the start of publishing to the last receipt",
+	"transactions_per_event":    "transactions (relay start to exit, the idle period included, the harness's own left out) per published event",
 }
 
 func newReport(h *harness, m machine, results []Result) report {
@@ -171,6 +175,7 @@ func evaluate(rs []Result, replicas int) []target {
 			}
 			return t.BLatency.Max, fmt.Sprintf("max %s (median %s, %d events; A: %d deliveries)", fmtMs(t.BLatency.Max, 1), fmtMs(t.BLatency.P50, 1), t.BLatency.N, t.ADelivered)
 		})
+	ts = append(ts, fleetTargets(find(rs, "fleet"))...)
 	for _, sc := range []string{"drain", "fanout"} {
 		check("database round trips", sc, "<= 1 per 25 deliveries (<= 0.040/delivery)", func(v float64) bool { return v <= 0.04 },
 			func(r *Result) (float64, string) {
@@ -248,33 +253,32 @@ func (rep report) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tdelivered\tdeliveries/s\tp50\tp95\tp99\tCPU s/10k\tpeak RSS\txact/dlv\tstmt/dlv\tRT/dlv\t")
 	for _, r := range rep.Scenarios {
+		if r.Fleet != nil {
+			// One row per relay count; a count that failed ends the list with FAILED.
+			for _, run := range r.Fleet.Runs {
+				tableRow(tw, run.Result)
+			}
+		}
 		if r.Error != "" {
 			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\t\n", r.Scenario)
 			continue
 		}
-		delivered, rate, cpu10k := "-", "-", "-"
-		if r.Expected > 0 {
-			delivered = fmt.Sprintf("%d/%d", r.Delivered, r.Expected)
-			rate = fmt.Sprintf("%.0f", r.DeliveriesPerSec)
-			cpu10k = fmt.Sprintf("%.2f", r.RelayCPUPer10k)
+		if r.Fleet == nil {
+			tableRow(tw, r)
 		}
-		xact, stmt, rt := "-", "-", "-"
-		if r.Delivered > 0 {
-			xact = fmt.Sprintf("%.3f", r.TransactionsPerDelivery)
-			if r.Wire != nil {
-				stmt = fmt.Sprintf("%.3f", r.StatementsPerDelivery)
-				rt = fmt.Sprintf("%.3f", r.RoundTripsPerDelivery)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f MiB\t%s\t%s\t%s\t\n", r.Scenario, delivered, rate,
-			fmtMs(r.Latency.P50, r.Latency.N), fmtMs(r.Latency.P95, r.Latency.N), fmtMs(r.Latency.P99, r.Latency.N),
-			cpu10k, r.RelayPeakRSSMiB, xact, stmt, rt)
 	}
 	tw.Flush()
 
 	fmt.Fprintln(w, "\ndetails")
 	for _, r := range rep.Scenarios {
+		if r.Fleet != nil {
+			printFleetDetails(w, r)
+			continue
+		}
 		printDetails(w, r)
+	}
+	if r := find(rep.Scenarios, "fleet"); r != nil && r.Fleet != nil && len(r.Fleet.Runs) > 0 {
+		printFleet(w, r)
 	}
 
 	fmt.Fprintln(w, "\ntargets")
@@ -300,6 +304,131 @@ func (rep report) print(w io.Writer) {
 	fmt.Fprintln(w, "Latency: receiver arrival minus the Go wall clock just before the autocommit INSERT of the event.")
 	fmt.Fprintln(w, "tenants: deliveries/s is tenant A's backlog, p50/p95/p99 are tenant B's events. wide: deliveries/s is over")
 	fmt.Fprintln(w, "  the summed commit->last receipt times of its events.")
+	fmt.Fprintln(w, "fleet/N: the fleet scenario with N relays; xact/dlv there is per event (1 subscription). Connections: client backends")
+	fmt.Fprintln(w, "  in the run's database (pg_stat_activity every 100 ms) whose application_name is not the harness's.")
+}
+
+// tableRow prints one scenario's row of the main table.
+func tableRow(tw io.Writer, r Result) {
+	delivered, rate, cpu10k := "-", "-", "-"
+	if r.Expected > 0 {
+		delivered = fmt.Sprintf("%d/%d", r.Delivered, r.Expected)
+		rate = fmt.Sprintf("%.0f", r.DeliveriesPerSec)
+		cpu10k = fmt.Sprintf("%.2f", r.RelayCPUPer10k)
+	}
+	xact, stmt, rt := "-", "-", "-"
+	if r.Delivered > 0 {
+		xact = fmt.Sprintf("%.3f", r.TransactionsPerDelivery)
+		if r.Wire != nil {
+			stmt = fmt.Sprintf("%.3f", r.StatementsPerDelivery)
+			rt = fmt.Sprintf("%.3f", r.RoundTripsPerDelivery)
+		}
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f MiB\t%s\t%s\t%s\t\n", r.Scenario, delivered, rate,
+		fmtMs(r.Latency.P50, r.Latency.N), fmtMs(r.Latency.P95, r.Latency.N), fmtMs(r.Latency.P99, r.Latency.N),
+		cpu10k, r.RelayPeakRSSMiB, xact, stmt, rt)
+}
+
+// fleetTargets checks the fleet against its targets: the largest relay count against the
+// smallest (16 relays vs 1: stricter than the 12 the goal names), and the connection limits
+// for every count.
+func fleetTargets(r *Result) []target {
+	ts := []target{
+		{Name: "fleet transactions per event", Goal: "most relays <= 1.5 x one relay's (16 vs 1: the goal's 12, made stricter)"},
+		{Name: "fleet connections at idle", Goal: "<= 1 per relay (total <= relays), every count"},
+		{Name: "fleet connections under load", Goal: "<= 2 per relay, every count"},
+		{Name: "fleet application INSERT p99", Goal: "most relays <= 1.25 x one relay's (16 vs 1)"},
+	}
+	for i := range ts {
+		ts[i].Scenario, ts[i].Status, ts[i].Display = "fleet", "n/a", "-"
+	}
+	if r == nil || r.Error != "" || r.Fleet == nil || len(r.Fleet.Runs) < 2 {
+		return ts
+	}
+	runs := r.Fleet.Runs
+	one, most := runs[0], runs[len(runs)-1]
+	both := one.Result.Complete && most.Result.Complete
+	if one.TransactionsPerEvent > 0 {
+		v := most.TransactionsPerEvent / one.TransactionsPerEvent
+		ts[0].Value, ts[0].Status = v, passMiss(both && v <= 1.5)
+		ts[0].Display = fmt.Sprintf("%.2f (%d relays %.3f vs %d: %.3f xact/event)", v, most.Relays, most.TransactionsPerEvent, one.Relays, one.TransactionsPerEvent)
+	}
+	perRelay := func(t *target, limit int, held func(fleetRun) int) {
+		pass := true
+		var parts []string
+		for _, fr := range runs {
+			v := float64(held(fr)) / float64(fr.Relays)
+			t.Value = max(t.Value, v)
+			pass = pass && fr.Result.Complete && held(fr) <= limit*fr.Relays
+			parts = append(parts, fmt.Sprintf("x%d: %d (<= %d)", fr.Relays, held(fr), limit*fr.Relays))
+		}
+		t.Status = passMiss(pass)
+		t.Display = fmt.Sprintf("worst %.2f per relay; %s", t.Value, strings.Join(parts, ", "))
+	}
+	perRelay(&ts[1], 1, func(fr fleetRun) int { return fr.IdleConns })
+	perRelay(&ts[2], 2, func(fr fleetRun) int { return fr.LoadConns })
+	a, b := one.Result.Publish, most.Result.Publish
+	if a != nil && b != nil && a.Insert.P99 > 0 && a.Insert.P50 > 0 {
+		v := b.Insert.P99 / a.Insert.P99
+		ts[3].Value, ts[3].Status = v, passMiss(both && v <= 1.25)
+		ts[3].Display = fmt.Sprintf("%.2f (p99 %s with %d relays vs %s with %d; p50 ratio %.2f: %s vs %s)",
+			v, fmtMs(b.Insert.P99, b.Insert.N), most.Relays, fmtMs(a.Insert.P99, a.Insert.N), one.Relays,
+			b.Insert.P50/a.Insert.P50, fmtMs(b.Insert.P50, b.Insert.N), fmtMs(a.Insert.P50, a.Insert.N))
+	}
+	return ts
+}
+
+// printFleet prints the fleet's figures side by side, one line per relay count, with the
+// targets that apply to each.
+func printFleet(w io.Writer, r *Result) {
+	runs := r.Fleet.Runs
+	fmt.Fprintf(w, "\nfleet: %s\n", r.Description)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "relays\tevents/s\twebhook p50\tp99\tINSERT p50\tp99\tp99 vs 1\txact/event\tvs 1\tconns idle\t<= relays\tconns load\t<= 2x relays\t")
+	one := runs[0]
+	for _, fr := range runs {
+		res := fr.Result
+		rate, insP50, insP99, insRatio, insStatus := "-", "-", "-", "-", ""
+		if p := res.Publish; p != nil {
+			rate = fmt.Sprintf("%.0f", p.AchievedRate)
+			insP50, insP99 = fmtMs(p.Insert.P50, p.Insert.N), fmtMs(p.Insert.P99, p.Insert.N)
+			if base := one.Result.Publish; base != nil && base.Insert.P99 > 0 && fr.Relays != one.Relays {
+				v := p.Insert.P99 / base.Insert.P99
+				insRatio = fmt.Sprintf("%.2f", v)
+				insStatus = " " + passMiss(res.Complete && one.Result.Complete && v <= 1.25)
+			}
+		}
+		xRatio, xStatus := "-", ""
+		if one.TransactionsPerEvent > 0 && fr.Relays != one.Relays {
+			v := fr.TransactionsPerEvent / one.TransactionsPerEvent
+			xRatio = fmt.Sprintf("%.2f", v)
+			xStatus = " " + passMiss(res.Complete && one.Result.Complete && v <= 1.5)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s%s\t%.3f\t%s%s\t%d\t%s\t%d\t%s\t\n", fr.Relays, rate,
+			fmtMs(res.Latency.P50, res.Latency.N), fmtMs(res.Latency.P99, res.Latency.N),
+			insP50, insP99, insRatio, insStatus, fr.TransactionsPerEvent, xRatio, xStatus,
+			fr.IdleConns, passMiss(res.Complete && fr.IdleConns <= fr.Relays),
+			fr.LoadConns, passMiss(res.Complete && fr.LoadConns <= 2*fr.Relays))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "  events/s: what the application managed to publish (offered %d/s); ratios are against %d relay(s); the transactions\n", r.Fleet.Rate, one.Relays)
+	fmt.Fprintln(w, "  target applies to the largest count (the goal names 12 relays: stricter),")
+	fmt.Fprintln(w, "  the INSERT one to the largest count too (the lines between are informative), the connection targets to every count.")
+	fmt.Fprintf(w, "  the server allows %d connections (max_connections), shared by every relay and the harness.\n", r.Fleet.MaxConnections)
+}
+
+// printFleetDetails prints each relay count's details, with its connections.
+func printFleetDetails(w io.Writer, r Result) {
+	fmt.Fprintf(w, "  %s: %s\n", r.Scenario, r.Description)
+	for _, fr := range r.Fleet.Runs {
+		printDetails(w, fr.Result)
+		fmt.Fprintf(w, "    connections (not the harness's): at idle %d (one relay at most %d; %d samples in the idle period's last %s), under load %d (one relay at most %d; %d samples)\n",
+			fr.IdleConns, fr.IdleConnsOneRelay, fr.IdleSamples, idleConnWindow, fr.LoadConns, fr.LoadConnsOneRelay, fr.LoadSamples)
+		fmt.Fprintf(w, "    transactions per event: %.3f (%d, relay start to exit, idle period included)\n", fr.TransactionsPerEvent, fr.Result.Transactions)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "    ERROR: %s\n", indent(r.Error, "      "))
+	}
 }
 
 func printDetails(w io.Writer, r Result) {

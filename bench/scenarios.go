@@ -37,6 +37,12 @@ type sizes struct {
 	TenantAEvents int           `json:"tenants_a_events"`
 	TenantBAfter  int           `json:"tenants_b_after_a_deliveries"`
 	TenantBEvery  time.Duration `json:"tenants_b_every_ns"`
+	// The fleet publishes FleetRate events/s for FleetFor with each count of FleetRelays
+	// relays, after letting them idle for FleetIdle.
+	FleetRelays []int         `json:"fleet_relays"`
+	FleetRate   int           `json:"fleet_events_per_sec"`
+	FleetFor    time.Duration `json:"fleet_duration_ns"`
+	FleetIdle   time.Duration `json:"fleet_idle_ns"`
 }
 
 var fullSizes = sizes{
@@ -45,6 +51,7 @@ var fullSizes = sizes{
 	IdleFor: 60 * time.Second, OrderedEvents: 20000, OrderedKeys: 200,
 	ManyEvents: 10, ManySubs: 2000, WideEvents: 5, WideSubs: 2000,
 	TenantASubs: 2000, TenantAEvents: 5, TenantBAfter: 300, TenantBEvery: 300 * time.Millisecond,
+	FleetRelays: []int{1, 4, 16}, FleetRate: 500, FleetFor: 10 * time.Second, FleetIdle: 5 * time.Second,
 }
 
 var quickSizes = sizes{
@@ -53,6 +60,7 @@ var quickSizes = sizes{
 	IdleFor: 10 * time.Second, OrderedEvents: 2000, OrderedKeys: 200,
 	ManyEvents: 10, ManySubs: 200, WideEvents: 5, WideSubs: 200,
 	TenantASubs: 200, TenantAEvents: 5, TenantBAfter: 30, TenantBEvery: 100 * time.Millisecond,
+	FleetRelays: []int{1, 4, 16}, FleetRate: 500, FleetFor: 3 * time.Second, FleetIdle: 3 * time.Second,
 }
 
 // scenario is one named measurement; run fills in a Result on a fresh env.
@@ -71,6 +79,7 @@ var scenarios = []scenario{
 	{"many", runMany},
 	{"wide", runWide},
 	{"tenants", runTenants},
+	{"fleet", runFleet},
 }
 
 // Result is everything measured in one scenario. Latencies are commit-to-receipt, in ms.
@@ -135,6 +144,7 @@ type Result struct {
 	SlowPaired *pairedLatency `json:"slow_paired,omitempty"`
 	Wide       *wideStats     `json:"wide,omitempty"`
 	Tenants    *tenantStats   `json:"tenants,omitempty"`
+	Fleet      *fleetStats    `json:"fleet,omitempty"`
 	RelayLog   logSummary     `json:"relay_log"`
 	Notes      []string       `json:"notes,omitempty"`
 	Error      string         `json:"error,omitempty"`
@@ -183,7 +193,7 @@ func runBacklog(ctx context.Context, e *env, r *Result, b backlog) error {
 	if err := e.insertBacklog(ctx, b.events, b.keys, ""); err != nil {
 		return err
 	}
-	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
+	progress("%s: starting %d relay(s)", e.name, e.replicas)
 	if err := e.startRelays(ctx); err != nil {
 		return err
 	}
@@ -255,7 +265,7 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	if withSlow {
 		windows = &slowWindows{}
 	}
-	progress("%s: starting %d relay(s)", e.name, e.h.opts.replicas)
+	progress("%s: starting %d relay(s)", e.name, e.replicas)
 	if err := e.startRelays(ctx); err != nil {
 		return err
 	}

@@ -47,6 +47,14 @@ const attemptCounts = `
 SELECT count(*), count(*) FILTER (WHERE error IS NOT NULL OR status_code IS NULL OR status_code NOT BETWEEN 200 AND 299)
 FROM {{schema}}.attempts`
 
+// connectionsByApp counts the client backends connected to database $1 by application_name
+// (autovacuum and parallel workers are not connections anyone holds).
+const connectionsByApp = `
+SELECT coalesce(application_name, ''), count(*)::int
+FROM pg_stat_activity
+WHERE datname = $1 AND backend_type = 'client backend'
+GROUP BY 1`
+
 const xactCount = `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1`
 
 // newSecret returns a Standard Webhooks secret: whsec_ and base64 of 32 random bytes.
