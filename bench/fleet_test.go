@@ -55,9 +55,12 @@ func TestFleetTargets(t *testing.T) {
 			[]string{"PASS", "PASS", "PASS", "PASS"}},
 		{"EachAddedRelayCosts", []fleetRun{run(1, 3, 4, 2.4, 2, 15), run(4, 12, 14, 6.4, 4, 28), run(16, 48, 50, 23, 13, 70)},
 			[]string{"MISS", "MISS", "MISS", "MISS"}},
-		// The limits hold for every count, not only the largest.
-		{"OneCountOverTheLimit", []fleetRun{run(1, 2, 2, 2.0, 1, 10), run(16, 16, 32, 2.0, 1, 10)},
+		// The idle limit (a standby 1, the active relay 2) holds for every count, not only the
+		// largest; the load limit for every fleet, and not for one relay alone.
+		{"OneCountOverTheLimit", []fleetRun{run(1, 3, 5, 2.0, 1, 10), run(16, 17, 32, 2.0, 1, 10)},
 			[]string{"PASS", "MISS", "PASS", "PASS"}},
+		{"LoadLimitOnFleetsOnly", []fleetRun{run(1, 2, 5, 2.0, 1, 10), run(4, 5, 9, 2.0, 1, 10), run(16, 17, 32, 2.0, 1, 10)},
+			[]string{"PASS", "PASS", "MISS", "PASS"}},
 		{"OneCountIsNotAComparison", []fleetRun{run(1, 1, 2, 2.0, 1, 10)},
 			[]string{"n/a", "n/a", "n/a", "n/a"}},
 	}

@@ -51,7 +51,7 @@ var fullSizes = sizes{
 	IdleFor: 60 * time.Second, OrderedEvents: 20000, OrderedKeys: 200,
 	ManyEvents: 10, ManySubs: 2000, WideEvents: 5, WideSubs: 2000,
 	TenantASubs: 2000, TenantAEvents: 5, TenantBAfter: 300, TenantBEvery: 300 * time.Millisecond,
-	FleetRelays: []int{1, 4, 16}, FleetRate: 500, FleetFor: 10 * time.Second, FleetIdle: 5 * time.Second,
+	FleetRelays: []int{1, 4, 16}, FleetRate: 500, FleetFor: 10 * time.Second, FleetIdle: 15 * time.Second,
 }
 
 var quickSizes = sizes{

@@ -32,7 +32,7 @@ import (
 // dbConnMaxIdle is how long a pooled connection may sit unused before it is closed: a burst
 // of API requests or a backlog opens up to RELAY_DB_MAX_CONNS, and the quiet that follows
 // gives them back to the database.
-const dbConnMaxIdle = 30 * time.Second
+const dbConnMaxIdle = 10 * time.Second
 
 // New opens what the relay owns and builds its components; nothing reaches the database
 // yet. On error it releases whatever it had opened.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/internal/health"
+	"github.com/referralloop/outbox-relay/internal/poll"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
@@ -359,7 +360,7 @@ func (d *Deliverer) work(ctx context.Context, results chan<- result) {
 // claimLoop claims due deliveries into the lanes until ctx ends.
 func (d *Deliverer) claimLoop(ctx context.Context) {
 	bo := retry.NewBackoff()
-	poll := time.NewTicker(d.cfg.PollInterval)
+	poll := poll.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
 	// Claim again without waiting while the last claim came back full: more may be due.
 	more := true

@@ -11,6 +11,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/internal/health"
+	"github.com/referralloop/outbox-relay/internal/poll"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
@@ -94,7 +95,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	log := d.cfg.Logger
 	bo := retry.NewBackoff()
 
-	poll := time.NewTicker(d.cfg.PollInterval)
+	poll := poll.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
 	for {
 		if err := d.drain(ctx); err != nil {

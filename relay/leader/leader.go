@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/internal/health"
+	"github.com/referralloop/outbox-relay/internal/poll"
 	"github.com/referralloop/outbox-relay/outbox"
 )
 
@@ -155,7 +156,7 @@ func (e *Elector) Trouble() string {
 // database that cannot be reached is retried at every interval; while it cannot renew, the
 // holder gives the role up before its lease could expire in the database.
 func (e *Elector) Run(ctx context.Context) {
-	tick := time.NewTicker(e.cfg.Interval)
+	tick := poll.NewTicker(e.cfg.Interval)
 	defer tick.Stop()
 	for {
 		e.step(ctx)
