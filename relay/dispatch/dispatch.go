@@ -11,8 +11,8 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/internal/health"
-	"github.com/referralloop/outbox-relay/internal/poll"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
+	"github.com/referralloop/outbox-relay/internal/poll"
 	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/metrics"
