@@ -110,6 +110,7 @@ func TestStandaloneFull(t *testing.T) {
 		"RELAY_SCHEMA":            "webhooks",
 		"RELAY_LOG_LEVEL":         "debug",
 		"RELAY_BATCH_SIZE":        "500",
+		"RELAY_DB_MAX_CONNS":      "8",
 		"RELAY_MAX_PAYLOAD_BYTES": "1048576", // not 1.048576e+06
 		"RELAY_RETRY_SCHEDULE":    "30s,5m,1h,6h",
 		"RELAY_ALLOW_HTTP":        "true",
@@ -330,6 +331,7 @@ func TestRefusedValues(t *testing.T) {
 		{"DurationWithoutUnit", append(secrets, "--set", "config.RELAY_POLL_INTERVAL=5"), "/config/RELAY_POLL_INTERVAL"},
 		{"BadLogLevel", append(secrets, "--set", "config.RELAY_LOG_LEVEL=verbose"), "/config/RELAY_LOG_LEVEL"},
 		{"BatchTooLarge", append(secrets, "--set", "config.RELAY_BATCH_SIZE=20000"), "/config/RELAY_BATCH_SIZE"},
+		{"PoolOfOne", append(secrets, "--set", "config.RELAY_DB_MAX_CONNS=1"), "/config/RELAY_DB_MAX_CONNS"},
 		{"UnknownMode", append(secrets, "--set", "mode=daemonset"), "/mode"},
 		{"ProxyWithoutUpstream", append(secrets, "--set", "proxy.enabled=true"), "proxy.enabled needs proxy.upstreamURL"},
 		{"PreviousKeyAlone", append(secrets, "--set", "secret.encryptionKeyPrevious=x"), "secret.encryptionKeyPrevious is set but secret.encryptionKey is not"},
