@@ -135,10 +135,11 @@ func connectionsByRelay(t *testing.T, db *sqlx.DB) map[string]int {
 func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 	db, dsn := relaytest.Open(t, relaytest.Migrated)
 	rc := newFleetReceiver(t)
-	addSubscription(t, db, rc.URL+"/hook")
+	subID := addSubscription(t, db, rc.URL+"/hook")
 
 	const relays, inFlightCap = 4, 4
-	env := []string{"RELAY_POLL_INTERVAL=1s", "RELAY_DELIVERY_TIMEOUT=2s", "RELAY_LOG_LEVEL=info",
+	// A 5s poll: whatever arrives within 500ms came by a notification.
+	env := []string{"RELAY_POLL_INTERVAL=5s", "RELAY_DELIVERY_TIMEOUT=2s", "RELAY_LOG_LEVEL=info",
 		fmt.Sprintf("RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION=%d", inFlightCap)}
 	procs := make([]*relayProcess, relays)
 	var wg sync.WaitGroup
@@ -163,12 +164,21 @@ func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 		}
 	}
 
-	// A new event reaches the receiver through LISTEN/NOTIFY, not at the next 1s poll.
+	// A new event reaches the receiver through LISTEN/NOTIFY, not at the next poll.
 	for range 5 {
 		id, at := publishOne(t, db)
 		took := rc.waitArrival(t, id, 5*time.Second).Sub(at)
 		require.Less(t, took, 500*time.Millisecond, "an event waited for the poll")
 	}
+
+	// A test event queued through a standby's API is sent by the active relay at once: the
+	// standby notifies it rather than leaving it to the next poll.
+	standby := (active + 1) % relays
+	sentAt := time.Now()
+	status, out := procs[standby].call(t, http.MethodPost, "/v1/subscriptions/"+subID+"/test", nil)
+	require.Equal(t, http.StatusAccepted, status, "%v", out)
+	testID, _ := out["event_id"].(string)
+	require.Less(t, rc.waitArrival(t, testID, 5*time.Second).Sub(sentAt), 500*time.Millisecond, "the test event waited for the poll")
 
 	// At idle a standby holds one connection and the active relay two (LISTEN and one
 	// pooled): the rest closed after 10s unused.
@@ -180,6 +190,9 @@ func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 		if i == active {
 			limit = 2
 		}
+		if i == standby {
+			limit = 2 // it served an API request lately: one pooled connection may still be idling
+		}
 		require.LessOrEqual(t, conns[fmt.Sprintf("fleet-%d", i)], limit, "relay %d at idle: %v", i, conns)
 	}
 
@@ -187,7 +200,7 @@ func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 	// event arrives with the in-flight cap kept throughout.
 	rc.delay.Store(int64(50 * time.Millisecond))
 	insertEvents(t, db, 300, 100)
-	relaytest.Eventually(t, 30*time.Second, func() bool { d, _ := rc.received(); return d >= 5+50 }, "the backlog did not start")
+	relaytest.Eventually(t, 30*time.Second, func() bool { d, _ := rc.received(); return d >= 6+50 }, "the backlog did not start")
 	require.NoError(t, procs[active].cmd.Process.Kill())
 	<-procs[active].exited
 	killed := time.Now()
@@ -196,13 +209,13 @@ func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 	took := time.Since(killed)
 	t.Logf("kill -9: relay %d took over after %s", next, took)
 	require.Less(t, took, 2*time.Second+10*time.Second, "within RELAY_DELIVERY_TIMEOUT + 10s")
-	waitAllSucceeded(t, db, 305, time.Minute, procs[next])
+	waitAllSucceeded(t, db, 306, time.Minute, procs[next])
 
 	// SIGTERM the active relay while requests are in flight: it finishes them, resigns at
 	// once, and a standby takes over at its next look (about a second), not after the lease.
 	rc.delay.Store(int64(300 * time.Millisecond))
 	insertEvents(t, db, 40, 40)
-	relaytest.Eventually(t, 30*time.Second, func() bool { d, _ := rc.received(); return d >= 305+8 }, "the second backlog did not start")
+	relaytest.Eventually(t, 30*time.Second, func() bool { d, _ := rc.received(); return d >= 306+8 }, "the second backlog did not start")
 	stopping := procs[next]
 	stopped := make(chan int, 1)
 	termAt := time.Now()
@@ -213,10 +226,10 @@ func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 	t.Logf("SIGTERM: relay %d took over after %s", third, handover)
 	require.Less(t, handover, 3*time.Second, "the stopping relay resigned; the standby did not wait for its lease to expire")
 	require.Equal(t, 0, <-stopped, "SIGTERM drains and exits 0")
-	waitAllSucceeded(t, db, 345, time.Minute, procs[third])
+	waitAllSucceeded(t, db, 346, time.Minute, procs[third])
 
 	distinct, dups := rc.received()
-	require.Equal(t, 345, distinct, "every event arrived")
+	require.Equal(t, 346, distinct, "every event arrived")
 	require.LessOrEqual(t, dups, inFlightCap*8, "only requests answered and not recorded at the kill are sent again")
 	require.LessOrEqual(t, rc.maxOnHand.Load(), int64(inFlightCap), "the in-flight cap held across the hand-overs")
 

@@ -190,6 +190,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	if cfg.NotifyTrigger {
 		if r.listener, err = notify.New(notify.Config{
 			DSN: cfg.ListenDatabaseURL, Channel: outbox.Channel(cfg.Schema), Wake: r.dispatcher.Kick,
+			Queued: r.deliverer.Kick,
 			Logger: log.With().Str("component", "notify").Logger(),
 		}); err != nil {
 			return err
@@ -209,7 +210,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 		OpenSecret:            r.box.Open,
 		SecretRotationOverlap: cfg.SecretRotationOverlap,
 		KeyProblem:            r.keys.Problem,
-		DeliveriesQueued:      r.deliverer.Kick,
+		DeliveriesQueued:      r.deliveriesQueued,
 		DeliveriesCancelled:   func(n int) { m.Finished("cancelled", n) },
 		Logger:                log.With().Str("component", "api").Logger(),
 	})

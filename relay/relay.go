@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/referralloop/outbox-relay/config"
+	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
@@ -245,4 +246,25 @@ func ownerID() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// deliveriesQueued starts the active relay on deliveries the API made due: this relay's
+// deliverer when it is the active one, otherwise the active one through a notification on
+// the outbox channel (its LISTEN connection passes it to its deliverer). Without
+// notifications the active relay finds them at its next poll.
+func (r *Relay) deliveriesQueued() {
+	if r.leader.Leading() {
+		r.deliverer.Kick()
+		return
+	}
+	if !r.cfg.NotifyTrigger {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := r.db.ExecContext(ctx, `SELECT pg_notify($1, $2)`, outbox.Channel(r.cfg.Schema), notify.QueuedPayload); err != nil {
+			r.log.Debug().Err(err).Msg("notifying the active relay of queued deliveries; it finds them at its next poll")
+		}
+	}()
 }

@@ -44,9 +44,8 @@ type Config struct {
 	// Optional: zero ends the old secret at once. Negative is refused.
 	SecretRotationOverlap time.Duration
 	// DeliveriesQueued is called after a request made deliveries due at once (test, retry,
-	// replay, a PATCH that sets a subscription active again), so that a deliverer in this
-	// process starts on them instead of at its next poll: pass deliver.Deliverer.Kick.
-	// Optional; it must not block. Other replicas find the deliveries by polling.
+	// replay, a PATCH that sets a subscription active again), so that the active relay starts
+	// on them instead of at its next poll. Optional; it must not block.
 	DeliveriesQueued func()
 	// DeliveriesCancelled is called with the number of pending deliveries a DELETE cancelled,
 	// for the outbox_relay_deliveries_total{status="cancelled"} metric. Optional.

@@ -119,7 +119,8 @@
 // # Sending again
 //
 // The routes that queue work write rows the deliverer polls for, then call
-// Config.DeliveriesQueued so that a deliverer in this process starts at once:
+// Config.DeliveriesQueued so that the active relay starts at once (this one, or, from a
+// standby, the one it notifies):
 //
 //   - test writes a webhook.test outbox row (the subscription's tenant; payload
 //     {"subscription_id", "message"}) that is born dispatched, so the dispatcher never fans

@@ -33,9 +33,13 @@ type Config struct {
 	DSN string
 	// Channel is the channel to LISTEN on; required.
 	Channel string
-	// Wake is called, without blocking, after every notification and every (re)connection;
-	// required.
+	// Wake is called, without blocking, after every notification of new outbox rows and
+	// every (re)connection; required.
 	Wake func()
+	// Queued, optional, is called, without blocking, for a notification whose payload is
+	// QueuedPayload: another relay's API made deliveries due (a retry, a test), and only
+	// this relay claims them.
+	Queued func()
 	// Logger receives connection state changes.
 	Logger zerolog.Logger
 	// PingInterval is how often the connection is checked; 30s when zero.
@@ -44,6 +48,11 @@ type Config struct {
 	// retry.MaxInterval when zero, the bounds every other database retry of the relay has.
 	MinReconnect, MaxReconnect time.Duration
 }
+
+// QueuedPayload is the payload of a notification that deliveries were made due, sent on the
+// outbox channel by a relay whose API queued them while another relay is active. The
+// trigger's notifications carry no payload.
+const QueuedPayload = "deliveries"
 
 // Listener keeps a LISTEN connection open and reports whether it is up.
 type Listener struct {
@@ -139,7 +148,12 @@ func (l *Listener) Run(ctx context.Context) {
 			listenErr = nil
 		case n := <-pl.Notify:
 			// nil means "reconnected, notifications may have been lost": wake just the same.
-			_ = n
+			if n != nil && n.Extra == QueuedPayload {
+				if l.cfg.Queued != nil {
+					l.cfg.Queued()
+				}
+				continue
+			}
 			l.cfg.Wake()
 		case <-ping.C:
 			if err := pl.Ping(); err != nil {
