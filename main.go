@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/lib/pq" // the PostgreSQL driver
+	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/config"
@@ -156,9 +155,9 @@ func migrate(stdout io.Writer) error {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	db, err := sql.Open("postgres", cfg.DatabaseURL)
+	db, err := pgstmt.Open(cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("opening database: %w", err)
+		return fmt.Errorf("RELAY_DATABASE_URL: %w", err)
 	}
 	defer db.Close()
 	res, err := outbox.Migrate(ctx, db, outbox.MigrateOptions{Schema: cfg.Schema, NotifyTrigger: cfg.NotifyTrigger})

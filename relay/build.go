@@ -14,6 +14,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/config"
 	"github.com/referralloop/outbox-relay/internal/defaults"
+	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/deliver"
@@ -46,9 +47,11 @@ func New(ctx context.Context, cfg config.Config, opts Options) (r *Relay, err er
 	if r.box, err = secrets.New(cfg.EncryptionKey, cfg.EncryptionKeyPrevious); err != nil {
 		return nil, fmt.Errorf("RELAY_ENCRYPTION_KEY: %w", err)
 	}
-	if r.db, err = sqlx.Open("postgres", cfg.DatabaseURL); err != nil {
-		return nil, fmt.Errorf("opening database: %w", err)
+	pool, err := pgstmt.Open(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("RELAY_DATABASE_URL: %w", err)
 	}
+	r.db = sqlx.NewDb(pool, "postgres")
 	r.closers = append(r.closers, func() { r.db.Close() })
 	maxConns := cfg.DBMaxConns
 	if maxConns <= 0 {

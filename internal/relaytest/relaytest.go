@@ -16,6 +16,7 @@ import (
 	_ "github.com/lib/pq" // the PostgreSQL driver
 	"github.com/stretchr/testify/require"
 
+	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/internal/pgtest"
 	"github.com/referralloop/outbox-relay/outbox"
 )
@@ -40,12 +41,15 @@ func NewDB(t testing.TB) (*sqlx.DB, string) {
 	return Open(t, Migrated)
 }
 
-// Open returns a connection to a new database cloned from tpl, and its DSN.
+// Open returns a connection to a new database cloned from tpl, and its DSN. The pool sends
+// statements the way the relay's own does (pgstmt.Open), so components tested on it meet
+// the database as in production.
 func Open(t testing.TB, tpl pgtest.Template) (*sqlx.DB, string) {
 	t.Helper()
 	dsn := pgtest.New(t, tpl)
-	db, err := sqlx.Open("postgres", dsn)
+	pool, err := pgstmt.Open(dsn)
 	require.NoError(t, err)
+	db := sqlx.NewDb(pool, "postgres")
 	t.Cleanup(func() { db.Close() })
 	return db, dsn
 }
