@@ -276,10 +276,20 @@ func (d *Deliverer) write(batch []result) error {
 	switch {
 	case tx != nil:
 		err = tx.QueryRowContext(ctx, d.recordQ, args...).Scan(&updated, &disabled)
-	case room > 0 && len(healthy) <= combineMaxSubscriptions:
+	case room > 0 && len(healthy) <= combineMaxSubscriptions && !d.claims.Failing():
 		// The common case: record and claim for the room this batch frees, one round trip.
+		// (Not while claims are failing: then the claim would only take the record down.)
 		claimedWith = true
-		err = d.recordAndClaim(ctx, args, room)
+		if err = d.recordAndClaim(ctx, args, room); err != nil {
+			// The claim half may be what failed (lease_due broken, or too slow): results
+			// of requests already answered must not wait for claims to work again, or their
+			// leases run out and they are sent twice. Record alone; claims are retried by
+			// the claim loop, whose failures /readyz reports.
+			d.claims.Fail(err)
+			d.log.Warn().Err(err).Int("results", n).Msg("recording with the next claim failed; recording alone")
+			claimedWith = false
+			err = d.recordP.QueryRow(ctx, args, &updated, &disabled)
+		}
 	default:
 		err = d.recordP.QueryRow(ctx, args, &updated, &disabled)
 	}

@@ -78,3 +78,40 @@ func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
 	require.Equal(t, "", *b.Response)
 	require.False(t, d.records.Failing(), "the recorder is not stalled")
 }
+
+// Results are recorded while claims fail: a success is normally written together with the
+// next claim, and when lease_due is what fails, the record must not fail with it, or the
+// delivery's lease runs out and the receiver gets the webhook twice.
+func TestResultsAreRecordedWhileClaimsFail(t *testing.T) {
+	db, _ := relaytest.NewDB(t)
+	ctx := context.Background()
+	secret, err := signature.NewSecret()
+	require.NoError(t, err)
+	_, err = db.Exec(`INSERT INTO relay.subscriptions (id, target_url, event_types, secret) VALUES ($1, 'https://example.com/hook', '{*}', $2)`,
+		ids.NewSubscriptionID(), secret)
+	require.NoError(t, err)
+	require.NoError(t, outbox.Publish(ctx, db, outbox.Event{Type: "signup.created", Payload: json.RawMessage(`{}`)}))
+	disp, err := dispatch.New(dispatch.Config{DB: db, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	_, err = disp.DispatchOnce(ctx)
+	require.NoError(t, err)
+
+	d, err := New(Config{DB: db, Owner: "test", UserAgent: "outbox-relay/test", Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	jobs, err := d.claim(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, jobs, 1)
+	d.lanes.held = len(jobs)
+	require.Positive(t, d.claimRoom(1), "the batch would be recorded with the next claim")
+
+	_, err = db.Exec(`ALTER FUNCTION relay.lease_due RENAME TO lease_due_broken`)
+	require.NoError(t, err)
+	ok := result{job: jobs[0], startedAt: time.Now(), statusCode: 200, class: "2xx", response: "ok"}
+	d.decide(&ok)
+	require.NoError(t, d.write([]result{ok}))
+	var status string
+	require.NoError(t, db.Get(&status, `SELECT status FROM relay.deliveries WHERE id = $1`, jobs[0].deliveryID))
+	require.Equal(t, "succeeded", status)
+	require.True(t, d.claims.Failing(), "the failed claim is reported as the claim's trouble")
+	require.False(t, d.records.Failing())
+}
