@@ -73,3 +73,26 @@ func TestFunctionFilesAppliedByVersion(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, settings(), "work_mem", "the older function was replaced by the file")
 }
+
+// StaleFunctions names the functions a database lacks or has older than this build's: what
+// a relay that does not migrate checks before it starts.
+func TestStaleFunctions(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.Open(t, relaytest.Empty)
+	ctx := context.Background()
+	stale, err := outbox.StaleFunctions(ctx, db.DB, "relay")
+	require.NoError(t, err)
+	require.Contains(t, stale, "claim_and_fan_out", "never migrated: every function is missing")
+
+	_, err = outbox.Migrate(ctx, db.DB, outbox.MigrateOptions{})
+	require.NoError(t, err)
+	stale, err = outbox.StaleFunctions(ctx, db.DB, "relay")
+	require.NoError(t, err)
+	require.Empty(t, stale)
+
+	_, err = db.Exec(`UPDATE relay.schema_functions SET version = 0 WHERE name = 'claim_and_fan_out'`)
+	require.NoError(t, err)
+	stale, err = outbox.StaleFunctions(ctx, db.DB, "relay")
+	require.NoError(t, err)
+	require.Equal(t, []string{"claim_and_fan_out"}, stale)
+}

@@ -206,3 +206,44 @@ func SchemaVersion(ctx context.Context, db *sql.DB, schema string) (int, error) 
 	}
 	return v, nil
 }
+
+// StaleFunctions answers the functions (outbox/functions) the database lacks or has in an
+// older version than this build's, by name; empty when the schema's functions are current.
+// A relay that does not migrate checks it beside SchemaVersion: a new function version
+// comes without a new migration.
+func StaleFunctions(ctx context.Context, db *sql.DB, schema string) ([]string, error) {
+	fns, err := functions()
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]int{}
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT to_regclass($1) IS NOT NULL`, pq.QuoteIdentifier(schema)+".schema_functions").Scan(&exists); err != nil {
+		return nil, fmt.Errorf("reading function versions: %w", err)
+	}
+	if exists {
+		rows, err := db.QueryContext(ctx, Qualify(schema, `SELECT name, version FROM {{schema}}.schema_functions`))
+		if err != nil {
+			return nil, fmt.Errorf("reading function versions: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var v int
+			if err := rows.Scan(&name, &v); err != nil {
+				return nil, fmt.Errorf("reading function versions: %w", err)
+			}
+			have[name] = v
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("reading function versions: %w", err)
+		}
+	}
+	var stale []string
+	for _, f := range fns {
+		if have[f.name] < f.version {
+			stale = append(stale, f.name)
+		}
+	}
+	return stale, nil
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -53,6 +54,13 @@ func (r *Relay) tryPrepareSchema(ctx context.Context) error {
 	}
 	if want := outbox.LatestVersion(); v != want {
 		return fmt.Errorf("schema %s is at version %d, this relay needs %d: run outbox-relay migrate", r.cfg.Schema, v, want)
+	}
+	stale, err := outbox.StaleFunctions(ctx, r.db.DB, r.cfg.Schema)
+	if err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		return fmt.Errorf("schema %s lacks this relay's version of %s: run outbox-relay migrate", r.cfg.Schema, strings.Join(stale, ", "))
 	}
 	return nil
 }
