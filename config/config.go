@@ -76,7 +76,7 @@ type Config struct {
 	// PollInterval is how often the outbox is polled whatever NOTIFY says.
 	PollInterval time.Duration `envconfig:"RELAY_POLL_INTERVAL" desc:"outbox polling interval"`
 	// BatchSize is the number of rows claimed per query.
-	BatchSize int `envconfig:"RELAY_BATCH_SIZE" desc:"rows claimed per batch (1-10000)"`
+	BatchSize int `envconfig:"RELAY_BATCH_SIZE" desc:"rows claimed per statement, up to 10x in a backlog (1-10000)"`
 	// Workers is the number of concurrent delivery requests.
 	Workers int `envconfig:"RELAY_WORKERS" desc:"concurrent deliveries (1-10000)"`
 	// DeliveryTimeout bounds one webhook request.

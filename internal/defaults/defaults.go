@@ -45,8 +45,15 @@ const (
 	// PollInterval is RELAY_POLL_INTERVAL: the safety-net poll of the outbox and of due
 	// retries, for when no notification or kick comes.
 	PollInterval = time.Second
-	// BatchSize is RELAY_BATCH_SIZE: rows one claim takes.
+	// BatchSize is RELAY_BATCH_SIZE: rows one claim takes. Working off a backlog, a
+	// statement may take up to BacklogBatches times as many (see there).
 	BatchSize = 100
+	// BacklogBatches bounds how far statements grow beyond RELAY_BATCH_SIZE while working off
+	// a backlog: a fan-out that finds a full batch doubles the next, up to this many times
+	// the batch; a claim takes the room the recorded results freed, up to as many. Each
+	// statement is a transaction the database pays for, so a backlog costs a tenth of the
+	// transactions, while at the pace of new events statements stay small and quick.
+	BacklogBatches = 10
 	// Workers is RELAY_WORKERS: concurrent requests per replica.
 	Workers = 64
 	// DeliveryTimeout is RELAY_DELIVERY_TIMEOUT: one attempt, connect to last byte.

@@ -56,7 +56,7 @@ type Config struct {
 	// 16 when zero.
 	MaxInFlightPerSubscription int
 	// MaxLeasedPerSubscription caps the leases one subscription may hold, queued here ahead
-	// of its requests; 8 x MaxInFlightPerSubscription when zero. A slow subscription gets no
+	// of its requests; 16 x MaxInFlightPerSubscription when zero. A slow subscription gets no
 	// more than MaxInFlightPerSubscription.
 	MaxLeasedPerSubscription int
 	// MaxClaimed caps the deliveries this replica holds at once (queued, on the wire or
@@ -164,7 +164,7 @@ func New(cfg Config) (*Deliverer, error) {
 	setDefault(&cfg.BatchSize, defaults.BatchSize)
 	setDefault(&cfg.MaxPayloadBytes, defaults.MaxPayloadBytes)
 	setDefault(&cfg.MaxInFlightPerSubscription, defaults.MaxInFlightPerSubscription)
-	setDefault(&cfg.MaxLeasedPerSubscription, 8*cfg.MaxInFlightPerSubscription)
+	setDefault(&cfg.MaxLeasedPerSubscription, 16*cfg.MaxInFlightPerSubscription)
 	setDefault(&cfg.MaxClaimed, 4*cfg.Workers)
 	cfg.MaxLeasedPerSubscription = max(cfg.MaxLeasedPerSubscription, cfg.MaxInFlightPerSubscription)
 	setDefault(&cfg.PollInterval, defaults.PollInterval)
@@ -558,13 +558,13 @@ func (d *Deliverer) awaitActive(ctx context.Context) (ok, waited bool) {
 }
 
 // claimRoom is how many deliveries a claim made now may take once freeing more leases end:
-// at most a batch, within MaxClaimed, none once shutdown has begun or while this replica is
+// within MaxClaimed and defaults.BacklogBatches batches, none once shutdown has begun or while this replica is
 // not the active relay.
 func (d *Deliverer) claimRoom(freeing int) int {
 	if active, _ := d.watchActive(); d.stopping() || !active {
 		return 0
 	}
-	return min(d.cfg.BatchSize, d.lanes.room(d.cfg.MaxClaimed)+freeing)
+	return min(defaults.BacklogBatches*d.cfg.BatchSize, d.lanes.room(d.cfg.MaxClaimed)+freeing)
 }
 
 // leasesEnded accounts for n jobs whose leases ended (recorded or released).

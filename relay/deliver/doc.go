@@ -36,7 +36,7 @@
 //
 // Claimed jobs wait in lanes, one per subscription, that take turns handing jobs to the
 // workers, each keeping at most MaxInFlightPerSubscription on the wire. A subscription seen
-// answering fast may hold up to MaxLeasedPerSubscription leases (8 waves by default), so its
+// answering fast may hold up to MaxLeasedPerSubscription leases (16 waves by default), so its
 // workers never wait for the database between waves; any other (new, slow, hanging) holds no
 // more than it may send at once. A job that waited in its lane for half the lease margin is
 // not sent but released, so no lease ends while its request is on the wire.
@@ -46,9 +46,11 @@
 // The results of requests that end within a few milliseconds of each other are recorded by
 // one statement, and for a batch with no failure that same call (record_and_lease) claims as
 // many as it freed. A kick (new deliveries fanned out) that arrives while such a record is
-// on its way is left to it rather than sent as a second claim. Statements are prepared, and
-// the claim and record logic lives in PL/pgSQL functions (outbox/functions/), so under load
-// one round trip records and refills dozens of deliveries.
+// on its way is left to it rather than sent as a second claim. Each statement goes out in
+// one round trip (internal/pgstmt), and the claim and record logic lives in PL/pgSQL
+// functions (outbox/functions/), so under load one round trip records and refills up to
+// hundreds of deliveries: a record takes up to maxRecordBatch results, and a claim the room
+// they free, up to defaults.BacklogBatches times BatchSize.
 //
 // # Outcomes
 //

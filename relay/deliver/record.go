@@ -49,11 +49,11 @@ const (
 )
 
 // gather adds to batch what else is ready and, while results keep arriving close together,
-// waits for them too, up to a claim batch (BatchSize): one statement for many results (and
-// one claim for the room they free) costs the database far less than one each.
+// waits for them too, up to maxRecordBatch: one statement for many results (and one claim
+// for the room they free) costs the database far less than one each.
 func (d *Deliverer) gather(results <-chan result, batch []result) []result {
 	deadline := time.Now().Add(recordLinger)
-	limit := min(maxRecordBatch, max(d.cfg.BatchSize, 1))
+	limit := maxRecordBatch
 	for len(batch) < limit {
 		select {
 		case r, ok := <-results:

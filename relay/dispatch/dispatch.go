@@ -123,24 +123,32 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	}
 }
 
-// drain claims batches until one comes back short of BatchSize.
+// drain claims batches until one comes back short. Each full batch doubles the next, up to
+// defaults.BacklogBatches times BatchSize.
 func (d *Dispatcher) drain(ctx context.Context) error {
+	size := d.cfg.BatchSize
 	for {
-		res, err := d.DispatchOnce(ctx)
+		res, err := d.dispatch(ctx, size)
 		if err != nil {
 			return err
 		}
-		if res.Events < d.cfg.BatchSize {
+		if res.Events < size {
 			return nil
 		}
+		size = min(2*size, defaults.BacklogBatches*d.cfg.BatchSize)
 	}
 }
 
 // DispatchOnce claims one batch of outbox rows and creates their deliveries, in one
 // statement and so in one transaction.
 func (d *Dispatcher) DispatchOnce(ctx context.Context) (Result, error) {
+	return d.dispatch(ctx, d.cfg.BatchSize)
+}
+
+// dispatch claims up to size outbox rows and creates their deliveries.
+func (d *Dispatcher) dispatch(ctx context.Context, size int) (Result, error) {
 	var res Result
-	if err := d.claim.QueryRow(ctx, []any{d.cfg.BatchSize}, &res.Events, &res.Deliveries); err != nil {
+	if err := d.claim.QueryRow(ctx, []any{size}, &res.Events, &res.Deliveries); err != nil {
 		return Result{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
 	d.claims.OK()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -258,4 +259,45 @@ func TestRunWakesOnKickAndReportsToDeliverer(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// A backlog is fanned out in growing statements: each full batch doubles the next, up to ten
+// batches, so 250 rows at a batch of 10 take five statements rather than 25.
+func TestBacklogIsFannedOutInGrowingBatches(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.NewDB(t)
+	var mu sync.Mutex
+	var sizes []int
+	d, err := dispatch.New(dispatch.Config{DB: db, BatchSize: 10, PollInterval: time.Hour, Logger: zerolog.Nop(),
+		Dispatched: func(n int) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() }})
+	require.NoError(t, err)
+	b := bundle{db: db, d: d}
+	b.subscribe(t, sub{types: []string{"*"}})
+	_, err = db.Exec(`INSERT INTO relay.outbox (event_type, payload) SELECT 'a.b', '{}' FROM generate_series(1, 250)`)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	relaytest.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		total := 0
+		for _, n := range sizes {
+			total += n
+		}
+		return total == 250
+	}, "the backlog was not fanned out")
+	cancel()
+	<-done
+	mu.Lock()
+	got := slices.Clone(sizes)
+	mu.Unlock()
+	require.Equal(t, []int{10, 20, 40, 80, 100}, got)
+
+	// The next fan-out starts from one batch again.
+	b.publish(t, outbox.Event{Type: "a.b"})
+	res, err := d.DispatchOnce(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Events)
 }
