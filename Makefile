@@ -13,6 +13,7 @@ build: ## Build bin/outbox-relay, stamped with the git version
 
 test: ## Every test: Go tests with the race detector on a real PostgreSQL, the chart, a short fuzz run
 	scripts/with-postgres.sh go test -race -count=1 ./...
+	cd bench/river && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...
 	$(MAKE) --no-print-directory chart
 	$(MAKE) --no-print-directory fuzz
 

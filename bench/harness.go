@@ -30,6 +30,7 @@ type harness struct {
 	relayBin string
 	self     string
 	logDir   string
+	riverOnceState
 }
 
 // env is one scenario's world: a fresh database, a receiver, the relays, and the probes.
@@ -381,7 +382,7 @@ func (e *env) waitUntil(ctx context.Context, done func(context.Context) (bool, e
 		}
 		for i, r := range e.relays {
 			if r.exited() {
-				return false, fmt.Errorf("relay %d exited during the run (%v); its log:\n%s", i+1, r.err, tail(r.logPath, 20))
+				return false, fmt.Errorf("%s %d exited during the run (%v); its log:\n%s", r.name, i+1, r.err, tail(r.logPath, 20))
 			}
 		}
 		if time.Now().After(deadline) {

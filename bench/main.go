@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	bench [-quick] [-scenarios drain,fanout,steady,slow,idle,ordered,many,wide,tenants,fleet] [-replicas N] ...
+//	bench [-quick] [-scenarios drain,limit,fanout,steady,slow,idle,ordered,many,wide,tenants,fleet,river] [-replicas N] ...
 //	bench receiver -addr 127.0.0.1:0     (started by the harness itself)
 package main
 
@@ -54,6 +54,8 @@ type options struct {
 	timeout         time.Duration
 	keepLogs        bool
 	relayEnv        []string
+	riverBin        string
+	limitConfigs    []limitConfig
 }
 
 type stringList []string
@@ -61,8 +63,7 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, " ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-func parseOptions(args []string, stderr io.Writer) (options, error) {
-	var o options
+func parseOptions(args []string, stderr io.Writer) (o options, err error) {
 	names := make([]string, len(scenarios))
 	for i, s := range scenarios {
 		names[i] = s.name
@@ -79,6 +80,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long a scenario may wait for its deliveries")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the relay and receiver logs (kept anyway when a scenario fails)")
 	fs.Var((*stringList)(&o.relayEnv), "relay-env", "extra KEY=VALUE for the relays, e.g. -relay-env RELAY_BATCH_SIZE=200 (repeatable)")
+	fs.StringVar(&o.riverBin, "river-bin", "", "River sender binary for the river scenario; empty: go build it in bench/river first")
+	limitList := fs.String("limit-configs", defaultLimitConfigs, "the limit scenario's settings: CONNSxBATCH, + for record_and_lease_due; the best counts")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -97,6 +100,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if len(o.scenarios) == 0 {
 		return o, errors.New("no scenario selected")
+	}
+	if o.limitConfigs, err = parseLimitConfigs(*limitList); err != nil {
+		return o, err
 	}
 	if o.replicas < 1 {
 		return o, errors.New("-replicas must be at least 1")

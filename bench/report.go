@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -67,6 +68,8 @@ var definitions = map[string]string{
 	"idle_connections":          "the most client backends at once in the run's database whose application_name is not the harness's (pg_stat_activity every 100 ms), over the last second of the idle period",
 	"load_connections":          "the same, from the start of publishing to the last receipt",
 	"transactions_per_event":    "transactions (relay start to exit, the idle period included, the harness's own left out) per published event",
+	"river.runs":                "the River sender (bench/river, its own module) in place of the relay, one run per mode and setting, each in a fresh database: drain (drain_events jobs inserted with InsertManyFast before it starts, ready to last receipt) and steady (steady_events_per_sec jobs/s, one client.Insert transaction each, from a publisher process of its own); relay_* figures are the sender's, and the publisher's transactions are left out as the relay scenarios' publisher's are",
+	"limit":                     "the database-only ceiling of the relay's drain work: the harness runs claim_and_fan_out (batches of 100), lease_due and record_attempts (or record_and_lease_due) as fast as PostgreSQL answers, no relay and no HTTP; several connection x batch settings, the best counts; transactions are every transaction of the database over the best setting's run",
 }
 
 func newReport(h *harness, m machine, results []Result) report {
@@ -176,6 +179,7 @@ func evaluate(rs []Result, replicas int) []target {
 			return t.BLatency.Max, fmt.Sprintf("max %s (median %s, %d events; A: %d deliveries)", fmtMs(t.BLatency.Max, 1), fmtMs(t.BLatency.P50, 1), t.BLatency.N, t.ADelivered)
 		})
 	ts = append(ts, fleetTargets(find(rs, "fleet"))...)
+	ts = append(ts, baselineTargets(rs)...)
 	for _, sc := range []string{"drain", "fanout"} {
 		check("database round trips", sc, "<= 1 per 25 deliveries (<= 0.040/delivery)", func(v float64) bool { return v <= 0.04 },
 			func(r *Result) (float64, string) {
@@ -253,17 +257,23 @@ func (rep report) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tdelivered\tdeliveries/s\tp50\tp95\tp99\tCPU s/10k\tpeak RSS\txact/dlv\tstmt/dlv\tRT/dlv\t")
 	for _, r := range rep.Scenarios {
+		// Fleet and river: one row per run; a run that failed ends the list with FAILED.
 		if r.Fleet != nil {
-			// One row per relay count; a count that failed ends the list with FAILED.
 			for _, run := range r.Fleet.Runs {
 				tableRow(tw, run.Result)
 			}
 		}
-		if r.Error != "" {
-			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\t\n", r.Scenario)
-			continue
+		if r.River != nil {
+			for _, run := range r.River.Runs {
+				tableRow(tw, run.Result)
+			}
 		}
-		if r.Fleet == nil {
+		switch {
+		case r.Error != "":
+			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\t\n", r.Scenario)
+		case r.Limit != nil && r.Limit.Skipped != "":
+			fmt.Fprintf(tw, "%s\tskipped\t\t\t\t\t\t\t\t\t\t\n", r.Scenario)
+		case r.Fleet == nil && r.River == nil:
 			tableRow(tw, r)
 		}
 	}
@@ -271,14 +281,22 @@ func (rep report) print(w io.Writer) {
 
 	fmt.Fprintln(w, "\ndetails")
 	for _, r := range rep.Scenarios {
-		if r.Fleet != nil {
+		switch {
+		case r.Fleet != nil:
 			printFleetDetails(w, r)
-			continue
+		case r.River != nil:
+			printRiverDetails(w, r)
+		case r.Limit != nil:
+			printLimitDetails(w, r)
+		default:
+			printDetails(w, r)
 		}
-		printDetails(w, r)
 	}
 	if r := find(rep.Scenarios, "fleet"); r != nil && r.Fleet != nil && len(r.Fleet.Runs) > 0 {
 		printFleet(w, r)
+	}
+	if r := find(rep.Scenarios, "river"); r != nil && r.River != nil && len(r.River.Runs) > 0 {
+		printRiver(w, rep.Scenarios)
 	}
 
 	fmt.Fprintln(w, "\ntargets")
@@ -306,6 +324,9 @@ func (rep report) print(w io.Writer) {
 	fmt.Fprintln(w, "  the summed commit->last receipt times of its events.")
 	fmt.Fprintln(w, "fleet/N: the fleet scenario with N relays; xact/dlv there is per event (1 subscription). Connections: client backends")
 	fmt.Fprintln(w, "  in the run's database (pg_stat_activity every 100 ms) whose application_name is not the harness's.")
+	fmt.Fprintln(w, "river-*: the River sender (bench/river) instead of the relay: CPU, peak RSS, xact/dlv, stmt/dlv and RT/dlv are the sender's.")
+	fmt.Fprintln(w, "limit: the harness runs the relay's SQL cycle itself, no relay and no HTTP: deliveries/s is the database's ceiling")
+	fmt.Fprintln(w, "  for the drain shape; xact/dlv, stmt/dlv and RT/dlv are the harness's cycle.")
 }
 
 // tableRow prints one scenario's row of the main table.
@@ -324,9 +345,13 @@ func tableRow(tw io.Writer, r Result) {
 			rt = fmt.Sprintf("%.3f", r.RoundTripsPerDelivery)
 		}
 	}
-	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f MiB\t%s\t%s\t%s\t\n", r.Scenario, delivered, rate,
+	rss := fmt.Sprintf("%.1f MiB", r.RelayPeakRSSMiB)
+	if r.Process == "none" {
+		cpu10k, rss = "-", "-"
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, delivered, rate,
 		fmtMs(r.Latency.P50, r.Latency.N), fmtMs(r.Latency.P95, r.Latency.N), fmtMs(r.Latency.P99, r.Latency.N),
-		cpu10k, r.RelayPeakRSSMiB, xact, stmt, rt)
+		cpu10k, rss, xact, stmt, rt)
 }
 
 // fleetTargets checks the fleet against its targets: the largest relay count against the
@@ -462,16 +487,20 @@ func printFleetDetails(w io.Writer, r Result) {
 }
 
 func printDetails(w io.Writer, r Result) {
+	who := "relay"
+	if r.Process != "" {
+		who = r.Process
+	}
 	fmt.Fprintf(w, "  %s: %s\n", r.Scenario, r.Description)
 	if r.Error != "" {
 		fmt.Fprintf(w, "    ERROR: %s\n", indent(r.Error, "      "))
 		for _, m := range r.RelayLog.Sample {
-			fmt.Fprintf(w, "      relay log: %s\n", m)
+			fmt.Fprintf(w, "      %s log: %s\n", who, m)
 		}
 		return
 	}
 	var parts []string
-	parts = append(parts, fmt.Sprintf("relay start->ready %.2fs", r.StartToReady))
+	parts = append(parts, fmt.Sprintf("%s start->ready %.2fs", who, r.StartToReady))
 	if r.StartToAllReady > r.StartToReady+0.005 {
 		parts = append(parts, fmt.Sprintf("->all replicas ready %.2fs", r.StartToAllReady))
 	}
@@ -486,8 +515,8 @@ func printDetails(w io.Writer, r Result) {
 		parts = append(parts, fmt.Sprintf("first commit->last receipt %.2fs", r.RateWindowS))
 	}
 	fmt.Fprintf(w, "    %s\n", strings.Join(parts, ", "))
-	fmt.Fprintf(w, "    window %.1fs: relay CPU %.2fs (%.1f%% of one core; lifetime %.2fs); machine busy %.0f%% of %d cores: receiver %.2fs, harness %.2fs, postgres %.2fs, other %.2fs\n",
-		r.MeasureWindowSeconds, r.RelayCPUSeconds, r.RelayCPUPercent, r.RelayCPUSecondsTotal, r.MachineBusyPercent, runtime.NumCPU(),
+	fmt.Fprintf(w, "    window %.1fs: %s CPU %.2fs (%.1f%% of one core; lifetime %.2fs); machine busy %.0f%% of %d cores: receiver %.2fs, harness %.2fs, postgres %.2fs, other %.2fs\n",
+		r.MeasureWindowSeconds, who, r.RelayCPUSeconds, r.RelayCPUPercent, r.RelayCPUSecondsTotal, r.MachineBusyPercent, runtime.NumCPU(),
 		r.ReceiverCPUSeconds, r.HarnessCPUSeconds, r.PostgresCPUSeconds, r.OtherCPUSeconds)
 	if r.Wire != nil {
 		fmt.Fprintf(w, "    database: %d transactions (start to exit); window: %d statements, %d round trips, %d new connections, %.1f statements/s\n",
@@ -534,7 +563,7 @@ func printDetails(w io.Writer, r Result) {
 		fmt.Fprintln(w)
 	}
 	l := r.RelayLog
-	fmt.Fprintf(w, "    relay log: %d warn, %d error, %d other lines\n", l.Warn, l.Error, l.Other)
+	fmt.Fprintf(w, "    %s log: %d warn, %d error, %d other lines\n", who, l.Warn, l.Error, l.Other)
 	for _, m := range l.Sample {
 		fmt.Fprintf(w, "      %s\n", m)
 	}
@@ -547,11 +576,23 @@ func states(m map[string]int) string {
 	if len(m) == 0 {
 		return "none"
 	}
+	known := []string{"pending", "succeeded", "failed", "cancelled"}
 	var parts []string
-	for _, s := range []string{"pending", "succeeded", "failed", "cancelled"} {
+	for _, s := range known {
 		if n, ok := m[s]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%d", s, n))
 		}
+	}
+	// Others (River's job states) in name order.
+	var others []string
+	for s := range m {
+		if !slices.Contains(known, s) {
+			others = append(others, s)
+		}
+	}
+	slices.Sort(others)
+	for _, s := range others {
+		parts = append(parts, fmt.Sprintf("%s=%d", s, m[s]))
 	}
 	return strings.Join(parts, " ")
 }

@@ -71,6 +71,7 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{"drain", runDrain},
+	{"limit", runLimit},
 	{"fanout", runFanout},
 	{"steady", runSteady},
 	{"slow", runSlow},
@@ -80,12 +81,16 @@ var scenarios = []scenario{
 	{"wide", runWide},
 	{"tenants", runTenants},
 	{"fleet", runFleet},
+	{"river", runRiver},
 }
 
 // Result is everything measured in one scenario. Latencies are commit-to-receipt, in ms.
 type Result struct {
-	Scenario      string `json:"scenario"`
-	Description   string `json:"description"`
+	Scenario    string `json:"scenario"`
+	Description string `json:"description"`
+	// Process is what the "relay" figures (CPU, peak RSS, log) measure when it is not the
+	// relay: "River sender" in the river scenario, "none" in limit (the harness does the work).
+	Process       string `json:"process,omitempty"`
 	Events        int    `json:"events"`
 	Subscriptions int    `json:"subscriptions"`
 	// Expected and Delivered count the measured deliveries: distinct (event, subscription)
@@ -145,6 +150,8 @@ type Result struct {
 	Wide       *wideStats     `json:"wide,omitempty"`
 	Tenants    *tenantStats   `json:"tenants,omitempty"`
 	Fleet      *fleetStats    `json:"fleet,omitempty"`
+	Limit      *limitStats    `json:"limit,omitempty"`
+	River      *riverStats    `json:"river,omitempty"`
 	RelayLog   logSummary     `json:"relay_log"`
 	Notes      []string       `json:"notes,omitempty"`
 	Error      string         `json:"error,omitempty"`

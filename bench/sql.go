@@ -65,3 +65,29 @@ func newSecret() (string, error) {
 	}
 	return "whsec_" + base64.StdEncoding.EncodeToString(b[:]), nil
 }
+
+// The relay's SQL cycle, as relay/dispatch/sql.go and relay/deliver/sql.go send it, for the
+// limit scenario (limit.go).
+
+// limitFanOut claims up to $1 outbox rows and inserts their deliveries.
+const limitFanOut = `SELECT events, deliveries FROM {{schema}}.claim_and_fan_out($1)`
+
+// limitLease leases due deliveries (relay/deliver claimDue).
+const limitLease = `SELECT * FROM {{schema}}.lease_due(
+    p_limit => $1, p_owner => $2, p_lease_ms => $3, p_max_payload => $4,
+    p_max_in_flight => $5, p_max_leased => $6, p_ahead => $7, p_skip => $8)`
+
+// limitRecord records a batch of results (relay/deliver recordResults).
+const limitRecord = `SELECT updated, disabled FROM {{schema}}.record_attempts(
+    p_ids => $1, p_attempts => $2, p_started => $3, p_durations => $4, p_statuses => $5,
+    p_errors => $6, p_responses => $7, p_outcomes => $8, p_delays => $9,
+    p_owner => $10, p_healthy => $11, p_failing => $12, p_disable_after_ms => $13)`
+
+// limitRecordAndLease records a batch and leases the next in one statement (relay/deliver
+// recordAndClaim).
+const limitRecordAndLease = `SELECT * FROM {{schema}}.record_and_lease_due(
+    p_ids => $1, p_attempts => $2, p_started => $3, p_durations => $4, p_statuses => $5,
+    p_errors => $6, p_responses => $7, p_outcomes => $8, p_delays => $9,
+    p_owner => $10, p_healthy => $11, p_failing => $12, p_disable_after_ms => $13,
+    p_limit => $14, p_lease_ms => $15, p_max_payload => $16,
+    p_max_in_flight => $17, p_max_leased => $18, p_ahead => $19, p_skip => $20)`
