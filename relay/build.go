@@ -175,6 +175,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
 		Metrics:                    m,
 		Active:                     r.leader,
+		Backlog:                    func() { r.dispatcher.Kick() },
 		Tracer:                     tracer,
 		OpenSecret:                 r.box.Open,
 		KeyProblems:                r.keys,
@@ -192,7 +193,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	}
 	if cfg.NotifyTrigger {
 		if r.listener, err = notify.New(notify.Config{
-			DSN: cfg.ListenDatabaseURL, Channel: outbox.Channel(cfg.Schema), Wake: r.dispatcher.Kick,
+			DSN: cfg.ListenDatabaseURL, Channel: outbox.Channel(cfg.Schema), Wake: r.newEvents,
 			Queued: r.deliverer.Kick,
 			Logger: log.With().Str("component", "notify").Logger(),
 		}); err != nil {

@@ -248,6 +248,15 @@ func ownerID() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
+// newEvents starts the work on outbox rows just written (a notification): the deliverer
+// fans them out with its next claim, in one round trip, or, when it makes no claims now,
+// the dispatcher.
+func (r *Relay) newEvents() {
+	if !r.deliverer.NewEvents() {
+		r.dispatcher.Kick()
+	}
+}
+
 // deliveriesQueued starts the active relay on deliveries the API made due: this relay's
 // deliverer when it is the active one, otherwise the active one through a notification on
 // the outbox channel (its LISTEN connection passes it to its deliverer). Without

@@ -22,12 +22,18 @@ type claimCover struct {
 	claimed   atomic.Uint64 // kicks covered by a record's claim
 	recording atomic.Bool   // results are being gathered or written
 	done      chan struct{} // signalled after each record
+	// hurry is signalled by each outside kick: a batch being gathered is written at once,
+	// rather than after lingering for more results, so the new deliveries wait for one
+	// statement at most.
+	hurry chan struct{}
 }
 
 // recordWait bounds how long a kick waits for the record in progress to claim for it.
 const recordWait = 20 * time.Millisecond
 
-func newClaimCover() *claimCover { return &claimCover{done: make(chan struct{}, 1)} }
+func newClaimCover() *claimCover {
+	return &claimCover{done: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
+}
 
 // kick counts one kick.
 func (c *claimCover) kick() { c.kicks.Add(1) }

@@ -71,7 +71,7 @@ func TestClaimCover(t *testing.T) {
 // most recordGap between two results and recordLinger in all, and never for others.
 func TestGatherWaitsForQuickResults(t *testing.T) {
 	newD := func(quickOnTheWire int64) *Deliverer {
-		d := &Deliverer{cfg: Config{BatchSize: 100}}
+		d := &Deliverer{cfg: Config{BatchSize: 100}, cover: newClaimCover()}
 		d.quickInFlight.Store(quickOnTheWire)
 		return d
 	}

@@ -84,6 +84,9 @@ type Config struct {
 	// it is not, the deliverer claims nothing; what it holds it still sends and records.
 	// Nil means always active.
 	Active Gate
+	// Backlog is called when a fan-out made with a claim (NewEvents) came back full: more
+	// new events wait, for the dispatcher to fan out in growing batches. Optional.
+	Backlog func()
 	// Now is the clock for attempt timestamps; time.Now when nil.
 	Now func() time.Time
 	// Logger is the component's logger.
@@ -108,12 +111,14 @@ type Gate interface {
 
 // Deliverer claims due deliveries and sends them. Safe for several replicas at once.
 type Deliverer struct {
-	cfg     Config
-	db      *sqlx.DB
-	client  *http.Client
-	now     func() time.Time
-	log     zerolog.Logger
-	claimQ  *pgstmt.Stmt
+	cfg    Config
+	db     *sqlx.DB
+	client *http.Client
+	now    func() time.Time
+	log    zerolog.Logger
+	claimQ *pgstmt.Stmt
+	// fanOutQ fans out new events and claims in one round trip (NewEvents).
+	fanOutQ *pgstmt.Stmt
 	recordQ string
 	recordP *pgstmt.Stmt
 	// recordClaimP records a batch and claims for the room it frees in one round trip.
@@ -144,6 +149,11 @@ type Deliverer struct {
 	// quickInFlight counts the requests on the wire expected to end soon (job.quick).
 	quickInFlight atomic.Int64
 	stopped       atomic.Bool // shutdown has begun: no more claims
+	// newEvents says outbox rows were written since the last claim: the next claim fans
+	// them out first (NewEvents).
+	newEvents atomic.Bool
+	// fanOutPausedTill is when claims may fan out again after one that did failed (Unix ns).
+	fanOutPausedTill atomic.Int64
 	// deadline is when shutdown must be over (Unix ns; 0 while running): statements and
 	// retries of records stop by then.
 	deadline atomic.Int64
@@ -190,6 +200,7 @@ func New(cfg Config) (*Deliverer, error) {
 		now:          cfg.Now,
 		log:          cfg.Logger,
 		claimQ:       pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, claimDue)),
+		fanOutQ:      pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, fanOutAndClaim)),
 		recordQ:      outbox.Qualify(cfg.Schema, recordResults),
 		recordP:      pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, recordResults)),
 		recordClaimP: pgstmt.New(cfg.DB.DB, outbox.Qualify(cfg.Schema, recordAndClaim)),
@@ -210,7 +221,33 @@ func setDefault[T comparable](v *T, def T) {
 }
 
 // Kick asks the deliverer to look for due deliveries now. It never blocks; kicks coalesce.
+// A batch of results being gathered is written at once, so that the claim made with it
+// takes the new deliveries without waiting out the gathering (see cover.go).
 func (d *Deliverer) Kick() {
+	d.kick()
+	signal(d.cover.hurry)
+}
+
+// NewEvents says new outbox rows were written (a notification): the next claim fans them
+// out and leases in the same round trip, so a new event reaches its receiver one statement
+// after its notification. It answers false when this deliverer makes no claims now (not
+// the active relay, or stopping) or a fan-out it made lately failed: the caller leaves the
+// fan-out to the dispatcher.
+func (d *Deliverer) NewEvents() bool {
+	if active, _ := d.watchActive(); d.stopping() || !active || time.Now().UnixNano() < d.fanOutPausedTill.Load() {
+		return false
+	}
+	d.newEvents.Store(true)
+	d.Kick()
+	return true
+}
+
+// fanOutPause is how long new events are left to the dispatcher after a claim that fanned
+// out failed.
+const fanOutPause = 5 * time.Second
+
+// kick is Kick from within: more may be due, but nothing new is waiting on the recorder.
+func (d *Deliverer) kick() {
 	d.cover.kick()
 	signal(d.wake)
 }
@@ -378,7 +415,9 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-d.wake:
-				if d.cover.covered(ctx, d.cover.latest()) {
+				// New events are fanned out by this loop's claim; a record's claim does
+				// not fan out, so it covers only deliveries already made.
+				if !d.newEvents.Load() && d.cover.covered(ctx, d.cover.latest()) {
 					continue
 				}
 			case <-poll.C:
@@ -394,7 +433,26 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 		if n == 0 {
 			continue // this replica stopped being the active relay meanwhile
 		}
-		claimed, err := d.claim(ctx, n)
+		fanOut := d.newEvents.Swap(false)
+		var claimed []*job
+		var err error
+		if fanOut {
+			claimed, err = d.fanOutAndClaim(ctx, n)
+		} else {
+			claimed, err = d.claim(ctx, n)
+		}
+		if err != nil && fanOut && ctx.Err() == nil {
+			// The fan-out may be what failed: claims of deliveries already made must not
+			// wait for it. The dispatcher takes new events over for a while, retrying and
+			// reporting on its own, and this loop claims again at once without fanning out.
+			d.fanOutPausedTill.Store(time.Now().Add(fanOutPause).UnixNano())
+			d.log.Warn().Err(err).Dur("for", fanOutPause).Msg("fanning out with the claim failed; leaving new events to the dispatcher")
+			if d.cfg.Backlog != nil {
+				d.cfg.Backlog()
+			}
+			more = true
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -587,6 +645,44 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	return d.scanJobs(rows, start)
 }
 
+// fanOutAndClaim fans out up to a batch of new outbox rows and leases up to n due
+// deliveries, in one statement. A full fan-out leaves the rest of the backlog to
+// Config.Backlog (the dispatcher, whose batches grow).
+func (d *Deliverer) fanOutAndClaim(ctx context.Context, n int) ([]*job, error) {
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+	defer cancel()
+	start := time.Now()
+	rows, err := d.fanOutQ.QueryContext(qctx, append([]any{d.cfg.BatchSize, n, d.cfg.Owner}, d.leaseArgs()...)...)
+	if err != nil {
+		return nil, fmt.Errorf("fanning out and claiming deliveries: %w", err)
+	}
+	var events, deliveries sql.NullInt64
+	if !rows.Next() {
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("fanning out and claiming deliveries: %w", err)
+		}
+		return nil, errors.New("fanning out and claiming deliveries: no counts row")
+	}
+	var ignore any
+	dest := make([]any, 0, 17)
+	for range 15 {
+		dest = append(dest, &ignore)
+	}
+	if err := rows.Scan(append(dest, &events, &deliveries)...); err != nil {
+		rows.Close()
+		return nil, fmt.Errorf("fanning out and claiming deliveries: %w", err)
+	}
+	d.cfg.Metrics.Dispatched(int(events.Int64), int(deliveries.Int64))
+	if events.Int64 > 0 {
+		d.log.Debug().Int64("events", events.Int64).Int64("deliveries", deliveries.Int64).Msg("dispatched")
+	}
+	if int(events.Int64) >= d.cfg.BatchSize && d.cfg.Backlog != nil {
+		d.cfg.Backlog()
+	}
+	return d.scanJobs(rows, start, &ignore, &ignore)
+}
+
 // leaseArgs are the arguments a claim takes after its limit and owner: lease length in ms,
 // MaxPayloadBytes, MaxInFlightPerSubscription, MaxLeasedPerSubscription, the fast lanes
 // (which may lease that many) and the subscriptions not to claim for (no key opens their
@@ -625,19 +721,20 @@ type claimedColumns struct {
 // scanJobs turns the rows of a claim made at start into jobs, and closes them. A row that
 // cannot be read becomes a job that fails alone, with the reason: the rest of the claim is
 // sent as usual.
-func (d *Deliverer) scanJobs(rows *sql.Rows, start time.Time) ([]*job, error) {
+// Columns past the claimed ones (a fan-out's counts) are scanned into extra.
+func (d *Deliverer) scanJobs(rows *sql.Rows, start time.Time, extra ...any) ([]*job, error) {
 	defer rows.Close()
 	var out []*job
 	for rows.Next() {
 		var c claimedColumns
-		err := rows.Scan(&c.deliveryID, &c.attempt, &c.eventID, &c.eventType, &c.tenantID, &c.createdAt,
+		err := rows.Scan(append([]any{&c.deliveryID, &c.attempt, &c.eventID, &c.eventType, &c.tenantID, &c.createdAt,
 			&c.payload, &c.payloadSize, &c.ordered, &c.subscriptionID, &c.targetURL, &c.headers, &c.secret,
-			&c.previousSecret, &c.subscriptionTenant)
+			&c.previousSecret, &c.subscriptionTenant}, extra...)...)
 		if err != nil {
 			// database/sql scans the same row again: at least which delivery it is.
 			var ignore any
-			if err2 := rows.Scan(&c.deliveryID, &c.attempt, &ignore, &ignore, &ignore, &ignore, &ignore, &ignore,
-				&ignore, &c.subscriptionID, &ignore, &ignore, &ignore, &ignore, &ignore); err2 != nil {
+			if err2 := rows.Scan(append([]any{&c.deliveryID, &c.attempt, &ignore, &ignore, &ignore, &ignore, &ignore, &ignore,
+				&ignore, &c.subscriptionID, &ignore, &ignore, &ignore, &ignore, &ignore}, extra...)...); err2 != nil {
 				return nil, fmt.Errorf("reading claimed delivery: %w", err)
 			}
 			d.cfg.Metrics.LocalFault(metrics.FaultRowUnreadable, 1)

@@ -770,3 +770,54 @@ func TestWorkersHeldBySlowEndpointsDoNotHoldBackOthers(t *testing.T) {
 	}, "the healthy subscription waited for the hanging ones")
 	require.Less(t, time.Since(start), 3*time.Second, "six of eight workers hang for 5s; the other two carry on")
 }
+
+// NewEvents: the deliverer fans out new outbox rows with its claim, in one statement, so a
+// new event is sent without the dispatcher; a full fan-out hands the rest to Backlog.
+func TestNewEventsAreFannedOutWithTheClaim(t *testing.T) {
+	t.Parallel()
+	var del *deliver.Deliverer
+	b := setup(t, options{disableDispatch: true, pollInterval: time.Hour, deliverer: &del})
+	b.subscribe(t, b.receiver.URL+"/hook", nil, false)
+
+	id := b.publish(t, outbox.Event{})
+	require.True(t, del.NewEvents(), "an active deliverer takes the fan-out")
+	b.waitStatus(t, id, "succeeded")
+	reqs := b.receiver.WaitFor(t, 1, 5*time.Second)
+	require.Equal(t, id, reqs[0].Header.Get("webhook-id"))
+	var dispatched int
+	require.NoError(t, b.db.Get(&dispatched, `SELECT count(*) FROM relay.outbox WHERE event_id = $1 AND dispatched_at IS NOT NULL`, id))
+	require.Equal(t, 1, dispatched)
+}
+
+func TestAFullFanOutWithTheClaimCallsBacklog(t *testing.T) {
+	t.Parallel()
+	db, _ := relaytest.NewDB(t)
+	rc := relaytest.NewReceiver(t)
+	backlog := make(chan struct{}, 1)
+	del, err := deliver.New(deliver.Config{DB: db, Owner: "test", UserAgent: "outbox-relay/test", BatchSize: 5,
+		PollInterval: time.Hour, Logger: zerolog.Nop(), Backlog: func() {
+			select {
+			case backlog <- struct{}{}:
+			default:
+			}
+		}})
+	require.NoError(t, err)
+	b := bundle{db: db, receiver: rc}
+	b.subscribe(t, rc.URL+"/hook", nil, false)
+	_, err = db.Exec(`INSERT INTO relay.outbox (event_type, payload) SELECT 'a.b', '{}' FROM generate_series(1, 12)`)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); del.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.True(t, del.NewEvents())
+	select {
+	case <-backlog:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a full fan-out did not hand the backlog on")
+	}
+	rc.WaitFor(t, 5, 5*time.Second)
+	var left int
+	require.NoError(t, db.Get(&left, `SELECT count(*) FROM relay.outbox WHERE dispatched_at IS NULL`))
+	require.Equal(t, 7, left, "one batch fanned out with the claim; the rest is the dispatcher's")
+}

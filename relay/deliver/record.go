@@ -78,6 +78,10 @@ func (d *Deliverer) gather(results <-chan result, batch []result) []result {
 			batch = append(batch, r)
 		case <-gap.C:
 			return batch
+		case <-d.cover.hurry:
+			// New deliveries are waiting for this batch's claim (Kick).
+			gap.Stop()
+			return batch
 		}
 	}
 	return batch
@@ -333,7 +337,7 @@ func (d *Deliverer) write(batch []result) error {
 	if !claimedWith {
 		// Ended leases free in-flight slots of their subscriptions, and an ended head of an
 		// ordered line makes the next one due: claim again now rather than at the next poll.
-		d.Kick()
+		d.kick()
 	}
 	return nil
 }
@@ -358,7 +362,7 @@ func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any, room i
 	}
 	d.queue(js)
 	if len(js) == room {
-		d.Kick() // a full claim: more may be due
+		d.kick() // a full claim: more may be due
 	}
 	return nil
 }
