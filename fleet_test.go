@@ -142,15 +142,9 @@ func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 	env := []string{"RELAY_POLL_INTERVAL=5s", "RELAY_DELIVERY_TIMEOUT=2s", "RELAY_LOG_LEVEL=info",
 		fmt.Sprintf("RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION=%d", inFlightCap)}
 	procs := make([]*relayProcess, relays)
-	var wg sync.WaitGroup
 	for i := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			procs[i] = startRelay(t, fmt.Sprintf("%s&application_name=fleet-%d", dsn, i), env...)
-		}()
+		procs[i] = startRelay(t, fmt.Sprintf("%s&application_name=fleet-%d", dsn, i), env...)
 	}
-	wg.Wait()
 	started := time.Now()
 	gone := map[int]bool{}
 

@@ -54,13 +54,8 @@ func TestBehindPgBouncer(t *testing.T) {
 				"RELAY_DELIVERY_TIMEOUT=2s", "RELAY_LOG_LEVEL=info", "RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION=4"}
 			procs := make([]*relayProcess, 3)
 			for i := range procs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					procs[i] = startRelay(t, fmt.Sprintf("%s&application_name=bounced-%d", bounced, i), env...)
-				}()
+				procs[i] = startRelay(t, fmt.Sprintf("%s&application_name=bounced-%d", bounced, i), env...)
 			}
-			wg.Wait()
 			gone := map[int]bool{}
 			active := waitActive(t, procs, gone, 15*time.Second)
 
