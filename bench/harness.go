@@ -409,31 +409,7 @@ func (e *env) finish(ctx context.Context, r *Result) error {
 		return err
 	}
 	r.Transactions = after - e.xactBefore - e.harnessTx
-	db, err := e.db()
-	if err != nil {
-		return err
-	}
-	r.DeliveryStates = map[string]int{}
-	rows, err := db.QueryContext(ctx, outbox.Qualify(outbox.DefaultSchema, deliveryStates))
-	if err != nil {
-		return fmt.Errorf("reading delivery states: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var state string
-		var n int
-		if err := rows.Scan(&state, &n); err != nil {
-			return err
-		}
-		r.DeliveryStates[state] = n
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if err := db.QueryRowContext(ctx, outbox.Qualify(outbox.DefaultSchema, attemptCounts)).Scan(&r.Attempts, &r.FailedAttempts); err != nil {
-		return fmt.Errorf("reading attempts: %w", err)
-	}
-	return nil
+	return e.readDeliveryStates(ctx, r)
 }
 
 // xactCount is the database's committed plus rolled-back transactions so far.

@@ -1,9 +1,12 @@
 // Package relay runs outbox-relay: it migrates the schema, then runs side by side
 //
 //   - leader: elects the active relay among all that share the schema;
-//   - notify: a LISTEN connection that wakes the dispatcher when rows are inserted;
-//   - dispatch: claims outbox rows and fans them out into deliveries;
-//   - deliver: claims due deliveries, sends signed requests, records attempts;
+//   - notify: a LISTEN connection that says when rows are inserted;
+//   - deliver: claims due deliveries, sends signed requests, records attempts; a claim
+//     made after a notification first fans the new rows out, in the same statement, so a
+//     new event reaches its request in one round trip;
+//   - dispatch: fans outbox rows out into deliveries where the deliverer does not: a
+//     backlog (in growing batches), at each poll, and while the deliverer's fan-outs fail;
 //   - keycheck: finds active subscriptions whose secrets no configured key opens;
 //   - retention: deletes finished rows older than RELAY_RETENTION;
 //   - api: the management API on RELAY_LISTEN_ADDR;
