@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,10 +17,20 @@ import (
 // fleetStats is what "fleet" measures: one run per relay count.
 type fleetStats struct {
 	Runs []fleetRun `json:"runs"`
+	// Inserts are the application's INSERT latencies of every run of the smallest and the
+	// largest counts, the first pass and the repeats (FleetRepeats).
+	Inserts []fleetInsert `json:"inserts"`
 	// MaxConnections is the server's max_connections: every relay and the harness share it.
 	MaxConnections int `json:"server_max_connections"`
 	// Rate is the events/s offered in every run.
 	Rate int `json:"events_per_sec"`
+}
+
+// fleetInsert is the publisher's INSERT latency in one run.
+type fleetInsert struct {
+	Relays int     `json:"relays"`
+	P50Ms  float64 `json:"p50_ms"`
+	P99Ms  float64 `json:"p99_ms"`
 }
 
 // fleetRun is one relay count's figures. The connection counts are client backends in the
@@ -66,21 +77,40 @@ func runFleet(ctx context.Context, e *env, r *Result) error {
 		return fmt.Errorf("reading max_connections: %w", err)
 	}
 	fs.MaxConnections, _ = strconv.Atoi(maxConns)
-	for i, n := range s.FleetRelays {
+	counts := slices.Clone(s.FleetRelays)
+	if len(counts) > 1 {
+		least, most := slices.Min(counts), slices.Max(counts)
+		for range s.FleetRepeats {
+			counts = append(counts, most, least)
+		}
+	}
+	for i, n := range counts {
 		run := e
 		if i > 0 {
 			var err error
 			progress("%s: setting up for %d relays", e.name, n)
-			if run, err = e.h.newEnv(ctx, e.name+strconv.Itoa(n)); err != nil {
+			if run, err = e.h.newEnv(ctx, fmt.Sprintf("%s%d_%d", e.name, n, i)); err != nil {
 				return fmt.Errorf("%d relays: %w", n, err)
 			}
 		}
-		fr, err := fleetOnce(ctx, run, n)
+		idle := s.FleetIdle
+		repeat := i >= len(s.FleetRelays)
+		if repeat {
+			idle = min(idle, 3*time.Second) // only the INSERT latency is taken from a repeat
+		}
+		fr, err := fleetOnce(ctx, run, n, idle)
 		run.close() // e is closed again by the harness: harmless
 		res := &fr.Result
 		res.derive()
 		if err != nil {
 			return fmt.Errorf("%d relays: %w", n, err)
+		}
+		if p := res.Publish; p != nil && (n == slices.Min(s.FleetRelays) || n == slices.Max(s.FleetRelays)) {
+			fs.Inserts = append(fs.Inserts, fleetInsert{Relays: n, P50Ms: p.Insert.P50, P99Ms: p.Insert.P99})
+		}
+		if repeat {
+			r.Complete = r.Complete && res.Complete
+			continue
 		}
 		fs.Runs = append(fs.Runs, fr)
 		r.Events += res.Events
@@ -95,13 +125,13 @@ func runFleet(ctx context.Context, e *env, r *Result) error {
 
 // fleetOnce starts n relays, lets them idle for FleetIdle, then publishes FleetRate events/s
 // for FleetFor and waits for every delivery, sampling the connections throughout.
-func fleetOnce(ctx context.Context, e *env, n int) (fleetRun, error) {
+func fleetOnce(ctx context.Context, e *env, n int, idleFor time.Duration) (fleetRun, error) {
 	const path = "/hook/fleet"
 	s := e.h.size
 	fr := fleetRun{Relays: n}
 	r := &fr.Result
 	r.Scenario = fmt.Sprintf("fleet/%d", n)
-	r.Description = fmt.Sprintf("%d relay(s): %d events/s for %s after %s idle, 1 subscription", n, s.FleetRate, s.FleetFor, s.FleetIdle)
+	r.Description = fmt.Sprintf("%d relay(s): %d events/s for %s after %s idle, 1 subscription", n, s.FleetRate, s.FleetFor, idleFor)
 	r.Subscriptions = 1
 	if err := e.subscribe(ctx, "", false, path); err != nil {
 		return fr, err
@@ -113,8 +143,8 @@ func fleetOnce(ctx context.Context, e *env, n int) (fleetRun, error) {
 	}
 	sampler := e.sampleConnections(ctx)
 	defer sampler.stop()
-	progress("%s: %d relay(s) idling for %s", e.name, n, s.FleetIdle)
-	if err := sleep(ctx, s.FleetIdle); err != nil {
+	progress("%s: %d relay(s) idling for %s", e.name, n, idleFor)
+	if err := sleep(ctx, idleFor); err != nil {
 		return fr, err
 	}
 	idleEnd := time.Now()

@@ -74,6 +74,21 @@ func TestFleetTargets(t *testing.T) {
 			}
 		})
 	}
+	// The INSERT latency is compared by the medians over every run of the two counts: one
+	// slow first run of 16 relays beside two quick repeats passes; slow repeats do not.
+	t.Run("InsertMediansOverRepeats", func(t *testing.T) {
+		runs := []fleetRun{run(1, 1, 2, 2.0, 1, 10), run(16, 16, 32, 2.0, 1, 20)}
+		inserts := []fleetInsert{{1, 1, 10}, {16, 1, 20}, {16, 1, 11}, {1, 1, 10.5}, {16, 1, 12}, {1, 1, 9}}
+		got := fleetTargets(&Result{Scenario: "fleet", Complete: true, Fleet: &fleetStats{Runs: runs, Inserts: inserts}})[3]
+		if got.Status != "PASS" || got.Value != 12.0/10 {
+			t.Fatalf("INSERT target = %s %.3f, want PASS 1.2 (median 12 vs 10)", got.Status, got.Value)
+		}
+		inserts[2].P99Ms, inserts[4].P99Ms = 19, 18
+		got = fleetTargets(&Result{Scenario: "fleet", Complete: true, Fleet: &fleetStats{Runs: runs, Inserts: inserts}})[3]
+		if got.Status != "MISS" {
+			t.Fatalf("INSERT target = %s %.3f, want MISS (median 19 vs 10)", got.Status, got.Value)
+		}
+	})
 	t.Run("IncompleteRunMisses", func(t *testing.T) {
 		runs := []fleetRun{run(1, 1, 2, 2.0, 1, 10), run(16, 16, 32, 2.0, 1, 10)}
 		runs[1].Result.Complete = false
