@@ -823,14 +823,32 @@ func (d *Deliverer) releaseAfter(jobs []*job, delay time.Duration) {
 	for i, j := range jobs {
 		idList[i], attempts[i] = j.deliveryID, int64(j.attempt)
 	}
-	ctx, cancel := d.dbContext()
-	defer cancel()
-	if _, err := d.db.ExecContext(ctx, d.releaseQ, idList, attempts, d.cfg.Owner, delay.Milliseconds()); err != nil {
-		// Not fatal: the leases expire and another replica takes them then.
-		d.log.Warn().Err(err).Int("deliveries", len(jobs)).Msg("releasing unsent claims")
-		return
+	// Retried for up to the lease margin: a claim that is not given back keeps its attempt
+	// number and waits for its lease to run out, so it goes out later and as attempt 2. The
+	// cause is often passing (out of file descriptors while hanging requests hold them, as
+	// in the local faults that led here). Past the margin the leases are nearly over anyway.
+	giveUp := time.Now().Add(d.cfg.LeaseMargin)
+	if dl := d.deadline.Load(); dl != 0 {
+		giveUp = time.Unix(0, dl)
 	}
-	d.log.Info().Int("deliveries", len(jobs)).Dur("due_in", delay).Msg("released unsent claims")
+	bo := retry.NewBackoff()
+	for {
+		ctx, cancel := d.dbContext()
+		_, err := d.db.ExecContext(ctx, d.releaseQ, idList, attempts, d.cfg.Owner, delay.Milliseconds())
+		cancel()
+		if err == nil {
+			d.log.Info().Int("deliveries", len(jobs)).Dur("due_in", delay).Msg("released unsent claims")
+			return
+		}
+		wait := bo.NextBackOff()
+		if time.Until(giveUp) < wait {
+			// Not fatal: the leases expire and the deliveries are claimed again then.
+			d.log.Warn().Err(err).Int("deliveries", len(jobs)).Msg("giving up releasing unsent claims; their leases will expire")
+			return
+		}
+		d.log.Warn().Err(err).Int("deliveries", len(jobs)).Dur("retry_in", wait).Msg("releasing unsent claims")
+		time.Sleep(wait)
+	}
 }
 
 // logAttempt writes one line per attempt: debug for success, warn for failure.
