@@ -105,17 +105,24 @@ func TestReadinessWhenDeliveryClaimsFail(t *testing.T) {
 	require.Len(t, deliveries, 1, "the dispatcher still fans out: %v", ev)
 	require.Equal(t, "pending", deliveries[0].(map[string]any)["status"], "%v", ev)
 
-	_, err = db.Exec(`ALTER FUNCTION relay.lease_due_broken` + args + ` RENAME TO lease_due`)
+	requireRepaired(t, db, p, rc, id, "claims", `ALTER FUNCTION relay.lease_due_broken`+args+` RENAME TO lease_due`)
+}
+
+// requireRepaired runs repair, then requires /readyz to answer 200 "ok" again, the event
+// written while broken (id) to arrive, a new event to go out as usual, nothing lost or
+// doubled (the readiness relay's first event, id, and the new one), and SIGTERM to exit 0.
+func requireRepaired(t *testing.T, db *sqlx.DB, p *relayProcess, rc *fleetReceiver, id, what, repair string) {
+	t.Helper()
+	_, err := db.Exec(repair)
 	require.NoError(t, err)
 	repaired := time.Now()
 
-	took, body = waitReadyz(t, p, http.StatusOK, readinessBreakLimit, "claims repaired")
-	t.Logf("claims repaired: /readyz 200 after %s: %s", took.Round(10*time.Millisecond), body)
+	took, body := waitReadyz(t, p, http.StatusOK, readinessBreakLimit, what+" repaired")
+	t.Logf("%s repaired: /readyz 200 after %s: %s", what, took.Round(10*time.Millisecond), body)
 	require.Equal(t, "ok", body)
 	at := rc.waitArrival(t, id, readinessBreakLimit)
-	t.Logf("claims repaired: the event written while broken arrived %s after the repair", at.Sub(repaired).Round(10*time.Millisecond))
+	t.Logf("%s repaired: the event written while broken arrived %s after the repair", what, at.Sub(repaired).Round(10*time.Millisecond))
 
-	// Nothing lost, nothing doubled, and a new event goes out as usual.
 	id2, _ := publishOne(t, db)
 	rc.waitArrival(t, id2, 10*time.Second)
 	distinct, dups := rc.received()
@@ -147,20 +154,5 @@ func TestReadinessWhenDispatchFails(t *testing.T) {
 	deliveries, _ := ev["deliveries"].([]any)
 	require.Empty(t, deliveries, "no delivery while fan-outs fail: %v", ev)
 
-	_, err = db.Exec(`ALTER TABLE relay.outbox RENAME COLUMN dispatched_at_broken TO dispatched_at`)
-	require.NoError(t, err)
-	repaired := time.Now()
-
-	took, body = waitReadyz(t, p, http.StatusOK, readinessBreakLimit, "fan-outs repaired")
-	t.Logf("fan-outs repaired: /readyz 200 after %s: %s", took.Round(10*time.Millisecond), body)
-	require.Equal(t, "ok", body)
-	at := rc.waitArrival(t, id, readinessBreakLimit)
-	t.Logf("fan-outs repaired: the event written while broken arrived %s after the repair", at.Sub(repaired).Round(10*time.Millisecond))
-
-	id2, _ := publishOne(t, db)
-	rc.waitArrival(t, id2, 10*time.Second)
-	distinct, dups := rc.received()
-	require.Equal(t, 3, distinct)
-	require.Zero(t, dups)
-	require.Equal(t, 0, p.stop(t), "SIGTERM exits 0")
+	requireRepaired(t, db, p, rc, id, "fan-outs", `ALTER TABLE relay.outbox RENAME COLUMN dispatched_at_broken TO dispatched_at`)
 }

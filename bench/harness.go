@@ -399,6 +399,15 @@ func (e *env) waitUntil(ctx context.Context, done func(context.Context) (bool, e
 // finish stops the relays and gathers what only exists after they are gone: the final
 // transaction count, the delivery states in the database and the relays' logs.
 func (e *env) finish(ctx context.Context, r *Result) error {
+	if err := e.stopAndCount(ctx, r); err != nil {
+		return err
+	}
+	return e.readDeliveryStates(ctx, r)
+}
+
+// stopAndCount stops the processes under test (relays or a River sender), keeps their exit
+// notes and logs, and counts the run's transactions once the database has settled.
+func (e *env) stopAndCount(ctx context.Context, r *Result) error {
 	e.stopRelays()
 	r.Notes = append(r.Notes, e.exitNotes...)
 	for _, rp := range e.relays {
@@ -409,7 +418,7 @@ func (e *env) finish(ctx context.Context, r *Result) error {
 		return err
 	}
 	r.Transactions = after - e.xactBefore - e.harnessTx
-	return e.readDeliveryStates(ctx, r)
+	return nil
 }
 
 // xactCount is the database's committed plus rolled-back transactions so far.
@@ -446,4 +455,33 @@ func (h *harness) settledXact(ctx context.Context, db string) (int64, error) {
 		prev = n
 	}
 	return prev, errors.New("pg_stat_database did not settle within 8s")
+}
+
+// readDeliveryStates fills in the delivery states and attempt counts from the relay's tables.
+func (e *env) readDeliveryStates(ctx context.Context, r *Result) error {
+	db, err := e.db()
+	if err != nil {
+		return err
+	}
+	r.DeliveryStates = map[string]int{}
+	rows, err := db.QueryContext(ctx, outbox.Qualify(outbox.DefaultSchema, deliveryStates))
+	if err != nil {
+		return fmt.Errorf("reading delivery states: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return err
+		}
+		r.DeliveryStates[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := db.QueryRowContext(ctx, outbox.Qualify(outbox.DefaultSchema, attemptCounts)).Scan(&r.Attempts, &r.FailedAttempts); err != nil {
+		return fmt.Errorf("reading attempts: %w", err)
+	}
+	return nil
 }

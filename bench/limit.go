@@ -460,32 +460,3 @@ func uniq(s []string) []string {
 	}
 	return out
 }
-
-// readDeliveryStates fills in the delivery states and attempt counts from the relay's tables.
-func (e *env) readDeliveryStates(ctx context.Context, r *Result) error {
-	db, err := e.db()
-	if err != nil {
-		return err
-	}
-	r.DeliveryStates = map[string]int{}
-	rows, err := db.QueryContext(ctx, outbox.Qualify(outbox.DefaultSchema, deliveryStates))
-	if err != nil {
-		return fmt.Errorf("reading delivery states: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var state string
-		var n int
-		if err := rows.Scan(&state, &n); err != nil {
-			return err
-		}
-		r.DeliveryStates[state] = n
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if err := db.QueryRowContext(ctx, outbox.Qualify(outbox.DefaultSchema, attemptCounts)).Scan(&r.Attempts, &r.FailedAttempts); err != nil {
-		return fmt.Errorf("reading attempts: %w", err)
-	}
-	return nil
-}

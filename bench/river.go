@@ -364,16 +364,9 @@ func parsePublishReport(out []byte) (publishStats, int64, error) {
 // finishRiver stops the sender and gathers what only exists after it is gone: the final
 // transaction count, the jobs' states and attempts, and its log.
 func (e *env) finishRiver(ctx context.Context, r *Result) error {
-	e.stopRelays()
-	r.Notes = append(r.Notes, e.exitNotes...)
-	for _, rp := range e.relays {
-		r.RelayLog.add(scanLog(rp.logPath))
-	}
-	after, err := e.h.settledXact(ctx, e.dbName)
-	if err != nil {
+	if err := e.stopAndCount(ctx, r); err != nil {
 		return err
 	}
-	r.Transactions = after - e.xactBefore - e.harnessTx
 	db, err := e.db()
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -19,7 +20,10 @@ import (
 // A batch the database refuses for one result's bytes is written row by row: the other
 // results are recorded as they are, and the refused one with its texts replaced, never
 // retried as it was. (send makes every text storable first; this is the net below it.)
-func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
+// claimedEvents publishes n events to one subscription, fans them out, and answers a
+// deliverer (not running) holding their claims, as its claim loop would.
+func claimedEvents(t *testing.T, n int) (*sqlx.DB, *Deliverer, []*job) {
+	t.Helper()
 	db, _ := relaytest.NewDB(t)
 	ctx := context.Background()
 	secret, err := signature.NewSecret()
@@ -27,7 +31,7 @@ func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
 	_, err = db.Exec(`INSERT INTO relay.subscriptions (id, target_url, event_types, secret) VALUES ($1, 'https://example.com/hook', '{*}', $2)`,
 		ids.NewSubscriptionID(), secret)
 	require.NoError(t, err)
-	for range 2 {
+	for range n {
 		require.NoError(t, outbox.Publish(ctx, db, outbox.Event{Type: "signup.created", Payload: json.RawMessage(`{}`)}))
 	}
 	disp, err := dispatch.New(dispatch.Config{DB: db, Logger: zerolog.Nop()})
@@ -39,8 +43,13 @@ func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
 	require.NoError(t, err)
 	jobs, err := d.claim(ctx, 10)
 	require.NoError(t, err)
-	require.Len(t, jobs, 2)
+	require.Len(t, jobs, n)
 	d.lanes.held = len(jobs) // as queue would: their leases are this replica's
+	return db, d, jobs
+}
+
+func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
+	db, d, jobs := claimedEvents(t, 2)
 
 	now := time.Now()
 	bad := result{job: jobs[0], startedAt: now, statusCode: 500, class: "5xx",
@@ -83,28 +92,10 @@ func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
 // next claim, and when lease_due is what fails, the record must not fail with it, or the
 // delivery's lease runs out and the receiver gets the webhook twice.
 func TestResultsAreRecordedWhileClaimsFail(t *testing.T) {
-	db, _ := relaytest.NewDB(t)
-	ctx := context.Background()
-	secret, err := signature.NewSecret()
-	require.NoError(t, err)
-	_, err = db.Exec(`INSERT INTO relay.subscriptions (id, target_url, event_types, secret) VALUES ($1, 'https://example.com/hook', '{*}', $2)`,
-		ids.NewSubscriptionID(), secret)
-	require.NoError(t, err)
-	require.NoError(t, outbox.Publish(ctx, db, outbox.Event{Type: "signup.created", Payload: json.RawMessage(`{}`)}))
-	disp, err := dispatch.New(dispatch.Config{DB: db, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	_, err = disp.DispatchOnce(ctx)
-	require.NoError(t, err)
-
-	d, err := New(Config{DB: db, Owner: "test", UserAgent: "outbox-relay/test", Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	jobs, err := d.claim(ctx, 10)
-	require.NoError(t, err)
-	require.Len(t, jobs, 1)
-	d.lanes.held = len(jobs)
+	db, d, jobs := claimedEvents(t, 1)
 	require.Positive(t, d.claimRoom(1), "the batch would be recorded with the next claim")
 
-	_, err = db.Exec(`ALTER FUNCTION relay.lease_due RENAME TO lease_due_broken`)
+	_, err := db.Exec(`ALTER FUNCTION relay.lease_due RENAME TO lease_due_broken`)
 	require.NoError(t, err)
 	ok := result{job: jobs[0], startedAt: time.Now(), statusCode: 200, class: "2xx", response: "ok"}
 	d.decide(&ok)
