@@ -20,7 +20,7 @@ import (
 type claimCover struct {
 	kicks     atomic.Uint64 // kicks so far
 	claimed   atomic.Uint64 // kicks covered by a record's claim
-	recording atomic.Bool   // results are being gathered or written
+	recording atomic.Bool   // results whose record will claim are being gathered or written
 	done      chan struct{} // signalled after each record
 	// hurry is signalled by each outside kick: a batch being gathered is written at once,
 	// rather than after lingering for more results, so the new deliveries wait for one
@@ -41,7 +41,7 @@ func (c *claimCover) kick() { c.kicks.Add(1) }
 // latest is the number of the latest kick.
 func (c *claimCover) latest() uint64 { return c.kicks.Load() }
 
-// recordStarted says results are being gathered or written.
+// recordStarted says results whose record will claim are being gathered or written.
 func (c *claimCover) recordStarted() { c.recording.Store(true) }
 
 // recordEnded says a record is over (whether or not it claimed).

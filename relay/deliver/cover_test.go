@@ -67,11 +67,13 @@ func TestClaimCover(t *testing.T) {
 	})
 }
 
-// gather's timers: a batch waits for the results of quick requests still on the wire, at
-// most recordGap between two results and recordLinger in all, and never for others.
+// gather's timers for a batch whose record will claim (here: a backlog): it waits for the
+// results of quick requests still on the wire, at most recordGap between two results and
+// recordLinger in all, and never for others.
 func TestGatherWaitsForQuickResults(t *testing.T) {
 	newD := func(quickOnTheWire int64) *Deliverer {
-		d := &Deliverer{cfg: Config{BatchSize: 100}, cover: newClaimCover()}
+		d := &Deliverer{cfg: Config{BatchSize: 100}, cover: newClaimCover(), lanes: newLanes(16, time.Second, time.Minute)}
+		d.backlog.Store(true)
 		d.quickInFlight.Store(quickOnTheWire)
 		return d
 	}
@@ -124,5 +126,40 @@ func TestGatherWaitsForQuickResults(t *testing.T) {
 			require.Equal(t, recordLinger, time.Since(start), "results keep coming, the batch is written after recordLinger")
 			require.Len(t, batch, 1+int(recordLinger/every))
 		})
+	})
+	t.Run("AKickEndsIt", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			d := newD(1)
+			go func() {
+				time.Sleep(recordGap / 2)
+				d.Kick()
+			}()
+			start := time.Now()
+			batch := d.gather(make(chan result), []result{r(1)})
+			require.Len(t, batch, 1)
+			require.Equal(t, recordGap/2, time.Since(start), "new deliveries wait for this batch's claim")
+		})
+	})
+}
+
+// A batch whose record will not claim keeps nothing waiting but its leases: it gathers for
+// recordIdleLinger whatever is on the wire, and a kick does not cut it short (the claim
+// loop claims for the kick itself).
+func TestGatherWithoutAClaimWaitsForMore(t *testing.T) {
+	r := func(id int64) result { return result{job: &job{deliveryID: id, subscriptionID: "s"}} }
+	synctest.Test(t, func(t *testing.T) {
+		d := &Deliverer{cfg: Config{BatchSize: 100}, cover: newClaimCover(), lanes: newLanes(16, time.Second, time.Minute)}
+		results := make(chan result, 8)
+		go func() {
+			time.Sleep(recordIdleLinger / 4)
+			d.Kick()
+			time.Sleep(recordIdleLinger / 4)
+			results <- r(2)
+		}()
+		start := time.Now()
+		batch := d.gather(results, []result{r(1)})
+		require.Len(t, batch, 2)
+		require.Equal(t, recordIdleLinger, time.Since(start))
+		require.False(t, d.cover.recording.Load(), "a kick need not wait for this record")
 	})
 }

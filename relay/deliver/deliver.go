@@ -154,6 +154,11 @@ type Deliverer struct {
 	newEvents atomic.Bool
 	// fanOutPausedTill is when claims may fan out again after one that did failed (Unix ns).
 	fanOutPausedTill atomic.Int64
+	// backlog says the latest claim came back full: more was due than it could take, so
+	// the room a record frees is worth a claim at once.
+	backlog atomic.Bool
+	// sweepSet says a sweep (kickLater) is scheduled.
+	sweepSet atomic.Bool
 	// deadline is when shutdown must be over (Unix ns; 0 while running): statements and
 	// retries of records stop by then.
 	deadline atomic.Int64
@@ -250,6 +255,32 @@ const fanOutPause = 5 * time.Second
 func (d *Deliverer) kick() {
 	d.cover.kick()
 	signal(d.wake)
+}
+
+// sweepAfter is how long after a record that freed room no claim was known to want the
+// claim loop looks anyway (kickLater).
+const sweepAfter = 25 * time.Millisecond
+
+// kickLater kicks the claim loop after sweepAfter, once however often it is called
+// meanwhile. A record claims at once only when a claim is known to want the room it frees
+// (Deliverer.claimWanted); otherwise a claim now would most likely find nothing, and under a
+// steady flow of new events it would only delay the claims that fan them out, one claim
+// per record. But a claim that came back short is no proof that nothing else is due:
+// lease_due walks a bounded number of subscriptions. The sweep covers that.
+func (d *Deliverer) kickLater() {
+	if d.sweepSet.CompareAndSwap(false, true) {
+		time.AfterFunc(sweepAfter, func() {
+			d.sweepSet.Store(false)
+			d.kick()
+		})
+	}
+}
+
+// claimWanted reports whether the end of j's lease is worth a claim at once: the latest
+// claim came back full (a backlog), j's subscription holds its cap of leases (a claim left
+// its due deliveries behind), or j was ordered (the next of its line is due now).
+func (d *Deliverer) claimWanted(j *job) bool {
+	return d.backlog.Load() || j.ordered || d.lanes.atCap(j.subscriptionID)
 }
 
 // Readiness thresholds: how long results may fail to be written, and how long after a
@@ -472,6 +503,7 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 		bo.Reset()
 		d.claims.OK()
 		more = len(claimed) == n
+		d.backlog.Store(more)
 		d.queue(claimed)
 	}
 }
@@ -625,10 +657,10 @@ func (d *Deliverer) claimRoom(freeing int) int {
 	return min(defaults.BacklogBatches*d.cfg.BatchSize, d.lanes.room(d.cfg.MaxClaimed)+freeing)
 }
 
-// leasesEnded accounts for n jobs whose leases ended (recorded or released).
-func (d *Deliverer) leasesEnded(n int) {
-	if n > 0 {
-		d.lanes.ended(n)
+// leasesEnded accounts for jobs whose leases ended (recorded or released).
+func (d *Deliverer) leasesEnded(js []*job) {
+	if len(js) > 0 {
+		d.lanes.ended(js)
 		signal(d.roomFree)
 	}
 }
@@ -817,7 +849,7 @@ func (d *Deliverer) releaseAfter(jobs []*job, delay time.Duration) {
 	if len(jobs) == 0 {
 		return
 	}
-	defer d.leasesEnded(len(jobs))
+	defer d.leasesEnded(jobs)
 	idList := make(pq.Int64Array, len(jobs))
 	attempts := make(pq.Int64Array, len(jobs))
 	for i, j := range jobs {

@@ -42,6 +42,7 @@ type lane struct {
 	id       string
 	queue    []*job
 	inFlight int
+	held     int           // claimed and not yet recorded or released, as ls.held
 	waiting  bool          // in turns
 	avg      time.Duration // moving average of request durations; zero until the first
 	slowTill time.Time     // claims expired in the queue: not fast until then
@@ -72,6 +73,7 @@ func (ls *lanes) add(js []*job) (refused []*job) {
 			ls.byID[ln.id] = ln
 		}
 		ln.queue = append(ln.queue, j)
+		ln.held++
 		ls.held++
 		ls.queued++
 		ls.offer(ln)
@@ -176,11 +178,27 @@ func (ls *lanes) expire(now time.Time) []*job {
 	return out
 }
 
-// ended says n jobs' leases ended (recorded or released): their room may be claimed again.
-func (ls *lanes) ended(n int) {
+// ended says these jobs' leases ended (recorded or released): their room may be claimed
+// again.
+func (ls *lanes) ended(js []*job) {
 	ls.mu.Lock()
-	ls.held -= n
-	ls.mu.Unlock()
+	defer ls.mu.Unlock()
+	ls.held -= len(js)
+	for _, j := range js {
+		if ln := ls.byID[j.subscriptionID]; ln != nil && ln.held > 0 {
+			ln.held--
+		}
+	}
+}
+
+// atCap reports whether the subscription holds as many leases as it may have requests in
+// flight: a claim may have left its due deliveries behind for the cap, so the end of one of
+// its leases is worth a claim at once.
+func (ls *lanes) atCap(subscriptionID string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ln := ls.byID[subscriptionID]
+	return ln != nil && ln.held >= ls.cap
 }
 
 // room is how many more jobs may be claimed while at most limit are held.
@@ -211,7 +229,7 @@ func (ls *lanes) fast(limit int) []string {
 	now := time.Now()
 	var fast []*lane
 	for id, ln := range ls.byID {
-		idle := len(ln.queue) == 0 && ln.inFlight == 0
+		idle := len(ln.queue) == 0 && ln.inFlight == 0 && ln.held == 0
 		switch {
 		case idle && now.Sub(ln.lastUsed) > ls.slowFor:
 			delete(ls.byID, id)

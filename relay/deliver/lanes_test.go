@@ -47,8 +47,13 @@ func TestLanesTakeTurnsAndKeepTheCap(t *testing.T) {
 		t.Fatal("a freed slot was not handed out")
 	}
 
-	ls.ended(2)
+	require.True(t, ls.atCap("a"), "a holds 5 leases, cap 2")
+	require.False(t, ls.atCap("b"))
+	require.False(t, ls.atCap("nobody"))
+	ls.ended(jobsFor("a", 2, later))
 	require.Equal(t, 60, ls.room(64))
+	ls.ended(jobsFor("a", 2, later))
+	require.False(t, ls.atCap("a"), "a holds one lease")
 }
 
 func TestLanesCloseReturnsQueuedAndWakesWorkers(t *testing.T) {

@@ -28,7 +28,6 @@ func (d *Deliverer) recordLoop(results <-chan result) {
 		if !ok {
 			return
 		}
-		d.cover.recordStarted()
 		batch = append(batch[:0], r)
 		batch = d.gather(results, batch)
 		d.writeWithRetry(batch)
@@ -36,52 +35,79 @@ func (d *Deliverer) recordLoop(results <-chan result) {
 	}
 }
 
-// recordLinger bounds how long a batch waits for the results of requests still on the
-// wire, and recordGap how long it waits for the next one. Workers do not wait for records
-// (they send what the lanes hold, claimed ahead), so a batch can afford to wait for a few
-// milliseconds of results: under load one statement then records, and claims for, dozens of
-// deliveries. A slow endpoint's requests, also on the wire, may take seconds: they are not
-// waited for (job.quick), and the gap keeps any other straggler from holding up the
-// records. At low load, when no quick request is on the wire, a result is written at once.
+// How long a batch of results gathers before it is written. Workers do not wait for
+// records (they send what the lanes hold, claimed ahead), and each record's commit waits for
+// a disk flush, which the application's own commits then queue behind: the fewer records,
+// the better, as long as nothing waits for them.
+//
+// A batch whose record will also claim (claimWanted: a backlog, a subscription at its cap,
+// an ordered line) has new deliveries waiting for it: it waits at most recordLinger for the
+// results of quick requests still on the wire (job.quick), and recordGap for the next one;
+// a slow endpoint's requests, which may take seconds, are not waited for, and an outside
+// kick (cover.hurry) ends the gathering at once. At low load, when no quick request is on
+// the wire, it is written at once.
+//
+// Any other batch waits for nothing but its leases, which are long: it gathers for up to
+// recordIdleLinger. Under a steady flow of events that turns a record per delivery into one
+// per few dozen. The cost: results held that long are lost with the process and sent again.
 const (
-	recordLinger = 4 * time.Millisecond
-	recordGap    = time.Millisecond
+	recordLinger     = 4 * time.Millisecond
+	recordGap        = time.Millisecond
+	recordIdleLinger = 20 * time.Millisecond
 )
 
-// gather adds to batch what else is ready and, while results keep arriving close together,
-// waits for them too, up to maxRecordBatch: one statement for many results (and one claim
-// for the room they free) costs the database far less than one each.
+// gather adds to batch what else is ready and, as described above, waits for more, up to
+// maxRecordBatch: one statement for many results (and one claim for the room they free)
+// costs the database far less than one each. Once the batch is known to claim, a kick
+// waiting for a claim may wait for this record instead (cover.recordStarted).
 func (d *Deliverer) gather(results <-chan result, batch []result) []result {
-	deadline := time.Now().Add(recordLinger)
-	limit := maxRecordBatch
-	for len(batch) < limit {
+	start := time.Now()
+	claims := false
+	note := func(j *job) {
+		if !claims && d.claimWanted(j) {
+			claims = true
+			d.cover.recordStarted()
+		}
+	}
+	note(batch[0].job)
+	for len(batch) < maxRecordBatch {
 		select {
 		case r, ok := <-results:
 			if !ok {
 				return batch
 			}
 			batch = append(batch, r)
+			note(r.job)
 			continue
 		default:
 		}
-		wait := min(recordGap, time.Until(deadline))
-		if d.quickInFlight.Load() == 0 || wait <= 0 {
+		wait := time.Until(start.Add(recordIdleLinger))
+		if claims {
+			if d.quickInFlight.Load() == 0 {
+				return batch
+			}
+			wait = min(recordGap, time.Until(start.Add(recordLinger)))
+		}
+		if wait <= 0 {
 			return batch
 		}
-		gap := time.NewTimer(wait)
+		timer := time.NewTimer(wait)
 		select {
 		case r, ok := <-results:
-			gap.Stop()
+			timer.Stop()
 			if !ok {
 				return batch
 			}
 			batch = append(batch, r)
-		case <-gap.C:
+			note(r.job)
+		case <-timer.C:
 			return batch
 		case <-d.cover.hurry:
 			// New deliveries are waiting for this batch's claim (Kick).
-			gap.Stop()
-			return batch
+			timer.Stop()
+			if claims {
+				return batch
+			}
 		}
 	}
 	return batch
@@ -115,7 +141,7 @@ func (d *Deliverer) writeWithRetry(batch []result) {
 		return
 	}
 	// Recorded or given up, these leases are no longer this replica's to count.
-	defer d.leasesEnded(len(toRecord))
+	defer d.leasesEnded(jobsOf(toRecord))
 	err := d.writeRetrying(toRecord)
 	if err == nil || !pgerr.RefusedData(err) {
 		return
@@ -124,6 +150,15 @@ func (d *Deliverer) writeWithRetry(batch []result) {
 	for i := range toRecord {
 		d.writeAlone(toRecord[i])
 	}
+}
+
+// jobsOf lists the jobs of these results.
+func jobsOf(rs []result) []*job {
+	js := make([]*job, len(rs))
+	for i := range rs {
+		js[i] = rs[i].job
+	}
+	return js
 }
 
 // localFaultRetry is how long a delivery whose request failed for a reason of this process
@@ -277,12 +312,19 @@ func (d *Deliverer) write(batch []result) error {
 	var err error
 	claimedWith := false
 	room := d.claimRoom(n)
+	claimNow := false
+	for i := range batch {
+		claimNow = claimNow || d.claimWanted(batch[i].job)
+	}
 	switch {
 	case tx != nil:
 		err = tx.QueryRowContext(ctx, d.recordQ, args...).Scan(&updated, &disabled)
-	case room > 0 && len(healthy) <= combineMaxSubscriptions && !d.claims.Failing():
-		// The common case: record and claim for the room this batch frees, one round trip.
-		// (Not while claims are failing: then the claim would only take the record down.)
+	case claimNow && room > 0 && len(healthy) <= combineMaxSubscriptions && !d.claims.Failing():
+		// Under load: record and claim for the room this batch frees, one round trip. Only
+		// when a claim is wanted (claimWanted): the claim's lock is held until the record's
+		// commit has reached the disk, and meanwhile the claims that fan out new events
+		// wait. (Not while claims are failing: then the claim would only take the record
+		// down.)
 		claimedWith = true
 		if err = d.recordAndClaim(ctx, args, room); err != nil {
 			// The claim half may be what failed (lease_due broken, or too slow): results
@@ -334,10 +376,14 @@ func (d *Deliverer) write(batch []result) error {
 	for _, id := range gone {
 		d.log.Warn().Str("subscription_id", id).Msg("subscription disabled: endpoint answered 410 Gone")
 	}
-	if !claimedWith {
+	switch {
+	case claimedWith:
+	case claimNow:
 		// Ended leases free in-flight slots of their subscriptions, and an ended head of an
 		// ordered line makes the next one due: claim again now rather than at the next poll.
 		d.kick()
+	default:
+		d.kickLater()
 	}
 	return nil
 }
@@ -361,6 +407,7 @@ func (d *Deliverer) recordAndClaim(ctx context.Context, recordArgs []any, room i
 		return err
 	}
 	d.queue(js)
+	d.backlog.Store(len(js) == room)
 	if len(js) == room {
 		d.kick() // a full claim: more may be due
 	}

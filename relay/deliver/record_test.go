@@ -17,9 +17,6 @@ import (
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
 
-// A batch the database refuses for one result's bytes is written row by row: the other
-// results are recorded as they are, and the refused one with its texts replaced, never
-// retried as it was. (send makes every text storable first; this is the net below it.)
 // claimedEvents publishes n events to one subscription, fans them out, and answers a
 // deliverer (not running) holding their claims, as its claim loop would.
 func claimedEvents(t *testing.T, n int) (*sqlx.DB, *Deliverer, []*job) {
@@ -44,9 +41,13 @@ func claimedEvents(t *testing.T, n int) (*sqlx.DB, *Deliverer, []*job) {
 	jobs, err := d.claim(ctx, 10)
 	require.NoError(t, err)
 	require.Len(t, jobs, n)
-	d.lanes.held = len(jobs) // as queue would: their leases are this replica's
+	require.Empty(t, d.lanes.add(jobs), "as queue would: their leases are this replica's")
 	return db, d, jobs
 }
+
+// A batch the database refuses for one result's bytes is written row by row: the other
+// results are recorded as they are, and the refused one with its texts replaced, never
+// retried as it was. (send makes every text storable first; this is the net below it.)
 
 func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
 	db, d, jobs := claimedEvents(t, 2)
@@ -88,12 +89,42 @@ func TestRefusedBatchIsWrittenRowByRow(t *testing.T) {
 	require.False(t, d.records.Failing(), "the recorder is not stalled")
 }
 
+// A record claims in the same statement only when a claim is wanted: otherwise the claim's
+// lock would be held until the record's commit reached the disk, and the claims that fan
+// out new events would wait for it. Without a backlog, a subscription at its cap or an
+// ordered line, a success is written alone: a broken claim is not even tried.
+func TestRecordClaimsOnlyWhenAClaimIsWanted(t *testing.T) {
+	db, d, jobs := claimedEvents(t, 1)
+	j := jobs[0]
+	require.False(t, d.claimWanted(j), "one lease of 16, no backlog, unordered")
+	require.True(t, d.claimWanted(&job{subscriptionID: j.subscriptionID, ordered: true}), "the next of an ordered line is due")
+	d.backlog.Store(true)
+	require.True(t, d.claimWanted(j), "the latest claim came back full")
+	d.backlog.Store(false)
+	more := jobsFor(j.subscriptionID, d.cfg.MaxInFlightPerSubscription-1, time.Now().Add(time.Hour))
+	require.Empty(t, d.lanes.add(more))
+	require.True(t, d.claimWanted(j), "the subscription holds its cap of leases")
+	d.lanes.ended(more)
+	require.False(t, d.claimWanted(j))
+
+	_, err := db.Exec(`ALTER FUNCTION relay.lease_due RENAME TO lease_due_broken`)
+	require.NoError(t, err)
+	ok := result{job: j, startedAt: time.Now(), statusCode: 200, class: "2xx", response: "ok"}
+	d.decide(&ok)
+	require.NoError(t, d.write([]result{ok}))
+	var status string
+	require.NoError(t, db.Get(&status, `SELECT status FROM relay.deliveries WHERE id = $1`, j.deliveryID))
+	require.Equal(t, "succeeded", status)
+	require.False(t, d.claims.Failing(), "no claim was made with the record")
+}
+
 // Results are recorded while claims fail: a success is normally written together with the
 // next claim, and when lease_due is what fails, the record must not fail with it, or the
 // delivery's lease runs out and the receiver gets the webhook twice.
 func TestResultsAreRecordedWhileClaimsFail(t *testing.T) {
 	db, d, jobs := claimedEvents(t, 1)
 	require.Positive(t, d.claimRoom(1), "the batch would be recorded with the next claim")
+	d.backlog.Store(true) // a backlog: the room the record frees is claimed with it
 
 	_, err := db.Exec(`ALTER FUNCTION relay.lease_due RENAME TO lease_due_broken`)
 	require.NoError(t, err)
