@@ -153,6 +153,33 @@ func TestBaselineTargets(t *testing.T) {
 			t.Fatalf("%+v", ts[3])
 		}
 	})
+	t.Run("PairsTakeTheMedians", func(t *testing.T) {
+		// The relay's steady at 3 ms, then the pairs: relay 1.9 and 2.1, River 2.05 and 5.
+		rs := baselineResults(6000, 3, 12000, 4000, 2, 12)
+		pair := func(p50 float64) Result {
+			r := Result{Scenario: "steady (2)", Complete: true, Delivered: 1000}
+			r.Latency = Summary{N: 1000, P50: p50}
+			return r
+		}
+		river := rs[3].River
+		river.RelaySteady = []Result{pair(1.9), pair(2.1)}
+		for _, p50 := range []float64{2.05, 5} {
+			river.Runs = append(river.Runs, riverRun{Mode: "steady", Setting: riverFast, Result: pair(p50)})
+		}
+		ts := baselineTargets(rs)
+		if ts[1].Status != "MISS" || !strings.Contains(ts[1].Display, "2.10 ms vs River 2.05 ms") ||
+			!strings.Contains(ts[1].Display, "relay runs 3.00/1.90/2.10, River runs 2.00/2.05/5.00") {
+			t.Fatalf("%+v", ts[1])
+		}
+		river.RelaySteady[1].Latency.P50 = 1.95
+		if ts := baselineTargets(rs); ts[1].Status != "PASS" {
+			t.Fatalf("%+v", ts[1])
+		}
+		river.RelaySteady[0].Complete = false
+		if ts := baselineTargets(rs); ts[1].Status != "MISS" {
+			t.Fatalf("an incomplete run is a miss: %+v", ts[1])
+		}
+	})
 	t.Run("RiverFailed", func(t *testing.T) {
 		rs := baselineResults(6000, 1.5, 12000, 4000, 2, 12)
 		rs[3].River.Runs = rs[3].River.Runs[:0]

@@ -78,7 +78,18 @@ type riverStats struct {
 	// River is the River version bench/river/go.mod requires.
 	River string     `json:"river_version"`
 	Runs  []riverRun `json:"runs"`
+	// RelaySteady are the relay's steady runs made between River's extra 1 ms steady runs
+	// (riverSteadyPairs).
+	RelaySteady []Result `json:"relay_steady,omitempty"`
 }
+
+// riverSteadyPairs is how many more times the steady comparison runs, as a pair: the
+// relay's steady scenario, then River's 1 ms steady run, each in a fresh database. Of all
+// the figures a run gives, a steady p50 of a few milliseconds is the one most at the mercy
+// of the machine: a disk flush is in every event's way on both sides (the publisher's
+// commit), and the time one takes drifts over minutes on a shared machine. The target
+// compares the medians of the relay's and River's runs, taken side by side.
+const riverSteadyPairs = 2
 
 // riverAppName is the application_name of the River sender's connections.
 const riverAppName = "outbox-relay-bench-river"
@@ -118,6 +129,40 @@ func runRiver(ctx context.Context, e *env, r *Result) error {
 		r.Delivered += rr.Result.Delivered
 		r.Duplicates += rr.Result.Duplicates
 		r.Complete = r.Complete && rr.Result.Complete
+	}
+	for i := range riverSteadyPairs {
+		pair := fmt.Sprintf("(%d)", i+2)
+		progress("%s: steady pair %s: the relay", e.name, pair)
+		relay := Result{Scenario: "steady " + pair}
+		run, err := e.h.newEnv(ctx, fmt.Sprintf("river_pair%d_relay", i+2))
+		if err == nil {
+			err = runSteady(ctx, run, &relay)
+			run.close()
+		}
+		relay.derive()
+		if err != nil {
+			return fmt.Errorf("%s: %w", relay.Scenario, err)
+		}
+		rs.RelaySteady = append(rs.RelaySteady, relay)
+		progress("%s: steady pair %s: River", e.name, pair)
+		if run, err = e.h.newEnv(ctx, fmt.Sprintf("river_pair%d_river", i+2)); err != nil {
+			return err
+		}
+		rr, err := riverOnce(ctx, run, bin, riverRunSpec{"steady", riverFast})
+		run.close()
+		rr.Result.Scenario += " " + pair
+		rr.Result.derive()
+		if err != nil {
+			return fmt.Errorf("%s: %w", rr.Result.Scenario, err)
+		}
+		rs.Runs = append(rs.Runs, rr)
+		for _, res := range []Result{relay, rr.Result} {
+			r.Events += res.Events
+			r.Expected += res.Expected
+			r.Delivered += res.Delivered
+			r.Duplicates += res.Duplicates
+			r.Complete = r.Complete && res.Complete
+		}
 	}
 	return nil
 }
