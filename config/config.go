@@ -129,6 +129,14 @@ type Config struct {
 	// AuthCacheTTL is how long a forward-auth answer is reused per
 	// credential; 0 disables the cache.
 	AuthCacheTTL time.Duration `envconfig:"RELAY_AUTH_CACHE_TTL" desc:"cache forward-auth answers this long (0: off)"`
+
+	// Console serves the web console at /console/ on the management listener and, in
+	// reverse-proxy mode, the customer portal under RELAY_PROXY_PREFIX/console/.
+	Console bool `envconfig:"RELAY_CONSOLE" desc:"serve the web console and the customer portal"`
+	// ConsoleTitle names the application on the console's pages.
+	ConsoleTitle string `envconfig:"RELAY_CONSOLE_TITLE" desc:"the application's name on the console's pages"`
+	// ConsoleFrameAncestors is the CSP frame-ancestors list: who may embed the console.
+	ConsoleFrameAncestors string `envconfig:"RELAY_CONSOLE_FRAME_ANCESTORS" desc:"who may show the console in a frame (CSP frame-ancestors)"`
 }
 
 // Error is a configuration error: one line naming the variable.
@@ -169,6 +177,9 @@ func defaultConfig() Config {
 		LogLevel:                   defaults.LogLevel,
 		ProxyPrefix:                defaults.ProxyPrefix,
 		AuthCacheTTL:               defaults.AuthCacheTTL,
+		Console:                    defaults.Console,
+		ConsoleTitle:               defaults.ConsoleTitle,
+		ConsoleFrameAncestors:      defaults.ConsoleFrameAncestors,
 	}
 }
 
@@ -346,7 +357,23 @@ func (c Config) Validate() error {
 	if c.AuthCacheTTL < 0 || (c.AuthCacheTTL > 0 && c.AuthCacheTTL < defaults.MinAuthCacheTTL) {
 		return errorf("RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least %s, got %s", defaults.MinAuthCacheTTL, c.AuthCacheTTL)
 	}
+	if msg := CheckFrameAncestors(c.ConsoleFrameAncestors); msg != "" {
+		return errorf("RELAY_CONSOLE_FRAME_ANCESTORS", "%s", msg)
+	}
+	if len(c.ConsoleTitle) > 100 || strings.IndexFunc(c.ConsoleTitle, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return errorf("RELAY_CONSOLE_TITLE", "must be one line of at most 100 bytes")
+	}
 	return nil
+}
+
+// CheckFrameAncestors answers what is wrong with a CSP frame-ancestors source list, or "":
+// sources separated by spaces, without ';' or ',' (which would end the directive, or the
+// policy, and let the value write a policy of its own). Empty means the default, 'self'.
+func CheckFrameAncestors(v string) string {
+	if strings.ContainsAny(v, ";,\r\n\x00\"<>") {
+		return "want CSP sources separated by spaces, such as 'self' https://app.example.com, without ';', ',', '\"', '<' or '>'"
+	}
+	return ""
 }
 
 // checkDatabaseURL accepts what lib/pq would connect with, without connecting: the relay

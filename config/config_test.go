@@ -109,6 +109,9 @@ func TestLoadDefaults(t *testing.T) {
 		ProxyPrefix:                "/webhooks",
 		AuthURL:                    "",
 		AuthCacheTTL:               10 * time.Second,
+		Console:                    true,
+		ConsoleTitle:               "outbox-relay",
+		ConsoleFrameAncestors:      "'self'",
 	}, c)
 
 	// The named types stay usable where plain slices are expected.
@@ -356,6 +359,9 @@ func TestLoadErrors(t *testing.T) {
 		{"AuthCacheTTLNegative", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "-1s"}), "RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least 100ms"},
 		{"AuthCacheTTLTooShort", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "10ms"}), "RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least 100ms"},
 		{"AuthCacheTTLBad", baseEnv(map[string]string{"RELAY_AUTH_CACHE_TTL": "ten"}), "RELAY_AUTH_CACHE_TTL", `invalid duration "ten"`},
+		{"FrameAncestorsInjected", baseEnv(map[string]string{"RELAY_CONSOLE_FRAME_ANCESTORS": "'self'; script-src *"}), "RELAY_CONSOLE_FRAME_ANCESTORS", "want CSP sources separated by spaces"},
+		{"ConsoleTitleTwoLines", baseEnv(map[string]string{"RELAY_CONSOLE_TITLE": "Acme\nInc"}), "RELAY_CONSOLE_TITLE", "one line"},
+		{"ConsoleNotABool", baseEnv(map[string]string{"RELAY_CONSOLE": "maybe"}), "RELAY_CONSOLE", "maybe"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/console"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
@@ -222,6 +224,29 @@ func (r *Relay) build(tracer trace.Tracer) error {
 		return err
 	}
 	r.operator = api.BearerAuth(cfg.APIToken, api.TenantFromHeader(apiHandler.Handler()))
+	var portal http.Handler
+	if cfg.Console {
+		consoleConfig := console.Config{
+			DB: db, Schema: cfg.Schema, API: apiHandler.Handler(), Mode: console.Operator, Base: "/console",
+			Token: cfg.APIToken, Title: cfg.ConsoleTitle, FrameAncestors: cfg.ConsoleFrameAncestors,
+			Logger: log.With().Str("component", "console").Logger(),
+		}
+		operatorConsole, err := console.New(consoleConfig)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/console/", http.StripPrefix("/console", operatorConsole))
+		mux.Handle("/console", http.RedirectHandler("/console/", http.StatusSeeOther))
+		mux.Handle("/", r.operator)
+		r.operator = mux
+		if cfg.UpstreamURL != "" {
+			consoleConfig.Mode, consoleConfig.Base, consoleConfig.Token = console.Tenant, cfg.ProxyPrefix+"/console", ""
+			if portal, err = console.New(consoleConfig); err != nil {
+				return err
+			}
+		}
+	}
 	if cfg.UpstreamURL != "" {
 		upstream, err := url.Parse(cfg.UpstreamURL) // config.Validate checked it
 		if err != nil {
@@ -231,8 +256,9 @@ func (r *Relay) build(tracer trace.Tracer) error {
 		if r.public, err = proxy.New(proxy.Config{
 			Upstream: upstream, Prefix: cfg.ProxyPrefix, AuthURL: cfg.AuthURL, AuthCacheTTL: cfg.AuthCacheTTL,
 			// Without BearerAuth and TenantFromHeader: forward auth sets the tenant Caller.
-			API:    apiHandler.Handler(),
-			Logger: log.With().Str("component", "proxy").Logger(),
+			API:     apiHandler.Handler(),
+			Console: portal,
+			Logger:  log.With().Str("component", "proxy").Logger(),
 		}); err != nil {
 			return err
 		}

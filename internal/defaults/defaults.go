@@ -93,6 +93,13 @@ const (
 	LogLevel  = "info"
 )
 
+// The web console (RELAY_CONSOLE, RELAY_CONSOLE_TITLE, RELAY_CONSOLE_FRAME_ANCESTORS).
+const (
+	Console               = true
+	ConsoleTitle          = "outbox-relay"
+	ConsoleFrameAncestors = "'self'"
+)
+
 // Reverse-proxy mode.
 const (
 	// ProxyPrefix is RELAY_PROXY_PREFIX: the path the relay's API is served under.

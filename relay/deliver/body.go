@@ -10,6 +10,12 @@ import (
 // truncates, which is what "created_at truncated to the millisecond" asks.
 const timestampLayout = "2006-01-02T15:04:05.000Z"
 
+// Body is the webhook body sent for an event: what a page showing a request as it was sent
+// must show, byte for byte.
+func Body(eventID, eventType string, createdAt time.Time, tenantID, payload string) []byte {
+	return appendBody(nil, eventID, eventType, createdAt, tenantID, payload)
+}
+
 // appendBody appends the webhook body for one event to dst:
 //
 //	{"id":"…","event_type":"…","timestamp":"…","tenant_id":"…","data":…}

@@ -53,6 +53,10 @@ type Config struct {
 	// api.API's Handler(), which reads the caller with api.CallerFromContext. Required. Do not
 	// wrap it in api.BearerAuth or api.TenantFromHeader: forward auth takes their place.
 	API http.Handler
+	// Console is the customer portal (a console.Console in Tenant mode), served under
+	// Prefix + "/console" after the same forward auth, with the tenant as its caller and the
+	// path below that. Optional: nil serves no portal.
+	Console http.Handler
 	// AuthClient makes the forward-auth calls. Optional: nil is a client with a timeout of
 	// DefaultAuthTimeout. New uses a copy of it that never follows redirects (a redirect to a
 	// login page is a refusal) and has no cookie jar (a jar would carry one caller's cookies
@@ -73,6 +77,7 @@ type handler struct {
 	prefix        string
 	escapedPrefix string
 	api           http.Handler
+	console       http.Handler
 	auth          *forwardAuth
 	upstream      *httputil.ReverseProxy
 	log           zerolog.Logger
@@ -139,6 +144,7 @@ func New(cfg Config) (http.Handler, error) {
 		prefix:        prefix,
 		escapedPrefix: (&url.URL{Path: prefix}).EscapedPath(),
 		api:           cfg.API,
+		console:       cfg.Console,
 		auth:          auth,
 		upstream:      rp,
 		log:           log,
@@ -174,6 +180,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.serveAPI(w, r, rest)
 }
+
+// consolePath is where the customer portal is, below the prefix.
+const consolePath = "/console"
 
 // stripPrefix answers the path below prefix when p is prefix itself or lies under it as whole
 // segments: "/webhooks" and "/webhooks/v1/x" do ("/" and "/v1/x"), "/webhooksfoo" does not.
@@ -229,6 +238,11 @@ func (h *handler) serveAPI(w http.ResponseWriter, r *http.Request, rest string) 
 	// The header now carries the authenticated tenant: even a handler that (wrongly) read
 	// X-Tenant-ID would find that tenant and never the operator's empty header.
 	r.Header.Set("X-Tenant-ID", v.tenant)
+	if page, ok := stripPrefix(rest, consolePath); ok && h.console != nil {
+		r.URL.Path, r.URL.RawPath = page, ""
+		h.console.ServeHTTP(w, r)
+		return
+	}
 	r.URL.Path = rest
 	if r.URL.RawPath != "" {
 		raw, ok := stripPrefix(r.URL.RawPath, h.escapedPrefix)
