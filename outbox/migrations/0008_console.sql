@@ -14,3 +14,9 @@ CREATE INDEX console_sessions_expires_idx ON {{schema}}.console_sessions (expire
 -- The delivery log's most used filter: failures are few among a day's successes, and
 -- without an index a page of them walks every delivery since the last one.
 CREATE INDEX deliveries_failed_idx ON {{schema}}.deliveries (id) WHERE status = 'failed';
+
+-- The overview's last hour of attempts. BRIN: attempts are written in time order and never
+-- updated, so a summary per range of pages finds the last hour's without a full index to
+-- maintain on every record. autosummarize: each range is summarized (by autovacuum) as soon
+-- as it is full, rather than at the next VACUUM; until then a range is read whole.
+CREATE INDEX attempts_started_brin ON {{schema}}.attempts USING brin (started_at) WITH (autosummarize = on);

@@ -30,9 +30,15 @@ type site struct {
 
 // newSite serves a console in mode; in Tenant mode the caller's tenant comes from the
 // X-Test-Tenant header, standing in for forward auth.
-func newSite(t *testing.T, mode Mode) *site {
+func newSite(t testing.TB, mode Mode) *site {
 	t.Helper()
 	db, _ := relaytest.NewDB(t)
+	return newSiteOn(t, db, mode)
+}
+
+// newSiteOn serves a console in mode over db.
+func newSiteOn(t testing.TB, db *sqlx.DB, mode Mode) *site {
+	t.Helper()
 	a, err := api.New(api.Config{DB: db, Targets: targets.Policy{AllowHTTP: true, AllowPrivate: true}})
 	require.NoError(t, err)
 	c, err := New(Config{DB: db, API: a.Handler(), Mode: mode, Base: "/console", Token: testToken, Title: "Acme <Waitlist>"})
@@ -53,14 +59,14 @@ func newSite(t *testing.T, mode Mode) *site {
 }
 
 // browser is a client with a cookie jar that does not follow redirects, so tests see them.
-func browser(t *testing.T) *http.Client {
+func browser(t testing.TB) *http.Client {
 	jar, err := cookiejar.New(nil)
 	require.NoError(t, err)
 	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // do sends a request (a form when form is not nil) and answers the status, headers and body.
-func (s *site) do(t *testing.T, c *http.Client, method, path string, form url.Values, header ...string) (int, http.Header, string) {
+func (s *site) do(t testing.TB, c *http.Client, method, path string, form url.Values, header ...string) (int, http.Header, string) {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -82,7 +88,7 @@ func (s *site) do(t *testing.T, c *http.Client, method, path string, form url.Va
 	return resp.StatusCode, resp.Header, string(b)
 }
 
-func (s *site) signIn(t *testing.T) *http.Client {
+func (s *site) signIn(t testing.TB) *http.Client {
 	t.Helper()
 	c := browser(t)
 	status, h, _ := s.do(t, c, http.MethodPost, "/sign-in", url.Values{"token": {testToken}})

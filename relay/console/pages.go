@@ -32,7 +32,7 @@ type subscriptionRow struct {
 	FailingSince   sql.NullTime   `db:"failing_since"`
 	Ordered        bool           `db:"ordered"`
 	CreatedAt      time.Time      `db:"created_at"`
-	Attempts24h    int64          `db:"attempts_24h"`
+	Ended24h       int64          `db:"ended_24h"`
 	OK24h          int64          `db:"ok_24h"`
 	LastAttemptAt  sql.NullTime   `db:"last_attempt_at"`
 	LastStatus     sql.NullInt32  `db:"last_status"`
@@ -40,12 +40,10 @@ type subscriptionRow struct {
 	InFlight       int64          `db:"in_flight"`
 }
 
-// SuccessRate is the share of the last day's attempts that succeeded, "" without any.
+// SuccessRate is the share of the deliveries that ended in the last day that succeeded, ""
+// without any.
 func (s subscriptionRow) SuccessRate() string {
-	if s.Attempts24h == 0 {
-		return ""
-	}
-	return percent(s.OK24h, s.Attempts24h)
+	return percent(s.OK24h, s.Ended24h)
 }
 
 type deliveryRow struct {

@@ -27,65 +27,65 @@ SELECT
     count(*) FILTER (WHERE a.status_code IS NOT NULL AND a.status_code NOT BETWEEN 200 AND 299) AS http_errors,
     count(*) FILTER (WHERE a.status_code IS NULL) AS no_answer
 FROM {{schema}}.attempts a
-JOIN {{schema}}.deliveries d ON d.id = a.delivery_id
 WHERE a.started_at > now() - interval '1 hour'
-  AND ($1::text IS NULL OR d.tenant_key = $1)`
+  AND ($1::text IS NULL OR EXISTS (
+      SELECT 1 FROM {{schema}}.deliveries d WHERE d.id = a.delivery_id AND d.tenant_key = $1))`
 
-// subscriptionColumns is what the pages show of a subscription, with the activity figures:
-// success over the last 24 hours (attempts), the last attempt and requests in flight.
-const subscriptionColumns = `
-    s.id, s.tenant_id, s.target_url, s.event_types, s.description, s.status, s.disabled_reason,
-    s.failing_since, s.ordered, s.created_at,
-    coalesce(act.attempts, 0) AS attempts_24h, coalesce(act.ok, 0) AS ok_24h,
-    last.started_at AS last_attempt_at, last.status_code AS last_status, last.error AS last_error,
-    (SELECT count(*) FROM {{schema}}.deliveries x
-     WHERE x.subscription_id = s.id AND x.lease_owner IS NOT NULL AND x.lease_until > now()) AS in_flight`
-
-// subscriptionActivity joins the figures to s. The last day's deliveries of a subscription
-// are found from its newest down (deliveries_subscription_idx) and stop at the first older
-// than a day, which a delivery's created_at, in id order, nearly is.
-const subscriptionActivity = `
-LEFT JOIN LATERAL (
-    SELECT count(*) AS attempts, count(*) FILTER (WHERE a.status_code BETWEEN 200 AND 299) AS ok
+// subscriptionsQuery lists the subscriptions that pick (a SELECT of subscriptions s, with
+// its order and limit) chooses, with the activity figures the pages show: success over the
+// last day (of the deliveries that ended in it: succeeded of succeeded and failed), the last
+// attempt, and requests in flight. The day's figures are one pass over the deliveries of the
+// chosen subscriptions updated in the day, not one count per subscription.
+func subscriptionsQuery(pick string) string {
+	return `
+WITH subs AS (` + pick + `),
+day AS (
+    SELECT d.subscription_id,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS ok,
+           count(*) FILTER (WHERE d.status IN ('succeeded', 'failed')) AS ended
     FROM {{schema}}.deliveries d
-    JOIN {{schema}}.attempts a ON a.delivery_id = d.id
-    WHERE d.subscription_id = s.id
-      AND d.id >= coalesce((SELECT min(y.id) FROM {{schema}}.deliveries y
-                            WHERE y.subscription_id = s.id AND y.updated_at > now() - interval '1 day'), 0)
-      AND a.started_at > now() - interval '1 day'
-) act ON true
+    WHERE d.subscription_id IN (SELECT subs.id FROM subs) AND d.updated_at > now() - interval '1 day'
+    GROUP BY d.subscription_id
+)
+SELECT s.id, s.tenant_id, s.target_url, s.event_types, s.description, s.status, s.disabled_reason,
+       s.failing_since, s.ordered, s.created_at,
+       coalesce(day.ended, 0) AS ended_24h, coalesce(day.ok, 0) AS ok_24h,
+       last.started_at AS last_attempt_at, last.status_code AS last_status, last.error AS last_error,
+       (SELECT count(*) FROM {{schema}}.deliveries x
+        WHERE x.subscription_id = s.id AND x.lease_owner IS NOT NULL AND x.lease_until > now()) AS in_flight
+FROM subs s
+LEFT JOIN day ON day.subscription_id = s.id
 LEFT JOIN LATERAL (
+    -- The newest delivery with an attempt, from the newest down (deliveries_subscription_idx).
     SELECT a.started_at, a.status_code, a.error
     FROM {{schema}}.deliveries d
-    JOIN {{schema}}.attempts a ON a.delivery_id = d.id
+    JOIN {{schema}}.attempts a ON a.delivery_id = d.id AND a.attempt = d.attempt_count
     WHERE d.subscription_id = s.id AND d.attempt_count > 0
-    ORDER BY d.id DESC, a.attempt DESC
+    ORDER BY d.id DESC
     LIMIT 1
-) last ON true`
+) last ON true
+ORDER BY s.ord`
+}
 
 // sqlSubscriptions lists live subscriptions, newest first: $1 tenant scope, $2 limit.
-const sqlSubscriptions = `
-SELECT ` + subscriptionColumns + `
-FROM {{schema}}.subscriptions s` + subscriptionActivity + `
-WHERE s.deleted_at IS NULL AND ($1::text IS NULL OR s.tenant_id = $1)
-ORDER BY s.seq DESC
-LIMIT $2`
+var sqlSubscriptions = subscriptionsQuery(`
+    SELECT s.*, -s.seq AS ord FROM {{schema}}.subscriptions s
+    WHERE s.deleted_at IS NULL AND ($1::text IS NULL OR s.tenant_id = $1)
+    ORDER BY s.seq DESC LIMIT $2`)
 
 // sqlSubscription reads one: $1 id, $2 tenant scope.
-const sqlSubscription = `
-SELECT ` + subscriptionColumns + `
-FROM {{schema}}.subscriptions s` + subscriptionActivity + `
-WHERE s.id = $1 AND s.deleted_at IS NULL AND ($2::text IS NULL OR s.tenant_id = $2)`
+var sqlSubscription = subscriptionsQuery(`
+    SELECT s.*, 0 AS ord FROM {{schema}}.subscriptions s
+    WHERE s.id = $1 AND s.deleted_at IS NULL AND ($2::text IS NULL OR s.tenant_id = $2)`)
 
 // sqlFailingNow lists the subscriptions whose endpoints are failing now: every attempt
 // failed since failing_since, or disabled by the relay. $1 tenant scope, $2 limit.
-const sqlFailingNow = `
-SELECT ` + subscriptionColumns + `
-FROM {{schema}}.subscriptions s` + subscriptionActivity + `
-WHERE s.deleted_at IS NULL AND ($1::text IS NULL OR s.tenant_id = $1)
-  AND (s.failing_since IS NOT NULL OR s.status = 'disabled')
-ORDER BY s.failing_since NULLS LAST, s.seq DESC
-LIMIT $2`
+var sqlFailingNow = subscriptionsQuery(`
+    SELECT s.*, row_number() OVER (ORDER BY s.failing_since NULLS LAST, s.seq DESC) AS ord
+    FROM {{schema}}.subscriptions s
+    WHERE s.deleted_at IS NULL AND ($1::text IS NULL OR s.tenant_id = $1)
+      AND (s.failing_since IS NOT NULL OR s.status = 'disabled')
+    ORDER BY s.failing_since NULLS LAST, s.seq DESC LIMIT $2`)
 
 // deliveryColumns is a delivery in the log, with its event's type and last attempt.
 const deliveryColumns = `
