@@ -440,3 +440,27 @@ func TestReadmeDefaultsMatchHelp(t *testing.T) {
 	}
 	require.Greater(t, checked, 20)
 }
+
+// The console is on by default on the management listener, and RELAY_CONSOLE=false turns
+// it off: /console is then the API's, which wants its bearer token.
+func TestConsoleIsOnUnlessTurnedOff(t *testing.T) {
+	_, dsn := relaytest.NewDB(t)
+	get := func(p *relayProcess) (int, string) {
+		resp, err := http.Get(p.apiURL + "/console/sign-in")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	on := startRelay(t, dsn, "RELAY_CONSOLE_TITLE=Acme Waitlist")
+	status, body := get(on)
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, body, "<title>Sign in · Acme Waitlist</title>")
+	require.Contains(t, body, `<input id="token" name="token" type="password"`)
+	on.stop(t)
+
+	off := startRelay(t, dsn, "RELAY_CONSOLE=false")
+	status, body = get(off)
+	require.Equal(t, http.StatusUnauthorized, status)
+	require.NotContains(t, body, "<form")
+}

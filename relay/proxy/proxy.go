@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	stdlog "log"
 	"net"
 	"net/http"
@@ -213,24 +214,30 @@ func (h *handler) serveAPI(w http.ResponseWriter, r *http.Request, rest string) 
 	_ = rc.SetReadDeadline(deadline)
 	_ = rc.SetWriteDeadline(deadline)
 
+	// The portal's pages are for a browser: its refusals are a page too.
+	fail := writeError
+	if _, ok := stripPrefix(rest, consolePath); ok && h.console != nil {
+		fail = writePage
+	}
 	if !hasCredentials(r.Header) {
-		writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing credentials: send the Authorization header or the cookie your application's API expects")
+		fail(w, http.StatusUnauthorized, codeUnauthorized, "missing credentials: send the Authorization header or the cookie your application's API expects")
 		return
 	}
 	v := h.auth.check(r)
 	switch v.outcome {
 	case outcomeUnavailable:
-		writeError(w, http.StatusServiceUnavailable, codeAuthUnavailable, "authentication is unavailable, try again later")
+		fail(w, http.StatusServiceUnavailable, codeAuthUnavailable, "authentication is unavailable, try again later")
 		return
 	case outcomeDenied:
-		writeError(w, http.StatusUnauthorized, codeUnauthorized, "the credentials were not accepted")
+		fail(w, http.StatusUnauthorized, codeUnauthorized, "the credentials were not accepted")
 		return
 	}
 
-	// A dot segment or an empty one would make the API's ServeMux answer a redirect to a
-	// path without the prefix; no route has them, so they are simply not found.
-	if rest != "/" && path.Clean(rest) != rest {
-		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint")
+	// A dot segment or an empty one would make the API's (or the portal's) ServeMux answer a
+	// redirect to a path without the prefix; no route has them, so they are simply not
+	// found. The portal's pages may end with a slash.
+	if rest != "/" && path.Clean(rest) != strings.TrimSuffix(rest, "/") {
+		fail(w, http.StatusNotFound, codeNotFound, "no such endpoint")
 		return
 	}
 
@@ -241,6 +248,10 @@ func (h *handler) serveAPI(w http.ResponseWriter, r *http.Request, rest string) 
 	if page, ok := stripPrefix(rest, consolePath); ok && h.console != nil {
 		r.URL.Path, r.URL.RawPath = page, ""
 		h.console.ServeHTTP(w, r)
+		return
+	}
+	if strings.HasSuffix(rest, "/") && rest != "/" {
+		fail(w, http.StatusNotFound, codeNotFound, "no such endpoint")
 		return
 	}
 	r.URL.Path = rest
@@ -340,6 +351,19 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	w.WriteHeader(status)
 	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message}}) // cannot fail
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// writePage answers a refusal of a portal page as a small HTML page, for the browser that
+// asked: the message is the one the API's callers get in JSON.
+func writePage(w http.ResponseWriter, status int, _, message string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>%d %s</title></head>\n<body><h1>%s</h1><p>%s. Sign in to the application, then open this page again.</p></body></html>\n",
+		status, html.EscapeString(http.StatusText(status)), html.EscapeString(http.StatusText(status)), html.EscapeString(message))
 }
 
 type errorBody struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -716,3 +717,45 @@ func TestCustomTransport(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The customer portal is served under the prefix's /console after the same forward auth,
+// with the tenant as its caller and the path below /console; a browser that is refused gets
+// a page, not JSON. Without a Console, /console is the API's like any other path.
+func TestPortalBehindForwardAuth(t *testing.T) {
+	b := setup(t, env{configure: func(c *proxy.Config) {
+		c.Console = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			caller, _ := api.CallerFromContext(r.Context())
+			w.Header().Set("X-Served-By", "console")
+			_, _ = io.WriteString(w, caller.TenantID+" "+r.URL.Path)
+		})
+	}})
+	sessA := http.Header{"Cookie": {"session=sess_A"}}
+	for path, want := range map[string]string{
+		"/webhooks/console":                   "tenant_a /",
+		"/webhooks/console/":                  "tenant_a /",
+		"/webhooks/console/subscriptions/x_1": "tenant_a /subscriptions/x_1",
+	} {
+		r := b.do(t, http.MethodGet, path, sessA, "")
+		require.Equal(t, http.StatusOK, r.status, path)
+		require.Equal(t, "console", r.header.Get("X-Served-By"), path)
+		require.Equal(t, want, string(r.body), path)
+	}
+	require.Equal(t, "api", b.asKey(t, "key_A", http.MethodGet, "/webhooks/consoles").header.Get("X-Served-By"), "whole segments only")
+	require.Equal(t, "upstream", b.do(t, http.MethodGet, "/console/", sessA, "").header.Get("X-Served-By"), "only under the prefix")
+
+	for name, header := range map[string]http.Header{
+		"NoCredentials":    nil,
+		"UnknownSession":   {"Cookie": {"session=nobody"}},
+		"AuthSaysNoTenant": {"Authorization": {"Bearer no_tenant"}},
+	} {
+		r := b.do(t, http.MethodGet, "/webhooks/console/", header, "")
+		require.Equal(t, http.StatusUnauthorized, r.status, name)
+		require.Equal(t, "text/html; charset=utf-8", r.header.Get("Content-Type"), name)
+		require.Contains(t, string(r.body), "<h1>Unauthorized</h1>", name)
+		require.Contains(t, string(r.body), "Sign in to the application", name)
+	}
+
+	plain := setup(t, env{})
+	require.Equal(t, "/console", plain.asKey(t, "key_A", http.MethodGet, "/webhooks/console").apiEcho(t).Path)
+	require.Equal(t, "not_found", plain.asKey(t, "key_A", http.MethodGet, "/webhooks/console/").errorCode(t), "as any path with a trailing slash")
+}
