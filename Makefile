@@ -3,7 +3,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo chart bench fuzz fuzz-targets
+.PHONY: help build test lint demo chart bench fuzz fuzz-targets screenshots
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ demo: ## Show the relay delivering verified webhooks end to end (finds or starts
 
 bench: ## End-to-end benchmark of the real binary (bench/README.md); BENCH_FLAGS=-quick for a smoke run
 	scripts/with-postgres.sh go run ./bench $(BENCH_FLAGS)
+
+screenshots: ## Write the console's pictures in docs/ with headless Chromium (finds or starts PostgreSQL)
+	SCREENSHOTS=1 scripts/with-postgres.sh go test -count=1 -run '^TestConsoleScreenshots$$' .
 
 HELM_VERSION ?= v3.22.0
 
