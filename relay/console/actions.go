@@ -52,6 +52,9 @@ func (c *Console) callAPI(r *http.Request, method, path string, body any) apiAns
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if key := r.PostFormValue("idempotency_key"); key != "" && method == http.MethodPost {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	caller, _ := api.CallerFromContext(r.Context())
 	req = req.WithContext(api.WithCaller(req.Context(), caller))
 	rec := &recorder{header: http.Header{}}

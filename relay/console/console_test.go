@@ -300,11 +300,19 @@ func TestFormsChangeThroughTheAPI(t *testing.T) {
 	require.Contains(t, body, `class="error"`, "the API's refusal is shown")
 	require.Contains(t, body, `value="ftp://example.com"`, "and the form keeps what was typed")
 
-	status, _, body = s.do(t, c, http.MethodPost, "/subscriptions", url.Values{
-		"target_url": {"http://127.0.0.1:9/new"}, "event_types": {"signup.created, signup.deleted"}, "description": {"mine"}})
+	form := url.Values{"target_url": {"http://127.0.0.1:9/new"}, "event_types": {"signup.created, signup.deleted"},
+		"description": {"mine"}, "idempotency_key": {"form-1"}}
+	status, _, body = s.do(t, c, http.MethodPost, "/subscriptions", form)
 	require.Equal(t, http.StatusCreated, status)
 	require.Contains(t, body, "Subscription created.")
 	require.Contains(t, body, `<code id="secret">whsec_`)
+	// The same form sent again (a reload) creates nothing more and shows the same answer.
+	status, _, again := s.do(t, c, http.MethodPost, "/subscriptions", form)
+	require.Equal(t, http.StatusCreated, status)
+	require.Equal(t, between(body, `<code id="secret">`, "<"), between(again, `<code id="secret">`, "<"))
+	var made int
+	require.NoError(t, s.db.Get(&made, `SELECT count(*) FROM relay.subscriptions`))
+	require.Equal(t, 1, made)
 	var sub string
 	var types []byte
 	require.NoError(t, s.db.QueryRow(`SELECT id, event_types::text FROM relay.subscriptions WHERE target_url = 'http://127.0.0.1:9/new'`).Scan(&sub, &types))

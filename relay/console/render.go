@@ -2,7 +2,9 @@ package console
 
 import (
 	"bytes"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -58,8 +60,10 @@ var funcs = template.FuncMap{
 	"deliveryID": func(id int64) string {
 		return deliveryRow{ID: id}.PublicID()
 	},
-	"join":  strings.Join,
-	"short": func(s string, n int) string { return shorten(s, n) },
+	"join":    strings.Join,
+	"detail":  detail,
+	"formKey": formKey,
+	"short":   func(s string, n int) string { return shorten(s, n) },
 	"status": func(code any) string {
 		switch c := code.(type) {
 		case int32:
@@ -160,6 +164,24 @@ func percent(part, whole int64) string {
 		return "99.9%"
 	}
 	return strconv.FormatFloat(p, 'f', 1, 64) + "%"
+}
+
+// formKey is a new Idempotency-Key for a form that POSTs to the API (a hidden field): a
+// form sent twice (a reload, a double click) makes one change, and the second answer is
+// the first one again (callAPI).
+func formKey() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// detail is an attempt's error when it says more than its status line ("HTTP 503" for a 503
+// says nothing more), "" otherwise.
+func detail(status sql.NullInt32, err sql.NullString) string {
+	if !err.Valid || (status.Valid && err.String == "HTTP "+strconv.Itoa(int(status.Int32))) {
+		return ""
+	}
+	return err.String
 }
 
 // shorten cuts s to n runes with an ellipsis.
