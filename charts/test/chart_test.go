@@ -115,6 +115,7 @@ func TestStandaloneFull(t *testing.T) {
 		"RELAY_RETRY_SCHEDULE":    "30s,5m,1h,6h",
 		"RELAY_ALLOW_HTTP":        "true",
 		"RELAY_AUTH_CACHE_TTL":    "0",
+		"RELAY_CONSOLE_TITLE":     "Acme Waitlist",
 	}, cm.Data)
 
 	job := get[*batchv1.Job](t, r, "Job")
