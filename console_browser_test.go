@@ -467,6 +467,24 @@ func TestConsoleOperator(t *testing.T) {
 		require.Equal(t, base+"/subscriptions/"+id, tab.url())
 	})
 
+	// The delivery log's newest page shows new deliveries by itself while it is open: no
+	// reload, the page's script asks for the rows again.
+	t.Run("LogRefreshesItself", func(t *testing.T) {
+		rc := relaytest.NewReceiver(t)
+		sub, _ := createSubscription(t, p, map[string]any{"target_url": rc.URL + "/live", "event_types": []string{"live.tick"}})
+		tab := newTab(t, browser)
+		tab.signIn(base, p.token)
+		require.Equal(t, http.StatusOK, tab.open(base+"/deliveries?subscription="+sub))
+		require.Contains(t, tab.text(), "No deliveries.")
+		publish(t, db, "live.tick", "", map[string]any{"n": 1})
+		id := waitDelivery(t, db, sub, "succeeded")
+		tab.waitFor(10*time.Second, false, func() bool {
+			return tab.count(`#rows a[href="/console/deliveries/`+id+`"]`) == 1
+		}, "the new delivery %s never showed without a reload", id)
+		require.Equal(t, base+"/deliveries?subscription="+sub, tab.url(), "the same page, not reloaded elsewhere")
+		require.Contains(t, tab.textOf("#rows"), "live.tick")
+	})
+
 	t.Run("FailedDeliveryRetry", func(t *testing.T) {
 		rc := relaytest.NewReceiver(t)
 		rc.Respond = func(w http.ResponseWriter, _ *http.Request, _ []byte) {
