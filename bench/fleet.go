@@ -113,11 +113,7 @@ func runFleet(ctx context.Context, e *env, r *Result) error {
 			continue
 		}
 		fs.Runs = append(fs.Runs, fr)
-		r.Events += res.Events
-		r.Expected += res.Expected
-		r.Delivered += res.Delivered
-		r.Duplicates += res.Duplicates
-		r.Complete = r.Complete && res.Complete
+		r.tally(*res)
 		r.RelayPeakRSSMiB = max(r.RelayPeakRSSMiB, res.RelayPeakRSSMiB)
 	}
 	return nil
@@ -172,13 +168,10 @@ func fleetOnce(ctx context.Context, e *env, n int, idleFor time.Duration) (fleet
 	r.Complete = complete
 	e.measure(r, before, after)
 
-	byPath, err := e.recv.receipts(ctx, path)
+	got, _, err := e.receivedOn(ctx, r, path)
 	if err != nil {
 		return fr, err
 	}
-	got := analyse(byPath[path])
-	r.Delivered, r.Duplicates = got.distinct, got.duplicates
-	r.Latency = Summarize(got.latencies)
 	r.RateWindowS = time.Unix(0, got.last).Sub(time.Unix(0, pub.FirstCommitNs)).Seconds()
 	if r.RateWindowS > 0 {
 		r.DeliveriesPerSec = float64(r.Delivered) / r.RateWindowS

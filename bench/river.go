@@ -124,11 +124,7 @@ func runRiver(ctx context.Context, e *env, r *Result) error {
 			return fmt.Errorf("%s: %w", rr.Result.Scenario, err)
 		}
 		rs.Runs = append(rs.Runs, rr)
-		r.Events += rr.Result.Events
-		r.Expected += rr.Result.Expected
-		r.Delivered += rr.Result.Delivered
-		r.Duplicates += rr.Result.Duplicates
-		r.Complete = r.Complete && rr.Result.Complete
+		r.tally(rr.Result)
 	}
 	for i := range riverSteadyPairs {
 		pair := fmt.Sprintf("(%d)", i+2)
@@ -156,15 +152,19 @@ func runRiver(ctx context.Context, e *env, r *Result) error {
 			return fmt.Errorf("%s: %w", rr.Result.Scenario, err)
 		}
 		rs.Runs = append(rs.Runs, rr)
-		for _, res := range []Result{relay, rr.Result} {
-			r.Events += res.Events
-			r.Expected += res.Expected
-			r.Delivered += res.Delivered
-			r.Duplicates += res.Duplicates
-			r.Complete = r.Complete && res.Complete
-		}
+		r.tally(relay)
+		r.tally(rr.Result)
 	}
 	return nil
+}
+
+// tally adds one run's counts to the scenario's, which is complete only if every run was.
+func (r *Result) tally(run Result) {
+	r.Events += run.Events
+	r.Expected += run.Expected
+	r.Delivered += run.Delivered
+	r.Duplicates += run.Duplicates
+	r.Complete = r.Complete && run.Complete
 }
 
 // riverOnce runs one mode with one setting in e.
@@ -204,13 +204,10 @@ func riverOnce(ctx context.Context, e *env, bin string, spec riverRunSpec) (rive
 		after := e.probe()
 		r.Complete = complete
 		e.measure(r, before, after)
-		byPath, err := e.recv.receipts(ctx, path)
+		got, _, err := e.receivedOn(ctx, r, path)
 		if err != nil {
 			return rr, err
 		}
-		got := analyse(byPath[path])
-		r.Delivered, r.Duplicates = got.distinct, got.duplicates
-		r.Latency = Summarize(got.latencies)
 		lastAt := time.Unix(0, got.last)
 		r.StartToLast = lastAt.Sub(e.startedAt).Seconds()
 		r.RateWindowS = lastAt.Sub(e.readyAt).Seconds()
@@ -241,13 +238,10 @@ func riverOnce(ctx context.Context, e *env, bin string, spec riverRunSpec) (rive
 		// harness's (as the relay scenarios' publisher is), not the machine's other work.
 		r.HarnessCPUSeconds += pubCPU
 		r.OtherCPUSeconds -= pubCPU
-		byPath, err := e.recv.receipts(ctx, path)
+		got, _, err := e.receivedOn(ctx, r, path)
 		if err != nil {
 			return rr, err
 		}
-		got := analyse(byPath[path])
-		r.Delivered, r.Duplicates = got.distinct, got.duplicates
-		r.Latency = Summarize(got.latencies)
 		r.RateWindowS = time.Unix(0, got.last).Sub(time.Unix(0, pub.FirstCommitNs)).Seconds()
 	default:
 		return rr, fmt.Errorf("unknown mode %q", spec.mode)

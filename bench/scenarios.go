@@ -306,14 +306,10 @@ func runSteadyLoad(ctx context.Context, e *env, r *Result, withSlow bool) error 
 	r.Complete = complete
 	e.measure(r, before, after)
 
-	byPath, err := e.recv.receipts(ctx, healthy)
+	got, rs, err := e.receivedOn(ctx, r, healthy)
 	if err != nil {
 		return err
 	}
-	rs := byPath[healthy]
-	got := analyse(rs)
-	r.Delivered, r.Duplicates = got.distinct, got.duplicates
-	r.Latency = Summarize(got.latencies)
 	if windows != nil {
 		r.SlowPaired = windows.pair(rs, e.h.size.SlowDelay)
 	}
@@ -508,6 +504,20 @@ type received struct {
 	distinct, duplicates int
 	latencies            []float64 // ms, the first receipt of each event
 	last                 int64     // latest arrival of a first receipt, Unix ns
+}
+
+// receivedOn reads the receipts of path and records on r what they show: deliveries,
+// duplicates, latencies. It answers the analysis and the receipts.
+func (e *env) receivedOn(ctx context.Context, r *Result, path string) (received, []receipt, error) {
+	byPath, err := e.recv.receipts(ctx, path)
+	if err != nil {
+		return received{}, nil, err
+	}
+	rs := byPath[path]
+	got := analyse(rs)
+	r.Delivered, r.Duplicates = got.distinct, got.duplicates
+	r.Latency = Summarize(got.latencies)
+	return got, rs, nil
 }
 
 func analyse(rs []receipt) received {
