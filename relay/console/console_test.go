@@ -435,3 +435,35 @@ func TestAssets(t *testing.T) {
 	require.NotContains(t, body, "https://")
 	require.NotContains(t, body, "<script>", "no inline script")
 }
+
+// A tenant with a thousand subscriptions sees every one of them, a page of 50 at a time, and
+// never another tenant's.
+func TestThousandSubscriptionsArePaged(t *testing.T) {
+	s := newSite(t, Tenant)
+	_, err := s.db.Exec(`INSERT INTO relay.subscriptions (id, tenant_id, target_url, event_types, secret)
+		SELECT 'sub_' || lpad(g::text, 26, '0'), CASE WHEN g <= 1000 THEN 'big' ELSE 'other' END,
+		       'https://hooks.example.com/' || g, '{*}', 'whsec_x'
+		FROM generate_series(1, 1010) g`)
+	require.NoError(t, err)
+	c := browser(t)
+	seen := map[string]bool{}
+	path, pages := "/subscriptions", 0
+	for path != "" {
+		status, _, body := s.do(t, c, http.MethodGet, path, nil, "X-Test-Tenant", "big")
+		require.Equal(t, http.StatusOK, status, path)
+		pages++
+		for _, part := range strings.Split(body, `href="/console/subscriptions/sub_`)[1:] {
+			id, _, _ := strings.Cut(part, `"`)
+			require.False(t, seen[id], "sub_%s shown twice", id)
+			seen[id] = true
+		}
+		next := between(body, `<a href="/console/subscriptions?`, `" rel="next">`)
+		path = ""
+		if next != "" {
+			path = "/subscriptions?" + next
+		}
+	}
+	require.Equal(t, 20, pages)
+	require.Len(t, seen, 1000)
+	require.False(t, seen[fmt.Sprintf("%026d", 1001)], "another tenant's")
+}

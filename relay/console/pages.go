@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/lib/pq"
@@ -22,6 +23,7 @@ import (
 const pageSize = 50
 
 type subscriptionRow struct {
+	Seq            int64          `db:"seq"`
 	ID             string         `db:"id"`
 	TenantID       sql.NullString `db:"tenant_id"`
 	TargetURL      string         `db:"target_url"`
@@ -123,12 +125,28 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 func (c *Console) subscriptions(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), dbTimeout)
 	defer cancel()
+	// Pages of pageSize, newest first; ?before= is the last seq of the page before.
+	var before any
+	if b := r.URL.Query().Get("before"); b != "" {
+		seq, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || seq <= 0 {
+			c.render(w, r, http.StatusBadRequest, "message", pageData{Title: "Subscriptions", Message: "the page cursor is not a number"})
+			return
+		}
+		before = seq
+	}
 	var subs []subscriptionRow
-	if err := c.db.SelectContext(ctx, &subs, c.q(sqlSubscriptions), tenantArg(r.Context()), 500); err != nil {
+	if err := c.db.SelectContext(ctx, &subs, c.q(sqlSubscriptions), tenantArg(r.Context()), pageSize+1, before); err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "subscriptions", pageData{Title: "Subscriptions", Data: subs})
+	next := ""
+	if len(subs) > pageSize {
+		subs = subs[:pageSize]
+		next = "?before=" + strconv.FormatInt(subs[pageSize-1].Seq, 10)
+	}
+	c.render(w, r, http.StatusOK, "subscriptions", pageData{Title: "Subscriptions", Data: map[string]any{
+		"Subs": subs, "Next": next, "First": before == nil}})
 }
 
 // loadSubscription reads the subscription of the path's {id} within the caller's scope; nil

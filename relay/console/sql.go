@@ -47,7 +47,7 @@ day AS (
     WHERE d.subscription_id IN (SELECT subs.id FROM subs) AND d.updated_at > now() - interval '1 day'
     GROUP BY d.subscription_id
 )
-SELECT s.id, s.tenant_id, s.target_url, s.event_types, s.description, s.status, s.disabled_reason,
+SELECT s.seq, s.id, s.tenant_id, s.target_url, s.event_types, s.description, s.status, s.disabled_reason,
        s.failing_since, s.ordered, s.created_at,
        coalesce(day.ended, 0) AS ended_24h, coalesce(day.ok, 0) AS ok_24h,
        last.started_at AS last_attempt_at, last.status_code AS last_status, last.error AS last_error,
@@ -67,10 +67,12 @@ LEFT JOIN LATERAL (
 ORDER BY s.ord`
 }
 
-// sqlSubscriptions lists live subscriptions, newest first: $1 tenant scope, $2 limit.
+// sqlSubscriptions lists live subscriptions, newest first, one page after a cursor: $1
+// tenant scope, $2 limit, $3 before this seq (the cursor) or NULL.
 var sqlSubscriptions = subscriptionsQuery(`
     SELECT s.*, -s.seq AS ord FROM {{schema}}.subscriptions s
     WHERE s.deleted_at IS NULL AND ($1::text IS NULL OR s.tenant_id = $1)
+      AND ($3::bigint IS NULL OR s.seq < $3)
     ORDER BY s.seq DESC LIMIT $2`)
 
 // sqlSubscription reads one: $1 id, $2 tenant scope.
