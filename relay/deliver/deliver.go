@@ -159,6 +159,9 @@ type Deliverer struct {
 	backlog atomic.Bool
 	// sweepSet says a sweep (kickLater) is scheduled.
 	sweepSet atomic.Bool
+	// sweep says the next claim is to look for every due delivery (lease_due), not only
+	// lease what a notification's fan-out makes: set by kicks and polls.
+	sweep atomic.Bool
 	// deadline is when shutdown must be over (Unix ns; 0 while running): statements and
 	// retries of records stop by then.
 	deadline atomic.Int64
@@ -243,7 +246,7 @@ func (d *Deliverer) NewEvents() bool {
 		return false
 	}
 	d.newEvents.Store(true)
-	d.Kick()
+	signal(d.wake)
 	return true
 }
 
@@ -252,7 +255,9 @@ func (d *Deliverer) NewEvents() bool {
 const fanOutPause = 5 * time.Second
 
 // kick is Kick from within: more may be due, but nothing new is waiting on the recorder.
+// The next claim sweeps (lease_due), even one made for new events.
 func (d *Deliverer) kick() {
+	d.sweep.Store(true)
 	d.cover.kick()
 	signal(d.wake)
 }
@@ -455,6 +460,7 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 				// Claims that waited too long in a hanging lane go back, and their room
 				// with them. Once per poll is enough: they may wait half a lease margin.
 				d.release(d.lanes.expire(time.Now()))
+				d.sweep.Store(true) // retries come due with time
 			}
 		}
 		if !d.awaitRoom(ctx) {
@@ -465,10 +471,11 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 			continue // this replica stopped being the active relay meanwhile
 		}
 		fanOut := d.newEvents.Swap(false)
+		sweep := d.sweep.Swap(false) || more
 		var claimed []*job
 		var err error
 		if fanOut {
-			claimed, err = d.fanOutAndClaim(ctx, n)
+			claimed, err = d.fanOutAndClaim(ctx, n, sweep)
 		} else {
 			claimed, err = d.claim(ctx, n)
 		}
@@ -677,14 +684,15 @@ func (d *Deliverer) claim(ctx context.Context, n int) ([]*job, error) {
 	return d.scanJobs(rows, start)
 }
 
-// fanOutAndClaim fans out up to a batch of new outbox rows and leases up to n due
-// deliveries, in one statement. A full fan-out leaves the rest of the backlog to
-// Config.Backlog (the dispatcher, whose batches grow).
-func (d *Deliverer) fanOutAndClaim(ctx context.Context, n int) ([]*job, error) {
+// fanOutAndClaim fans out up to a batch of new outbox rows and leases up to n deliveries in
+// one statement: the new ones first, as they are inserted, and with sweep (or when some new
+// one could not be leased so) any other due. A full fan-out leaves the rest of the backlog
+// to Config.Backlog (the dispatcher, whose batches grow).
+func (d *Deliverer) fanOutAndClaim(ctx context.Context, n int, sweep bool) ([]*job, error) {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
 	defer cancel()
 	start := time.Now()
-	rows, err := d.fanOutQ.QueryContext(qctx, append([]any{d.cfg.BatchSize, n, d.cfg.Owner}, d.leaseArgs()...)...)
+	rows, err := d.fanOutQ.QueryContext(qctx, append([]any{d.cfg.BatchSize, sweep, n, d.cfg.Owner}, d.leaseArgs()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("fanning out and claiming deliveries: %w", err)
 	}

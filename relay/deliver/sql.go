@@ -7,12 +7,13 @@ const claimDue = `SELECT * FROM {{schema}}.lease_due(
     p_limit => $1, p_owner => $2, p_lease_ms => $3, p_max_payload => $4,
     p_max_in_flight => $5, p_max_leased => $6, p_ahead => $7, p_skip => $8)`
 
-// fanOutAndClaim fans out up to $1 new outbox rows, then claims as claimDue does, in one
-// round trip; its first row carries the fan-out's counts (fan_out_and_lease_due in
-// outbox/functions/fan_out_and_lease_due.sql).
-const fanOutAndClaim = `SELECT * FROM {{schema}}.fan_out_and_lease_due(p_fan_out => $1,
-    p_limit => $2, p_owner => $3, p_lease_ms => $4, p_max_payload => $5,
-    p_max_in_flight => $6, p_max_leased => $7, p_ahead => $8, p_skip => $9)`
+// fanOutAndClaim fans out up to $1 new outbox rows, leasing their deliveries as it inserts
+// them, and with $2 (or when some could not be leased so) claims as claimDue does, up to $3
+// in all, in one round trip; its first row carries the fan-out's counts
+// (fan_out_and_lease_due in outbox/functions/fan_out_and_lease_due.sql).
+const fanOutAndClaim = `SELECT * FROM {{schema}}.fan_out_and_lease_due(p_fan_out => $1, p_sweep => $2,
+    p_limit => $3, p_owner => $4, p_lease_ms => $5, p_max_payload => $6,
+    p_max_in_flight => $7, p_max_leased => $8, p_ahead => $9, p_skip => $10)`
 
 // recordResults writes a batch of results: see record_attempts in
 // outbox/functions/record_attempts.sql. It answers how many deliveries it updated and
