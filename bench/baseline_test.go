@@ -180,6 +180,35 @@ func TestBaselineTargets(t *testing.T) {
 			t.Fatalf("an incomplete run is a miss: %+v", ts[1])
 		}
 	})
+	t.Run("DrainPairsTakeTheMedians", func(t *testing.T) {
+		// The relay's drain at 6,000/s, then the pairs: relay 5,000 and 5,500, River 4,000,
+		// 5,000 and 4,400 (medians 5,500 and 4,400: 1.25).
+		rs := baselineResults(6000, 1.5, 12000, 4000, 2, 12)
+		run := func(rate float64) Result {
+			r := Result{Scenario: "drain (2)", Complete: true, Delivered: 1000, DeliveriesPerSec: rate}
+			return r
+		}
+		river := rs[3].River
+		river.RelayDrain = []Result{run(5000), run(5500)}
+		for _, rate := range []float64{5000, 4400} {
+			river.Runs = append(river.Runs, riverRun{Mode: "drain", Setting: riverTuned128, Result: run(rate)})
+		}
+		// A drain with another setting is not compared.
+		river.Runs = append(river.Runs, riverRun{Mode: "drain", Setting: riverTuned256, Result: run(100)})
+		ts := baselineTargets(rs)
+		if ts[0].Status != "PASS" || !strings.Contains(ts[0].Display, "1.25 (5500/s vs River 4400/s; relay runs 6000/5000/5500, River runs 4000/5000/4400)") {
+			t.Fatalf("%+v", ts[0])
+		}
+		river.RelayDrain[1].DeliveriesPerSec = 5200
+		if ts := baselineTargets(rs); ts[0].Status != "MISS" {
+			t.Fatalf("1.18 is a miss: %+v", ts[0])
+		}
+		river.RelayDrain[1].DeliveriesPerSec = 5500
+		river.RelayDrain[0].Complete = false
+		if ts := baselineTargets(rs); ts[0].Status != "MISS" {
+			t.Fatalf("an incomplete run is a miss: %+v", ts[0])
+		}
+	})
 	t.Run("RiverFailed", func(t *testing.T) {
 		rs := baselineResults(6000, 1.5, 12000, 4000, 2, 12)
 		rs[3].River.Runs = rs[3].River.Runs[:0]
@@ -200,7 +229,7 @@ func TestPrintRiver(t *testing.T) {
 		"River v0.51.2", "outbox-relay", "6000", "1.50ms / 6.00ms", "12.0",
 		"River tuned128 (128 workers, FetchCooldown 10ms)", "4000",
 		"River 1ms (64 workers, FetchCooldown 1ms)", "2.00ms / 8.00ms",
-		"drain vs River: 1.50 (6000/s vs River 4000/s)", "PASS",
+		"drain vs River: 1.50 (6000/s vs River 4000/s; relay runs 6000, River runs 4000)", "PASS",
 		"drain vs database-only ceiling: 0.50",
 	} {
 		if !strings.Contains(out, want) {

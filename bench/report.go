@@ -267,6 +267,9 @@ func (rep report) print(w io.Writer) {
 			for _, run := range r.River.Runs {
 				tableRow(tw, run.Result)
 			}
+			for _, res := range r.River.RelayDrain {
+				tableRow(tw, res)
+			}
 			for _, res := range r.River.RelaySteady {
 				tableRow(tw, res)
 			}
