@@ -8,8 +8,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-build: ## Build bin/outbox-relay, stamped with the git version
-	go build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/outbox-relay .
+build: ## Build bin/outbox-relay (`bin/outbox-relay version` names the commit and build time)
+	go build -buildvcs=true -trimpath -ldflags "-X main.buildTime=$$(date -u +%Y-%m-%dT%H:%M:%SZ)" -o bin/outbox-relay .
 
 test: ## Every test: Go tests with the race detector on a real PostgreSQL, the chart, a short fuzz run
 	scripts/with-postgres.sh go test -race -count=1 ./...

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/referralloop/outbox-relay/internal/buildinfo"
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/rs/zerolog"
 
@@ -31,10 +32,19 @@ import (
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay"
 	"github.com/referralloop/outbox-relay/relay/receiver"
+	"github.com/referralloop/outbox-relay/relay/signature"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and buildTime may be stamped by a release build with -ldflags "-X main.version=...
+// -X main.buildTime=..."; without them the version comes from what the Go toolchain records
+// in the binary (buildinfo).
+var (
+	version   = "dev"
+	buildTime = ""
+)
+
+// build is this binary's version and provenance.
+func build() buildinfo.Info { return buildinfo.Read(version, buildTime) }
 
 func main() {
 	tuneGC()
@@ -62,15 +72,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch cmd {
-	case "serve":
-		err = serve(stdout)
-	case "migrate":
-		err = migrate(stdout)
+	case "serve", "migrate":
+		// Configuration is the environment's alone: a flag here is a help request or a mistake,
+		// and starting the relay anyway would hide either.
+		if len(args) > 0 {
+			if isHelp(args[0]) {
+				usage(stdout)
+				return 0
+			}
+			fmt.Fprintf(stderr, "outbox-relay %s: unexpected argument %q: it takes none, its settings are RELAY_ variables (outbox-relay help lists them)\n", cmd, args[0])
+			return 2
+		}
+		if cmd == "serve" {
+			err = serve(stdout)
+		} else {
+			err = migrate(stdout)
+		}
 	case "receive":
 		err = receive(args, stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "outbox-relay %s\n", version)
-	case "help", "--help", "-h":
+		build().Print(stdout, outbox.LatestVersion())
+	case "help", "--help", "-h", "-help":
 		usage(stdout)
 	default:
 		fmt.Fprintf(stderr, "outbox-relay: unknown command %q (try: outbox-relay help)\n", cmd)
@@ -95,10 +117,15 @@ Commands:
   help       print this help
 
 Environment (serve and migrate):
-`, version)
+`, build().Version)
 	if err := config.Usage(w); err != nil {
 		fmt.Fprintf(w, "  (cannot list variables: %v)\n", err)
 	}
+	fmt.Fprint(w, `
+Every bad value is reported at once. An unknown RELAY_ variable stops start-up too, with the
+closest name above; RELAY_TEST_* and the variables Kubernetes sets for a Service named relay
+(RELAY_SERVICE_HOST, RELAY_PORT_8080_TCP, ...) are let be.
+`)
 }
 
 // signalContext ends on the first SIGTERM or SIGINT; a second one exits at once, for an
@@ -125,6 +152,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 func newLogger(cfg config.Config, stdout io.Writer) zerolog.Logger {
+	// Durations as Go writes them ("retry_in":"1.5s"), units included: a bare 1500 leaves the
+	// reader to guess milliseconds.
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	level, err := zerolog.ParseLevel(cfg.LogLevel)
 	if err != nil {
 		level = zerolog.InfoLevel
@@ -144,8 +174,10 @@ func serve(stdout io.Writer) error {
 	log := newLogger(cfg, stdout)
 	ctx, stop := signalContext()
 	defer stop()
-	log.Info().Str("version", version).Msg("outbox-relay")
-	return relay.Run(ctx, cfg, relay.Options{Version: version, Logger: log})
+	b := build()
+	log.Info().Str("version", b.Version).Str("revision", b.Revision).Bool("modified", b.Modified).
+		Str("go", b.Go).Int("schema", outbox.LatestVersion()).Msg("outbox-relay")
+	return relay.Run(ctx, cfg, relay.Options{Version: b.Version, Logger: log})
 }
 
 func migrate(stdout io.Writer) error {
@@ -172,6 +204,14 @@ func migrate(stdout io.Writer) error {
 	return nil
 }
 
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "--help", "-h", "-help":
+		return true
+	}
+	return false
+}
+
 // stringList is a repeatable flag.
 type stringList []string
 
@@ -190,11 +230,25 @@ func receive(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("receive: unexpected argument %q (flags: --addr, --secret)", fs.Arg(0))
+	}
+	source := "--secret"
 	if len(secrets) == 0 {
 		if s := os.Getenv("WEBHOOK_SECRET"); s != "" {
-			secrets = append(secrets, s)
+			secrets, source = append(secrets, s), "WEBHOOK_SECRET"
 		} else {
 			return errors.New("receive: --secret is required (or set WEBHOOK_SECRET)")
+		}
+	}
+	for i, s := range secrets {
+		if _, err := signature.DecodeSecret(s); err != nil {
+			// The value is never repeated: it may be a real secret, mistyped.
+			which := source
+			if len(secrets) > 1 {
+				which = fmt.Sprintf("%s number %d", source, i+1)
+			}
+			return fmt.Errorf("receive: %s is not a signing secret: want whsec_ followed by base64, as the API returns it when a subscription is created", which)
 		}
 	}
 	ctx, stop := signalContext()

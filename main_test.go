@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -285,6 +286,75 @@ func TestBadConfigStopsStartupWithOneLine(t *testing.T) {
 	require.Contains(t, lines[0], "RELAY_POLL_INTERVAL")
 }
 
+// TestConfigMistakesAreReportedAtOnce: a typo'd variable, a value that does not parse and one
+// out of range are all reported by one start, the typo with the name it most likely meant.
+func TestConfigMistakesAreReportedAtOnce(t *testing.T) {
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = append(os.Environ(), "RELAY_DATABASE_URL=postgres://localhost/x", "RELAY_API_TOKEN=t",
+		"RELAY_WORKER=8", "RELAY_WORKERS=lots", "RELAY_POLL_INTERVAL=0s")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.Error(t, cmd.Run())
+	require.Equal(t, 1, cmd.ProcessState.ExitCode())
+	require.Empty(t, stdout.String(), "nothing started")
+	require.Equal(t, "outbox-relay: 3 configuration problems:\n"+
+		"  RELAY_WORKER: unknown variable; did you mean RELAY_WORKERS? (outbox-relay help lists every variable)\n"+
+		"  RELAY_WORKERS: invalid number \"lots\" (want a whole number, e.g. 100)\n"+
+		"  RELAY_POLL_INTERVAL: must be greater than 0, got 0s\n", stderr.String())
+}
+
+// TestCommandsTakeHelpNotStrayArguments: `serve --help` prints the help instead of starting,
+// a stray argument is refused, and `receive` names the flag that is wrong, not a Go field.
+func TestCommandsTakeHelpNotStrayArguments(t *testing.T) {
+	for _, args := range [][]string{{"serve", "--help"}, {"serve", "-h"}, {"migrate", "--help"}} {
+		cmd := exec.Command(binary, args...)
+		// Even with a configuration that would start: help must not.
+		cmd.Env = append(os.Environ(), "RELAY_DATABASE_URL=postgres://127.0.0.1:1/x", "RELAY_API_TOKEN=t")
+		out, err := cmd.Output()
+		require.NoError(t, err, "%v", args)
+		require.Contains(t, string(out), "Commands:", "%v", args)
+		require.Contains(t, string(out), "RELAY_DATABASE_URL", "%v", args)
+	}
+
+	out, err := exec.Command(binary, "serve", "--port", "8080").CombinedOutput()
+	require.Error(t, err)
+	require.Equal(t, "outbox-relay serve: unexpected argument \"--port\": it takes none, its settings are RELAY_ variables (outbox-relay help lists them)\n", string(out))
+
+	cmd := exec.Command(binary, "receive", "--secret", "hunter2")
+	cmd.Env = os.Environ()
+	out, err = cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Equal(t, "outbox-relay: receive: --secret is not a signing secret: want whsec_ followed by base64, as the API returns it when a subscription is created\n", string(out))
+	require.NotContains(t, string(out), "hunter2", "a mistyped secret is never repeated")
+}
+
+// TestRetryLogsCarryUnits: durations in the log are written with their units.
+func TestRetryLogsCarryUnits(t *testing.T) {
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = append(os.Environ(), "RELAY_DATABASE_URL=postgres://postgres@127.0.0.1:1/x?connect_timeout=1", "RELAY_API_TOKEN=t",
+		"RELAY_LISTEN_ADDR="+freeAddr(t), "RELAY_OPS_ADDR="+freeAddr(t), "RELAY_ADMIN_ADDR="+freeAddr(t))
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	deadline := time.Now().Add(20 * time.Second)
+	for lines.Scan() && time.Now().Before(deadline) {
+		var entry map[string]any
+		if json.Unmarshal(lines.Bytes(), &entry) != nil || entry["retry_in"] == nil {
+			continue
+		}
+		wait, ok := entry["retry_in"].(string)
+		require.True(t, ok, "retry_in is a number without a unit: %s", lines.Text())
+		d, err := time.ParseDuration(wait)
+		require.NoError(t, err, lines.Text())
+		require.Positive(t, d)
+		require.Equal(t, d.Round(time.Millisecond), d, "rounded to the millisecond: %s", wait)
+		return
+	}
+	t.Fatal("no log line with retry_in while the database is unreachable")
+}
+
 // TestTooLongSchemaStopsStartupWithOneLine: a RELAY_SCHEMA whose NOTIFY channel would pass
 // PostgreSQL's 63 bytes stops serve and migrate before they connect, naming the variable.
 func TestTooLongSchemaStopsStartupWithOneLine(t *testing.T) {
@@ -311,7 +381,36 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	}
 	out, err = exec.Command(binary, "version").CombinedOutput()
 	require.NoError(t, err)
-	require.Equal(t, "outbox-relay e2e\n", string(out))
+	require.True(t, strings.HasPrefix(string(out), "outbox-relay e2e\n"), string(out))
+	require.Contains(t, string(out), "  go:       "+runtime.Version()+"\n")
+	require.Contains(t, string(out), fmt.Sprintf("  schema:   %d (", outbox.LatestVersion()))
+}
+
+// TestVersionWithoutLdflags builds the binary as `go build` and `go install` do, without
+// -ldflags: the version, the commit and the Go version still come out, from what the
+// toolchain records in the binary.
+func TestVersionWithoutLdflags(t *testing.T) {
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skip("not a git checkout: the toolchain records no commit")
+	}
+	rev := strings.TrimSpace(string(head))
+	bin := filepath.Join(t.TempDir(), "outbox-relay")
+	// -buildvcs=true: GOFLAGS may say false on a developer's machine.
+	out, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	out, err = exec.Command(bin, "version").CombinedOutput()
+	require.NoError(t, err)
+	lines := strings.Split(string(out), "\n")
+	// A tag's version, or a pseudo-version naming the commit: v0.0.0-20261203194726-00a9d29039c0.
+	require.Regexp(t, `^outbox-relay v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+dirty)?$`, lines[0])
+	if !strings.Contains(lines[0], rev[:12]) {
+		tag, _ := exec.Command("git", "describe", "--tags", "--exact-match").Output()
+		require.NotEmpty(t, tag, "%q names neither the commit nor a tag", lines[0])
+	}
+	require.Regexp(t, `^  revision: `+rev+`( \(modified\))?$`, lines[1])
+	require.Regexp(t, `^  built:    not stamped; commit time \d{4}-\d\d-\d\dT`, lines[2])
+	require.Equal(t, "  go:       "+runtime.Version(), lines[3])
 }
 
 func TestMigrateCommand(t *testing.T) {

@@ -147,6 +147,49 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Var + ": " + e.Msg }
 
+// Errors are several configuration errors, at most one per variable, in the order found:
+// a user who set three variables wrong learns of all three at once. Error() is one line per
+// problem; errors.As finds the first *Error.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return fmt.Sprintf("%d configuration problems:\n  ", len(es)) + strings.Join(lines, "\n  ")
+}
+
+// Unwrap answers the errors one by one, for errors.As and errors.Is.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// add keeps e unless a problem with its variable is already known: the first says it.
+func (es *Errors) add(e *Error) {
+	for _, known := range *es {
+		if known.Var == e.Var {
+			return
+		}
+	}
+	*es = append(*es, e)
+}
+
+// err answers nil, the one *Error, or all of them.
+func (es Errors) err() error {
+	switch len(es) {
+	case 0:
+		return nil
+	case 1:
+		return es[0]
+	}
+	return es
+}
+
 func errorf(name, format string, args ...any) *Error {
 	return &Error{Var: name, Msg: oneLine(fmt.Sprintf(format, args...))}
 }
@@ -184,24 +227,26 @@ func defaultConfig() Config {
 }
 
 // Load reads the process environment, fills in defaults and validates the
-// result. The error, if any, is an *Error.
+// result. The error, if any, is an *Error, or Errors when several variables are
+// wrong: every problem is reported at once, an unknown RELAY_ variable (a typo)
+// among them.
 func Load() (Config, error) {
-	// envconfig leaves a field alone when its variable is unset and the field
-	// has no default tag, so the defaults stay where nothing overrides them. A
-	// variable set to the empty string still overrides (an empty
-	// RELAY_RETRY_SCHEDULE means no retries).
+	// A variable that is unset keeps its default; one set to the empty string
+	// still overrides (an empty RELAY_RETRY_SCHEDULE means no retries).
 	c := defaultConfig()
+	var errs Errors
+	for _, e := range unknownVariables(os.Environ()) {
+		errs.add(e)
+	}
 	for _, f := range fields() {
 		if f.required {
 			if _, ok := os.LookupEnv(f.name); !ok {
-				return Config{}, requiredError(f.name)
+				errs.add(requiredError(f.name))
 			}
 		}
 	}
-	// The empty prefix is deliberate: the tags hold the full names, and a
-	// prefix would make envconfig fall back to unprefixed variables.
-	if err := envconfig.Process("", &c); err != nil {
-		return Config{}, convertError(err)
+	for _, e := range decodeEach(&c) {
+		errs.add(e)
 	}
 
 	c.DatabaseURL = strings.TrimSpace(c.DatabaseURL)
@@ -215,9 +260,42 @@ func Load() (Config, error) {
 	c.LogLevel = strings.ToLower(strings.TrimSpace(c.LogLevel))
 
 	if err := c.Validate(); err != nil {
+		var more Errors
+		if !errors.As(err, &more) {
+			more = Errors{err.(*Error)}
+		}
+		for _, e := range more {
+			errs.add(e)
+		}
+	}
+	if err := errs.err(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// decodeEach sets every field of c whose variable is set, each on its own, so that a value
+// that does not parse hides no other problem; it answers one error per such value.
+func decodeEach(c *Config) []*Error {
+	var out []*Error
+	v := reflect.ValueOf(c).Elem()
+	for _, f := range fields() {
+		if _, set := os.LookupEnv(f.name); !set {
+			continue
+		}
+		// A struct of this one field, with its tags: envconfig decodes it exactly as it would
+		// the whole Config. The empty prefix is deliberate: the tags hold the full names,
+		// and a prefix would make envconfig fall back to unprefixed variables.
+		sf := v.Type().Field(f.index)
+		one := reflect.New(reflect.StructOf([]reflect.StructField{{Name: sf.Name, Type: sf.Type, Tag: sf.Tag}}))
+		one.Elem().Field(0).Set(v.Field(f.index))
+		if err := envconfig.Process("", one.Interface()); err != nil {
+			out = append(out, convertError(err))
+			continue
+		}
+		v.Field(f.index).Set(one.Elem().Field(0))
+	}
+	return out
 }
 
 func requiredError(name string) *Error {
@@ -231,139 +309,141 @@ func requiredError(name string) *Error {
 }
 
 // Validate checks values and the rules between them, in field order, and
-// returns the first problem as an *Error. Load calls it; call it again on a
+// returns every problem: an *Error when there is one, Errors when there are
+// more (one per variable, the first found). Load calls it; call it again on a
 // Config built by hand. Like lib/pq when it connects, it reads the PG*
 // environment variables and the TLS files the database URLs name.
 func (c Config) Validate() error {
+	var errs Errors
 	if c.DatabaseURL == "" {
-		return requiredError("RELAY_DATABASE_URL")
+		errs.add(requiredError("RELAY_DATABASE_URL"))
+	} else if msg := checkDatabaseURL(c.DatabaseURL); msg != "" {
+		errs.add(errorf("RELAY_DATABASE_URL", "%s", msg))
 	}
-	if msg := checkDatabaseURL(c.DatabaseURL); msg != "" {
-		return errorf("RELAY_DATABASE_URL", "%s", msg)
-	}
-	if c.ListenDatabaseURL != "" {
+	// Load fills an unset RELAY_LISTEN_DATABASE_URL with RELAY_DATABASE_URL: one problem, one line.
+	if c.ListenDatabaseURL != "" && c.ListenDatabaseURL != c.DatabaseURL {
 		if msg := checkDatabaseURL(c.ListenDatabaseURL); msg != "" {
-			return errorf("RELAY_LISTEN_DATABASE_URL", "%s", msg)
+			errs.add(errorf("RELAY_LISTEN_DATABASE_URL", "%s", msg))
 		}
 	}
 
 	switch {
 	case c.APIToken == "" && !c.InsecureNoAuth:
-		return requiredError("RELAY_API_TOKEN")
+		errs.add(requiredError("RELAY_API_TOKEN"))
 	case c.APIToken != "" && c.InsecureNoAuth:
-		return errorf("RELAY_INSECURE_NO_AUTH", "is true but RELAY_API_TOKEN is set; to run without auth set RELAY_API_TOKEN empty, otherwise remove RELAY_INSECURE_NO_AUTH")
+		errs.add(errorf("RELAY_INSECURE_NO_AUTH", "is true but RELAY_API_TOKEN is set; to run without auth set RELAY_API_TOKEN empty, otherwise remove RELAY_INSECURE_NO_AUTH"))
 	}
 
 	if err := outbox.CheckSchemaName(c.Schema); err != nil {
-		return errorf("RELAY_SCHEMA", "%s", err)
+		errs.add(errorf("RELAY_SCHEMA", "%s", err))
 	}
 
 	if msg := checkAddr(c.ListenAddr, defaults.ListenAddr); msg != "" {
-		return errorf("RELAY_LISTEN_ADDR", "%s", msg)
+		errs.add(errorf("RELAY_LISTEN_ADDR", "%s", msg))
 	}
 	if msg := checkAddr(c.OpsAddr, defaults.OpsAddr); msg != "" {
-		return errorf("RELAY_OPS_ADDR", "%s", msg)
+		errs.add(errorf("RELAY_OPS_ADDR", "%s", msg))
 	}
 	if msg := checkAddr(c.AdminAddr, defaults.AdminAddr); msg != "" {
-		return errorf("RELAY_ADMIN_ADDR", "%s", msg)
+		errs.add(errorf("RELAY_ADMIN_ADDR", "%s", msg))
 	}
 	if sameListener(c.ListenAddr, c.OpsAddr) {
-		return errorf("RELAY_OPS_ADDR", "%q is also RELAY_LISTEN_ADDR; use another port", c.OpsAddr)
+		errs.add(errorf("RELAY_OPS_ADDR", "%q is also RELAY_LISTEN_ADDR; use another port", c.OpsAddr))
 	}
 
 	if c.DBMaxConns < 2 || c.DBMaxConns > 1000 {
-		return errorf("RELAY_DB_MAX_CONNS", "must be between 2 and 1000, got %d", c.DBMaxConns)
+		errs.add(errorf("RELAY_DB_MAX_CONNS", "must be between 2 and 1000, got %d", c.DBMaxConns))
 	}
 	if c.PollInterval <= 0 {
-		return errorf("RELAY_POLL_INTERVAL", "must be greater than 0, got %s", c.PollInterval)
+		errs.add(errorf("RELAY_POLL_INTERVAL", "must be greater than 0, got %s", c.PollInterval))
 	}
 	if c.BatchSize < 1 || c.BatchSize > 10000 {
-		return errorf("RELAY_BATCH_SIZE", "must be between 1 and 10000, got %d", c.BatchSize)
+		errs.add(errorf("RELAY_BATCH_SIZE", "must be between 1 and 10000, got %d", c.BatchSize))
 	}
 	if c.Workers < 1 || c.Workers > 10000 {
-		return errorf("RELAY_WORKERS", "must be between 1 and 10000, got %d", c.Workers)
+		errs.add(errorf("RELAY_WORKERS", "must be between 1 and 10000, got %d", c.Workers))
 	}
 	if c.DeliveryTimeout <= 0 {
-		return errorf("RELAY_DELIVERY_TIMEOUT", "must be greater than 0, got %s", c.DeliveryTimeout)
+		errs.add(errorf("RELAY_DELIVERY_TIMEOUT", "must be greater than 0, got %s", c.DeliveryTimeout))
 	}
 	for i, d := range c.RetrySchedule {
 		if d <= 0 {
-			return errorf("RELAY_RETRY_SCHEDULE", "delay %d is %s, want greater than 0", i+1, d)
+			errs.add(errorf("RELAY_RETRY_SCHEDULE", "delay %d is %s, want greater than 0", i+1, d))
 		}
 	}
 	if c.MaxPayloadBytes <= 0 {
-		return errorf("RELAY_MAX_PAYLOAD_BYTES", "must be greater than 0, got %d", c.MaxPayloadBytes)
+		errs.add(errorf("RELAY_MAX_PAYLOAD_BYTES", "must be greater than 0, got %d", c.MaxPayloadBytes))
 	}
 	if c.DisableAfter <= 0 {
-		return errorf("RELAY_DISABLE_AFTER", "must be greater than 0, got %s", c.DisableAfter)
+		errs.add(errorf("RELAY_DISABLE_AFTER", "must be greater than 0, got %s", c.DisableAfter))
 	}
 	if c.MaxInFlightPerSubscription < 1 {
-		return errorf("RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION", "must be at least 1, got %d", c.MaxInFlightPerSubscription)
+		errs.add(errorf("RELAY_MAX_IN_FLIGHT_PER_SUBSCRIPTION", "must be at least 1, got %d", c.MaxInFlightPerSubscription))
 	}
 	if c.SecretRotationOverlap < 0 {
-		return errorf("RELAY_SECRET_ROTATION_OVERLAP", "must not be negative, got %s", c.SecretRotationOverlap)
+		errs.add(errorf("RELAY_SECRET_ROTATION_OVERLAP", "must not be negative, got %s", c.SecretRotationOverlap))
 	}
 	if c.Retention <= 0 {
-		return errorf("RELAY_RETENTION", "must be greater than 0, got %s", c.Retention)
+		errs.add(errorf("RELAY_RETENTION", "must be greater than 0, got %s", c.Retention))
 	}
 	if c.ShutdownGrace < 0 {
-		return errorf("RELAY_SHUTDOWN_GRACE", "must not be negative, got %s", c.ShutdownGrace)
+		errs.add(errorf("RELAY_SHUTDOWN_GRACE", "must not be negative, got %s", c.ShutdownGrace))
 	}
 
 	if len(c.EncryptionKey) != 0 && len(c.EncryptionKey) != KeySize {
-		return errorf("RELAY_ENCRYPTION_KEY", "key is %d bytes, want exactly %d", len(c.EncryptionKey), KeySize)
+		errs.add(errorf("RELAY_ENCRYPTION_KEY", "key is %d bytes, want exactly %d", len(c.EncryptionKey), KeySize))
 	}
 	if len(c.EncryptionKeyPrevious) != 0 {
 		if len(c.EncryptionKey) == 0 {
-			return errorf("RELAY_ENCRYPTION_KEY_PREVIOUS", "is set but RELAY_ENCRYPTION_KEY is not; set the new key in RELAY_ENCRYPTION_KEY")
+			errs.add(errorf("RELAY_ENCRYPTION_KEY_PREVIOUS", "is set but RELAY_ENCRYPTION_KEY is not; set the new key in RELAY_ENCRYPTION_KEY"))
 		}
 		if len(c.EncryptionKeyPrevious) != KeySize {
-			return errorf("RELAY_ENCRYPTION_KEY_PREVIOUS", "key is %d bytes, want exactly %d", len(c.EncryptionKeyPrevious), KeySize)
+			errs.add(errorf("RELAY_ENCRYPTION_KEY_PREVIOUS", "key is %d bytes, want exactly %d", len(c.EncryptionKeyPrevious), KeySize))
 		}
 	}
 
 	switch c.LogFormat {
 	case "json", "console":
 	default:
-		return errorf("RELAY_LOG_FORMAT", "invalid log format %q (want json or console)", c.LogFormat)
+		errs.add(errorf("RELAY_LOG_FORMAT", "invalid log format %q (want json or console)", c.LogFormat))
 	}
 	switch c.LogLevel {
 	case "trace", "debug", "info", "warn", "error":
 	default:
-		return errorf("RELAY_LOG_LEVEL", "invalid log level %q (want trace, debug, info, warn or error)", c.LogLevel)
+		errs.add(errorf("RELAY_LOG_LEVEL", "invalid log level %q (want trace, debug, info, warn or error)", c.LogLevel))
 	}
 
 	if c.UpstreamURL != "" {
 		if msg := checkHTTPURL(c.UpstreamURL, "http://127.0.0.1:3000"); msg != "" {
-			return errorf("RELAY_UPSTREAM_URL", "%s", msg)
+			errs.add(errorf("RELAY_UPSTREAM_URL", "%s", msg))
 		}
 	}
 	if msg := checkPrefix(c.ProxyPrefix); msg != "" {
-		return errorf("RELAY_PROXY_PREFIX", "%s", msg)
+		errs.add(errorf("RELAY_PROXY_PREFIX", "%s", msg))
 	}
 	switch {
 	case c.UpstreamURL != "" && c.AuthURL == "":
-		return errorf("RELAY_AUTH_URL", "is required when RELAY_UPSTREAM_URL is set (want e.g. http://127.0.0.1:3000/auth/webhooks)")
+		errs.add(errorf("RELAY_AUTH_URL", "is required when RELAY_UPSTREAM_URL is set (want e.g. http://127.0.0.1:3000/auth/webhooks)"))
 	case c.UpstreamURL == "" && c.AuthURL != "":
-		return errorf("RELAY_AUTH_URL", "is set but RELAY_UPSTREAM_URL is not; forward auth is only used in reverse-proxy mode")
+		errs.add(errorf("RELAY_AUTH_URL", "is set but RELAY_UPSTREAM_URL is not; forward auth is only used in reverse-proxy mode"))
 	case c.AuthURL != "":
 		if msg := checkHTTPURL(c.AuthURL, "http://127.0.0.1:3000/auth/webhooks"); msg != "" {
-			return errorf("RELAY_AUTH_URL", "%s", msg)
+			errs.add(errorf("RELAY_AUTH_URL", "%s", msg))
 		}
 	}
 	if c.UpstreamURL != "" && sameListener(c.ListenAddr, c.AdminAddr) {
-		return errorf("RELAY_ADMIN_ADDR", "%q is also RELAY_LISTEN_ADDR; the operator API must not share the public port", c.AdminAddr)
+		errs.add(errorf("RELAY_ADMIN_ADDR", "%q is also RELAY_LISTEN_ADDR; the operator API must not share the public port", c.AdminAddr))
 	}
 	if c.AuthCacheTTL < 0 || (c.AuthCacheTTL > 0 && c.AuthCacheTTL < defaults.MinAuthCacheTTL) {
-		return errorf("RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least %s, got %s", defaults.MinAuthCacheTTL, c.AuthCacheTTL)
+		errs.add(errorf("RELAY_AUTH_CACHE_TTL", "must be 0 (off) or at least %s, got %s", defaults.MinAuthCacheTTL, c.AuthCacheTTL))
 	}
 	if msg := CheckFrameAncestors(c.ConsoleFrameAncestors); msg != "" {
-		return errorf("RELAY_CONSOLE_FRAME_ANCESTORS", "%s", msg)
+		errs.add(errorf("RELAY_CONSOLE_FRAME_ANCESTORS", "%s", msg))
 	}
 	if len(c.ConsoleTitle) > 100 || strings.IndexFunc(c.ConsoleTitle, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-		return errorf("RELAY_CONSOLE_TITLE", "must be one line of at most 100 bytes")
+		errs.add(errorf("RELAY_CONSOLE_TITLE", "must be one line of at most 100 bytes"))
 	}
-	return nil
+	return errs.err()
 }
 
 // CheckFrameAncestors answers what is wrong with a CSP frame-ancestors source list, or "":
@@ -836,7 +916,7 @@ func isSecret(name string) bool {
 
 // convertError turns envconfig's long error into one line naming the
 // variable. The raw value is echoed only for variables that are not secret.
-func convertError(err error) error {
+func convertError(err error) *Error {
 	var pe *envconfig.ParseError
 	if !errors.As(err, &pe) {
 		// Not expected: Load checks required variables itself and Config is

@@ -267,13 +267,86 @@ func TestLoadIgnoresUnprefixedNames(t *testing.T) {
 		"API_TOKEN":    testToken,
 	})
 	_, err := Load()
-	requireConfigError(t, err, "RELAY_DATABASE_URL")
+	require.Equal(t, []string{"RELAY_DATABASE_URL", "RELAY_API_TOKEN"}, problemVars(t, err))
 
 	setEnv(t, baseEnv(map[string]string{"SCHEMA": "other", "WORKERS": "3"}))
 	c, err := Load()
 	require.NoError(t, err)
 	require.Equal(t, "relay", c.Schema)
 	require.Equal(t, 64, c.Workers)
+}
+
+// problemVars answers the variables err names, in order: one for an *Error, every one for
+// Errors, whose message has a line for each.
+func problemVars(t *testing.T, err error) []string {
+	t.Helper()
+	require.Error(t, err)
+	var es Errors
+	if !errors.As(err, &es) {
+		var e *Error
+		require.True(t, errors.As(err, &e), "want *config.Error or config.Errors, got %T: %v", err, err)
+		return []string{e.Var}
+	}
+	msg := err.Error()
+	lines := strings.Split(msg, "\n")
+	require.Equal(t, fmt.Sprintf("%d configuration problems:", len(es)), lines[0])
+	require.Len(t, lines, len(es)+1, msg)
+	var first *Error
+	require.True(t, errors.As(err, &first))
+	require.Same(t, es[0], first, "errors.As finds the first")
+	vars := make([]string, len(es))
+	for i, e := range es {
+		vars[i] = e.Var
+		require.Equal(t, "  "+e.Error(), lines[i+1])
+	}
+	return vars
+}
+
+// TestLoadReportsEveryProblem: a user who got four variables wrong learns of all four from
+// one start, not one per attempt.
+func TestLoadReportsEveryProblem(t *testing.T) {
+	setEnv(t, baseEnv(map[string]string{
+		"RELAY_WORKERS":        "many",
+		"RELAY_POLL_INTERVAL":  "-1s",
+		"RELAY_LOG_LEVEL":      "loud",
+		"RELAY_WORKER":         "8",
+		"RELAY_API_TOKEN":      testToken,
+		"RELAY_ENCRYPTION_KEY": "not*base64*" + testToken,
+	}))
+	c, err := Load()
+	require.Zero(t, c)
+	require.Equal(t, []string{"RELAY_WORKER", "RELAY_WORKERS", "RELAY_ENCRYPTION_KEY", "RELAY_POLL_INTERVAL", "RELAY_LOG_LEVEL"}, problemVars(t, err))
+	msg := err.Error()
+	for _, want := range []string{
+		"RELAY_WORKER: unknown variable; did you mean RELAY_WORKERS?",
+		`RELAY_WORKERS: invalid number "many"`,
+		"RELAY_POLL_INTERVAL: must be greater than 0, got -1s",
+		`RELAY_LOG_LEVEL: invalid log level "loud"`,
+		"RELAY_ENCRYPTION_KEY: ",
+	} {
+		require.Contains(t, msg, want)
+	}
+	require.NotContains(t, msg, testToken, "an error leaks a secret")
+}
+
+func TestLoadUnknownVariables(t *testing.T) {
+	setEnv(t, baseEnv(map[string]string{
+		"RELAY_POLL_INTERVALL":      "2s",
+		"RELAY_TOKEN":               "x",
+		"RELAY_QQQQQQQQQQ":          "x",
+		"RELAY_TEST_DATABASE_URL":   "postgres://test tooling",
+		"RELAY_SERVICE_HOST":        "10.0.0.1",
+		"RELAY_SERVICE_PORT_HTTP":   "8080",
+		"RELAY_PORT":                "tcp://10.0.0.1:8080",
+		"RELAY_PORT_8080_TCP_ADDR":  "10.0.0.1",
+		"RELAY_PORT_9090_TCP_PROTO": "tcp",
+	}))
+	_, err := Load()
+	require.Equal(t, []string{"RELAY_POLL_INTERVALL", "RELAY_QQQQQQQQQQ", "RELAY_TOKEN"}, problemVars(t, err))
+	msg := err.Error()
+	require.Contains(t, msg, "RELAY_POLL_INTERVALL: unknown variable; did you mean RELAY_POLL_INTERVAL? (outbox-relay help lists every variable)")
+	require.Contains(t, msg, "RELAY_TOKEN: unknown variable; did you mean RELAY_API_TOKEN?")
+	require.Contains(t, msg, "RELAY_QQQQQQQQQQ: unknown variable (outbox-relay help lists every variable)")
 }
 
 func TestLoadErrors(t *testing.T) {

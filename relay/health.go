@@ -28,7 +28,7 @@ func (r *Relay) prepareSchema(ctx context.Context) error {
 			return err
 		}
 		wait := bo.NextBackOff()
-		r.log.Warn().Err(err).Dur("retry_in", wait).Msg("preparing database schema")
+		r.log.Warn().Err(err).Dur("retry_in", wait.Round(time.Millisecond)).Msg("preparing database schema")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -498,7 +498,7 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 			d.claims.Fail(err)
 			d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
 			wait := bo.NextBackOff()
-			d.log.Warn().Err(err).Dur("retry_in", wait).Msg("claiming deliveries")
+			d.log.Warn().Err(err).Dur("retry_in", wait.Round(time.Millisecond)).Msg("claiming deliveries")
 			select {
 			case <-ctx.Done():
 				return
@@ -886,7 +886,7 @@ func (d *Deliverer) releaseAfter(jobs []*job, delay time.Duration) {
 			d.log.Warn().Err(err).Int("deliveries", len(jobs)).Msg("giving up releasing unsent claims; their leases will expire")
 			return
 		}
-		d.log.Warn().Err(err).Int("deliveries", len(jobs)).Dur("retry_in", wait).Msg("releasing unsent claims")
+		d.log.Warn().Err(err).Int("deliveries", len(jobs)).Dur("retry_in", wait.Round(time.Millisecond)).Msg("releasing unsent claims")
 		time.Sleep(wait)
 	}
 }
@@ -908,7 +908,7 @@ func (d *Deliverer) logAttempt(r *result) {
 		ev = ev.Str("error", r.err)
 	}
 	if r.outcome == outcomeRetry {
-		ev = ev.Dur("retry_in", r.delay)
+		ev = ev.Dur("retry_in", r.delay.Round(time.Millisecond))
 	}
 	ev.Msg("attempt")
 }

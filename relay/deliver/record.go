@@ -222,7 +222,7 @@ func (d *Deliverer) writeRetrying(batch []result) error {
 			d.log.Error().Err(err).Int("results", len(batch)).Msg("giving up recording attempts at shutdown; the deliveries will be sent again")
 			return err
 		}
-		d.log.Warn().Err(err).Int("results", len(batch)).Dur("retry_in", wait).Msg("recording attempts")
+		d.log.Warn().Err(err).Int("results", len(batch)).Dur("retry_in", wait.Round(time.Millisecond)).Msg("recording attempts")
 		time.Sleep(wait)
 	}
 }

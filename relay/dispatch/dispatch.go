@@ -105,7 +105,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			d.claims.Fail(err)
 			d.cfg.Metrics.LocalFault(metrics.FaultDatabase, 1)
 			wait := bo.NextBackOff()
-			log.Warn().Err(err).Dur("retry_in", wait).Msg("dispatching outbox rows")
+			log.Warn().Err(err).Dur("retry_in", wait.Round(time.Millisecond)).Msg("dispatching outbox rows")
 			select {
 			case <-ctx.Done():
 				return

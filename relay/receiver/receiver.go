@@ -69,11 +69,11 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Out = os.Stdout
 	}
 	if len(cfg.Secrets) == 0 {
-		return errors.New("config: Secrets: at least one secret is required")
+		return errors.New("receiver: at least one signing secret is required")
 	}
 	v, err := signature.NewVerifier(cfg.Secrets...)
 	if err != nil {
-		return fmt.Errorf("config: Secrets: %w", err)
+		return fmt.Errorf("receiver: a signing secret is not valid (want whsec_ followed by base64): %w", err)
 	}
 	logger := cfg.Logger.With().Str("component", "receiver").Logger()
 

@@ -360,13 +360,14 @@ func TestRun(t *testing.T) {
 		t.Parallel()
 		err := receiver.Run(t.Context(), receiver.Config{Addr: "127.0.0.1:0", Secrets: []string{"whsec_%%%"}, Out: io.Discard})
 		require.ErrorIs(t, err, signature.ErrInvalidSecret)
-		require.Contains(t, err.Error(), "Secrets")
+		require.ErrorContains(t, err, "receiver: a signing secret is not valid (want whsec_ followed by base64)")
+		require.NotContains(t, err.Error(), "Secrets", "no Go field names")
 	})
 
 	t.Run("NoSecrets", func(t *testing.T) {
 		t.Parallel()
 		err := receiver.Run(t.Context(), receiver.Config{Addr: "127.0.0.1:0", Out: io.Discard})
-		require.ErrorContains(t, err, "Secrets")
+		require.EqualError(t, err, "receiver: at least one signing secret is required")
 	})
 
 	t.Run("AddressInUse", func(t *testing.T) {
