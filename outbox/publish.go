@@ -32,6 +32,7 @@ type Event struct {
 
 // Execer is what Publish needs: *sql.Tx, *sqlx.Tx, *sql.DB and *sqlx.DB all have it. Pass
 // the application's transaction so the event commits or rolls back with its change.
+// pgx's handles have another Exec: package pgxoutbox takes them.
 type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
