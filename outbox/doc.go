@@ -4,8 +4,9 @@
 // # Publishing
 //
 // An application writes one row into <schema>.outbox in the same transaction as its own
-// change, so the event exists if and only if the change committed. Publish does that from Go;
-// any other language inserts the row with plain SQL. Bad events are refused before they reach
+// change, so the event exists if and only if the change committed. Publish does that from Go
+// (package pgxoutbox for pgx, with the statement Publisher.Statement builds); any other
+// language inserts the row with plain SQL. Bad events are refused before they reach
 // the database (so the application's transaction is not aborted by a failed statement) and,
 // for writers that bypass Publish, by CHECK constraints inside the application's transaction.
 //

@@ -219,3 +219,24 @@ func TestInsertNotifiesOncePerStatement(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// Statement is what every front end executes: strings a driver sends as text, and untyped
+// nils for the optional columns.
+func TestStatement(t *testing.T) {
+	t.Parallel()
+	query, args, err := outbox.Publisher{Schema: "hooks"}.Statement(outbox.Event{Type: "a.b", Payload: []byte(`{"n": 1}`)})
+	require.NoError(t, err)
+	require.Contains(t, query, `INSERT INTO "hooks".outbox`)
+	require.Len(t, args, 5)
+	require.IsType(t, "", args[0], "a new event ID")
+	require.Equal(t, []any{"a.b", nil, `{"n": 1}`, nil}, args[1:])
+
+	_, args2, err := outbox.Publisher{}.Statement(outbox.Event{Type: "a.b", Payload: 1})
+	require.NoError(t, err)
+	require.NotEqual(t, args[0], args2[0], "each call gets its own ID")
+
+	_, _, err = outbox.Publisher{}.Statement(outbox.Event{Type: "a..b", Payload: 1})
+	require.ErrorIs(t, err, outbox.ErrInvalidEvent)
+	_, _, err = outbox.Publisher{Schema: "Hooks"}.Statement(outbox.Event{Type: "a.b", Payload: 1})
+	require.ErrorContains(t, err, "invalid schema name")
+}

@@ -32,6 +32,7 @@ type Event struct {
 
 // Execer is what Publish needs: *sql.Tx, *sqlx.Tx, *sql.DB and *sqlx.DB all have it. Pass
 // the application's transaction so the event commits or rolls back with its change.
+// pgx's handles have another Exec: package pgxoutbox takes them.
 type Execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
@@ -63,26 +64,43 @@ func Publish(ctx context.Context, tx Execer, ev Event) error {
 // without touching the database, when the event would be refused. Publishing an ID that
 // already exists is not an error and stores nothing: the first event with that ID stands.
 func (p Publisher) Publish(ctx context.Context, tx Execer, ev Event) error {
+	query, args, err := p.Statement(ev)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+		return fmt.Errorf("publishing %s event: %w", ev.Type, err)
+	}
+	return nil
+}
+
+// Statement checks ev and returns the INSERT that publishes it into p's outbox, with its
+// arguments, for a front end that executes it on another driver (package pgxoutbox does, for
+// pgx). It is the one place that holds the rules: an error wraps ErrInvalidEvent for an event
+// the outbox would refuse, or says what is wrong with p.Schema. An empty ev.ID gets a new
+// random one, so each call returns a different event.
+//
+// The arguments are strings, the payload as its JSON text, and untyped nils (NULL) for an
+// empty TenantID or OrderingKey. Drivers send a string as text whatever the parameter's type,
+// so PostgreSQL parses the uuid and the jsonb itself, the same through every driver; a []byte
+// would go out as binary data through some (pgx, lib/pq with binary_parameters).
+func (p Publisher) Statement(ev Event) (query string, args []any, err error) {
 	schema := p.Schema
 	if schema == "" {
 		schema = DefaultSchema
 	}
 	if err := CheckSchemaName(schema); err != nil {
-		return fmt.Errorf("publishing event: %w", err)
+		return "", nil, fmt.Errorf("publishing event: %w", err)
 	}
 	payload, err := encodePayload(ev)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	id := ev.ID
 	if id == "" {
 		id = NewEventID()
 	}
-	_, err = tx.ExecContext(ctx, Qualify(schema, insertEvent), id, ev.Type, nullIfEmpty(ev.TenantID), payload, nullIfEmpty(ev.OrderingKey))
-	if err != nil {
-		return fmt.Errorf("publishing %s event: %w", ev.Type, err)
-	}
-	return nil
+	return Qualify(schema, insertEvent), []any{id, ev.Type, nullIfEmpty(ev.TenantID), payload, nullIfEmpty(ev.OrderingKey)}, nil
 }
 
 const insertEvent = `INSERT INTO {{schema}}.outbox (event_id, event_type, tenant_id, payload, ordering_key)
