@@ -57,14 +57,16 @@ func exampleRuntimeMissing(t *testing.T, format string, args ...any) {
 	t.Skip("skipping: " + msg)
 }
 
-func nodeExampleReceiver(t *testing.T, addr, secret string) (*exec.Cmd, string) {
+// nodeExample finds node and installs the example in dir's packages from its lock file;
+// it returns node's path and version.
+func nodeExample(t *testing.T, dir string) (node, version string) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		exampleRuntimeMissing(t, "examples/receiver-node needs node (Node.js 18 or newer, with npm), which is not installed")
+		exampleRuntimeMissing(t, "%s needs node (Node.js 18 or newer, with npm), which is not installed", filepath.ToSlash(dir))
 	}
-	version, err := exec.Command(node, "--version").Output()
+	out, err := exec.Command(node, "--version").Output()
 	require.NoError(t, err)
-	dir := filepath.Join("examples", "receiver-node")
 	// npm ci writes node_modules/.package-lock.json; reinstall when it is missing or older
 	// than the committed lock file.
 	lock, errLock := os.Stat(filepath.Join(dir, "package-lock.json"))
@@ -73,26 +75,37 @@ func nodeExampleReceiver(t *testing.T, addr, secret string) (*exec.Cmd, string) 
 	if err != nil || installed.ModTime().Before(lock.ModTime()) {
 		npm, err := exec.LookPath("npm")
 		if err != nil {
-			exampleRuntimeMissing(t, "examples/receiver-node needs npm, which is not installed")
+			exampleRuntimeMissing(t, "%s needs npm, which is not installed", filepath.ToSlash(dir))
 		}
 		install := exec.Command(npm, "ci", "--no-audit", "--no-fund")
 		install.Dir = dir
 		out, err := install.CombinedOutput()
 		require.NoError(t, err, "npm ci in %s:\n%s", dir, out)
 	}
+	return node, "node " + strings.TrimSpace(string(out))
+}
+
+func nodeExampleReceiver(t *testing.T, addr, secret string) (*exec.Cmd, string) {
+	dir := filepath.Join("examples", "receiver-node")
+	node, version := nodeExample(t, dir)
 	cmd := exec.Command(node, "server.js")
 	cmd.Dir = dir
 	// PORT, the convention of most hosts; the Python and Go tests use ADDR.
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	cmd.Env = append(os.Environ(), "ADDR=", "PORT="+port, "WEBHOOK_SECRET="+secret)
-	return cmd, "node " + strings.TrimSpace(string(version))
+	return cmd, version
 }
 
-// pythonWithFlask finds a Python 3 that imports Flask: $PYTHON, python3 on PATH (which may be
-// a pyenv or virtualenv one), then the system's (Debian's python3-flask installs there).
+// pythonWithFlask finds a Python 3 that imports Flask.
 func pythonWithFlask() (path, version string) {
-	probe := "import sys, flask, importlib.metadata as m; print('python', sys.version.split()[0], 'flask', m.version('flask'))"
+	return pythonRunning("import sys, flask, importlib.metadata as m; print('python', sys.version.split()[0], 'flask', m.version('flask'))")
+}
+
+// pythonRunning finds a Python 3 that runs probe, which imports what an example needs and
+// prints the versions: $PYTHON, python3 on PATH (which may be a pyenv or virtualenv one),
+// then the system's (Debian's python3-* packages install there).
+func pythonRunning(probe string) (path, version string) {
 	for _, name := range []string{os.Getenv("PYTHON"), "python3", "/usr/bin/python3"} {
 		if name == "" {
 			continue
