@@ -95,6 +95,7 @@ func TestStandaloneFull(t *testing.T) {
 	require.Len(t, pod.Spec.TopologySpreadConstraints, 1)
 
 	c := pod.Spec.Containers[0]
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, c.Image)
 	requireRelayContainer(t, c)
 	requireFromSecret(t, c, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
 	requireFromSecret(t, c, "RELAY_API_TOKEN", "app-outbox-relay", "API_TOKEN")
@@ -123,6 +124,7 @@ func TestStandaloneFull(t *testing.T) {
 	require.Equal(t, "before-hook-creation,hook-succeeded", job.Annotations["helm.sh/hook-delete-policy"])
 	jc := job.Spec.Template.Spec.Containers[0]
 	require.Equal(t, []string{"migrate"}, jc.Args)
+	require.Equal(t, c.Image, jc.Image)
 	require.Equal(t, corev1.RestartPolicyNever, job.Spec.Template.Spec.RestartPolicy)
 	require.Empty(t, job.Spec.Template.Spec.ServiceAccountName, "the chart's ServiceAccount does not exist yet at pre-install")
 	require.Equal(t, "webhooks", envVar(jc, "RELAY_SCHEMA").Value, "the Job gets the settings inline")
@@ -158,6 +160,44 @@ func TestStandaloneFull(t *testing.T) {
 			`sum(rate(outbox_relay_attempts_total{outcome!="2xx"}[5m])) / sum(rate(outbox_relay_attempts_total[5m])) > 0.2`, "15m"},
 		"OutboxRelayDisabledSubscriptions": {`max(outbox_relay_subscriptions{status="disabled"}) > 0`, "5m"},
 	}, alerts)
+}
+
+// Digests for the tests: any 64 hex digits do.
+const (
+	relayDigest   = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	busyboxDigest = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+)
+
+func TestImageReference(t *testing.T) {
+	t.Parallel()
+	images := func(r release) (relay, job, test string) {
+		return get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[0].Image,
+			get[*batchv1.Job](t, r, "Job").Spec.Template.Spec.Containers[0].Image,
+			get[*corev1.Pod](t, r, "Pod").Spec.Containers[0].Image
+	}
+	base := []string{"-f", values("standalone-values.yaml"), "--set", "migrationJob.enabled=true"}
+
+	relay, job, test := images(render(t, chartDir, base...))
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay:"+chartMeta(t).AppVersion, relay, "the image the release workflow publishes, at appVersion")
+	require.Equal(t, relay, job)
+	require.Equal(t, "busybox:1.37", test)
+
+	relay, job, _ = images(render(t, chartDir, append(base, "--set", "image.tag=9.9.9")...))
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay:9.9.9", relay)
+	require.Equal(t, relay, job)
+
+	relay, job, test = images(render(t, chartDir, append(base, "--set", "image.tag=9.9.9", "--set", "image.digest="+relayDigest,
+		"--set", "tests.image.digest="+busyboxDigest)...))
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, relay, "a digest wins over the tag")
+	require.Equal(t, relay, job)
+	require.Equal(t, "busybox@"+busyboxDigest, test)
+
+	t.Run("Sidecar", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, wrapperChart(t), "--set", "outbox-relay.image.digest="+relayDigest)
+		c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[1]
+		require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, c.Image)
+	})
 }
 
 func TestPrometheusRuleLabelMatchers(t *testing.T) {
@@ -337,6 +377,8 @@ func TestRefusedValues(t *testing.T) {
 		{"ProxyWithoutUpstream", append(secrets, "--set", "proxy.enabled=true"), "proxy.enabled needs proxy.upstreamURL"},
 		{"PreviousKeyAlone", append(secrets, "--set", "secret.encryptionKeyPrevious=x"), "secret.encryptionKeyPrevious is set but secret.encryptionKey is not"},
 		{"SamePorts", append(secrets, "--set", "containerPorts.ops=8080"), "containerPorts.api and containerPorts.ops must differ"},
+		{"DigestWithoutAlgorithm", append(secrets, "--set", "image.digest=1111111111111111111111111111111111111111111111111111111111111111"), "/image/digest"},
+		{"TestImageAsString", append(secrets, "--set", "tests.image=busybox:1.37"), "/tests/image"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

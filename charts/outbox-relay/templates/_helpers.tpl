@@ -58,9 +58,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The image reference; the tag defaults to the chart's appVersion. */}}
+{{/*
+An image reference, the only place that builds one. Takes a dict: "image" (an image value with
+repository, tag and digest) and "defaultTag" (used when tag is empty). With a digest the
+reference is repository@digest and the tag is ignored: the digest alone says which image runs.
+*/}}
+{{- define "outbox-relay.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .defaultTag .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The relay's image (relay pods, sidecar, migration Job); the tag defaults to appVersion. */}}
 {{- define "outbox-relay.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "outbox-relay.imageRef" (dict "image" .Values.image "defaultTag" .Chart.AppVersion) }}
 {{- end }}
 
 {{/* The Secret the relay reads: existingSecret, or the one the chart creates. */}}
