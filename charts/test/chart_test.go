@@ -12,7 +12,9 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
@@ -197,6 +199,62 @@ func TestImageReference(t *testing.T) {
 		r := render(t, wrapperChart(t), "--set", "outbox-relay.image.digest="+relayDigest)
 		c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[1]
 		require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, c.Image)
+	})
+}
+
+// TestOnlyRelayPodsAreSelected: the migration Job's and the test Pod's pods carry labels of
+// their own, so the Service sends them no traffic and the PodDisruptionBudget does not count
+// them, while the Deployment keeps the selector it always had (it cannot change on upgrade).
+func TestOnlyRelayPodsAreSelected(t *testing.T) {
+	t.Parallel()
+	check := func(t *testing.T, r release, name string) {
+		t.Helper()
+		dep := get[*appsv1.Deployment](t, r, "Deployment")
+		require.Equal(t, map[string]string{"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "demo"},
+			dep.Spec.Selector.MatchLabels, "a Deployment's selector is immutable: changing it breaks helm upgrade")
+		require.Equal(t, "relay", dep.Spec.Template.Labels["app.kubernetes.io/component"])
+
+		selectors := map[string]k8slabels.Selector{}
+		for _, m := range r {
+			var sel k8slabels.Selector
+			var err error
+			switch o := m.Object.(type) {
+			case *appsv1.Deployment:
+				sel, err = metav1.LabelSelectorAsSelector(o.Spec.Selector)
+			case *corev1.Service:
+				sel = k8slabels.SelectorFromSet(o.Spec.Selector)
+			case *policyv1.PodDisruptionBudget:
+				sel, err = metav1.LabelSelectorAsSelector(o.Spec.Selector)
+			default:
+				continue
+			}
+			require.NoError(t, err)
+			require.False(t, sel.Empty(), "%s selects every pod", m.Kind)
+			selectors[m.Kind] = sel
+		}
+		require.Len(t, selectors, 3, "Deployment, Service and PodDisruptionBudget")
+
+		others := map[string]map[string]string{
+			"migration": get[*batchv1.Job](t, r, "Job").Spec.Template.Labels,
+			"test":      get[*corev1.Pod](t, r, "Pod").Labels,
+		}
+		for kind, sel := range selectors {
+			require.True(t, sel.Matches(k8slabels.Set(dep.Spec.Template.Labels)), "%s does not select the relay's pods", kind)
+			for component, podLabels := range others {
+				require.Equal(t, component, podLabels["app.kubernetes.io/component"])
+				require.False(t, sel.Matches(k8slabels.Set(podLabels)), "%s selects the %s pod: %v", kind, component, podLabels)
+			}
+		}
+	}
+	check(t, render(t, chartDir, "-f", values("full-values.yaml")), "outbox-relay")
+
+	t.Run("LongName", func(t *testing.T) {
+		t.Parallel()
+		long := strings.Repeat("r", 63)
+		r := render(t, chartDir, "-f", values("full-values.yaml"), "--set", "nameOverride="+long)
+		check(t, r, long)
+		require.Equal(t, strings.Repeat("r", 53)+"-migration", get[*batchv1.Job](t, r, "Job").Spec.Template.Labels["app.kubernetes.io/name"],
+			"the component survives truncation to 63 characters")
 	})
 }
 

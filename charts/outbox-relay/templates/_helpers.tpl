@@ -30,10 +30,24 @@ the chart name. Truncated to 63 characters, the limit of a DNS label.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every resource. */}}
+{{/* Labels on every resource but the migration Job's and the test Pod's (componentLabels). */}}
 {{- define "outbox-relay.labels" -}}
-helm.sh/chart: {{ include "outbox-relay.chart" . }}
 {{ include "outbox-relay.selectorLabels" . }}
+{{ include "outbox-relay.metaLabels" . }}
+{{- end }}
+
+{{/*
+Labels that select the relay's pods: the Deployment's selector (immutable, so these two stay as
+they are), the Service's and the PodDisruptionBudget's.
+*/}}
+{{- define "outbox-relay.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "outbox-relay.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The labels that do not select anything: chart, version, manager and commonLabels. */}}
+{{- define "outbox-relay.metaLabels" -}}
+helm.sh/chart: {{ include "outbox-relay.chart" . }}
 {{- if .Chart.AppVersion }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
@@ -43,10 +57,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Labels that select the relay's pods. */}}
-{{- define "outbox-relay.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "outbox-relay.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{/*
+Labels of the pods that are not relays, the migration Job's and the test Pod's, and of their
+objects. Takes a dict: "ctx" (a chart context) and "component" (migration, test). Their
+app.kubernetes.io/name is <name>-<component>, so they never carry all of selectorLabels: the
+Service does not send them traffic and the PodDisruptionBudget does not count them. The relay's
+pods keep the selector they always had, since a Deployment's selector cannot change on upgrade.
+*/}}
+{{- define "outbox-relay.componentLabels" -}}
+{{ include "outbox-relay.componentSelectorLabels" . }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: {{ include "outbox-relay.name" .ctx }}
+{{ include "outbox-relay.metaLabels" .ctx }}
+{{- end }}
+
+{{/*
+The labels that select the pods of componentLabels; takes the same dict. The name is shortened
+first, so that the component survives the 63-character limit of a label value.
+*/}}
+{{- define "outbox-relay.componentSelectorLabels" -}}
+{{- $name := include "outbox-relay.name" .ctx | trunc (int (sub 62 (len .component))) | trimSuffix "-" -}}
+app.kubernetes.io/name: {{ printf "%s-%s" $name .component }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 {{- end }}
 
 {{/* The ServiceAccount of the relay's pods. */}}
