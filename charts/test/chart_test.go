@@ -33,6 +33,7 @@ func TestStandaloneDefaults(t *testing.T) {
 	dep := get[*appsv1.Deployment](t, r, "Deployment")
 	require.Equal(t, "demo-outbox-relay", dep.Name)
 	require.Equal(t, int32(2), *dep.Spec.Replicas)
+	require.Equal(t, int32(10), *dep.Spec.RevisionHistoryLimit)
 	pod := dep.Spec.Template
 	require.Subset(t, pod.Labels, dep.Spec.Selector.MatchLabels)
 	require.Regexp(t, `^[0-9a-f]{64}$`, pod.Annotations["checksum/config"])
@@ -90,6 +91,7 @@ func TestStandaloneFull(t *testing.T) {
 
 	dep := get[*appsv1.Deployment](t, r, "Deployment")
 	require.Equal(t, int32(3), *dep.Spec.Replicas)
+	require.Equal(t, int32(5), *dep.Spec.RevisionHistoryLimit)
 	pod := dep.Spec.Template
 	require.Contains(t, pod.Annotations, "checksum/config")
 	require.NotContains(t, pod.Annotations, "checksum/secret")
@@ -99,6 +101,8 @@ func TestStandaloneFull(t *testing.T) {
 	c := pod.Spec.Containers[0]
 	require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, c.Image)
 	requireRelayContainer(t, c)
+	require.Equal(t, int32(5), c.StartupProbe.PeriodSeconds)
+	require.Equal(t, int32(60), c.StartupProbe.FailureThreshold)
 	requireFromSecret(t, c, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
 	requireFromSecret(t, c, "RELAY_API_TOKEN", "app-outbox-relay", "API_TOKEN")
 	requireFromSecret(t, c, "RELAY_LISTEN_DATABASE_URL", "app-outbox-relay", "LISTEN_DATABASE_URL")
@@ -293,6 +297,19 @@ func TestChecksumFollowsConfig(t *testing.T) {
 	require.NotEqual(t, base["checksum/secret"], changed["checksum/secret"])
 }
 
+func TestStartupProbe(t *testing.T) {
+	t.Parallel()
+	c := get[*appsv1.Deployment](t, render(t, chartDir, "-f", values("standalone-values.yaml")), "Deployment").Spec.Template.Spec.Containers[0]
+	require.Equal(t, int32(2), c.StartupProbe.PeriodSeconds)
+	require.Equal(t, int32(30), c.StartupProbe.FailureThreshold, "a minute to start before liveness counts")
+
+	r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "startupProbe=null")
+	c = get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[0]
+	require.Nil(t, c.StartupProbe)
+	require.NotNil(t, c.LivenessProbe)
+	require.NotNil(t, c.ReadinessProbe)
+}
+
 func TestSingleReplicaHasNoPodDisruptionBudget(t *testing.T) {
 	t.Parallel()
 	r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "replicaCount=1")
@@ -404,6 +421,14 @@ func TestSidecarInApplicationChart(t *testing.T) {
 		require.NotNil(t, c.LivenessProbe)
 	})
 
+	t.Run("NoStartupProbe", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app, "--set", "outbox-relay.startupProbe=null")
+		c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[1]
+		require.Nil(t, c.StartupProbe)
+		require.NotNil(t, c.ReadinessProbe)
+	})
+
 	t.Run("StandaloneSubchartRefused", func(t *testing.T) {
 		t.Parallel()
 		msg := renderError(t, app, "--set", "outbox-relay.mode=standalone")
@@ -455,6 +480,9 @@ func requireRelayContainer(t *testing.T, c corev1.Container) {
 	}
 	require.Equal(t, map[string]int32{"api": 8080, "ops": 9090}, ports)
 
+	require.NotNil(t, c.StartupProbe)
+	require.Equal(t, "/healthz", c.StartupProbe.HTTPGet.Path, "not /readyz: restarting a relay whose database is down does not help")
+	require.Equal(t, intstr.FromString("ops"), c.StartupProbe.HTTPGet.Port)
 	require.NotNil(t, c.LivenessProbe)
 	require.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
 	require.Equal(t, intstr.FromString("ops"), c.LivenessProbe.HTTPGet.Port)

@@ -307,6 +307,10 @@ for pods outside this chart's control).
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- with $v.startupProbe }}
+  startupProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- with $v.livenessProbe }}
   livenessProbe:
     {{- toYaml . | nindent 4 }}
