@@ -54,6 +54,8 @@ func TestStandaloneDefaults(t *testing.T) {
 	cm := get[*corev1.ConfigMap](t, r, "ConfigMap")
 	require.Len(t, c.EnvFrom, 1)
 	require.Equal(t, cm.Name, c.EnvFrom[0].ConfigMapRef.Name)
+	require.Empty(t, pod.Spec.Volumes)
+	require.Empty(t, c.VolumeMounts)
 	require.Equal(t, map[string]string{"RELAY_LISTEN_ADDR": ":8080", "RELAY_OPS_ADDR": ":9090"}, cm.Data)
 
 	secret := get[*corev1.Secret](t, r, "Secret")
@@ -103,6 +105,19 @@ func TestStandaloneFull(t *testing.T) {
 	requireRelayContainer(t, c)
 	require.Equal(t, int32(5), c.StartupProbe.PeriodSeconds)
 	require.Equal(t, int32(60), c.StartupProbe.FailureThreshold)
+
+	// The CA bundle and the extra envFrom source of full-values.yaml.
+	otel := corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "outbox-relay-otel"}}}
+	caVolume := corev1.Volume{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "corp-ca"}}}}
+	caMount := corev1.VolumeMount{Name: "ca-bundle", MountPath: "/etc/outbox-relay/ca", ReadOnly: true}
+	require.Equal(t, []corev1.EnvFromSource{
+		otel,
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "demo-outbox-relay"}}},
+	}, c.EnvFrom, "the chart's ConfigMap comes last, so its settings win")
+	require.Equal(t, []corev1.Volume{caVolume}, pod.Spec.Volumes)
+	require.Equal(t, []corev1.VolumeMount{caMount}, c.VolumeMounts)
+	require.Equal(t, "/etc/outbox-relay/ca", envVar(c, "SSL_CERT_DIR").Value)
 	requireFromSecret(t, c, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
 	requireFromSecret(t, c, "RELAY_API_TOKEN", "app-outbox-relay", "API_TOKEN")
 	requireFromSecret(t, c, "RELAY_LISTEN_DATABASE_URL", "app-outbox-relay", "LISTEN_DATABASE_URL")
@@ -136,6 +151,10 @@ func TestStandaloneFull(t *testing.T) {
 	require.Equal(t, "webhooks", envVar(jc, "RELAY_SCHEMA").Value, "the Job gets the settings inline")
 	requireFromSecret(t, jc, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
 	requireRestricted(t, jc.SecurityContext)
+	require.Equal(t, []corev1.EnvFromSource{otel}, jc.EnvFrom, "the Job gets the settings inline, and the extra sources")
+	require.Equal(t, "/etc/outbox-relay/ca", envVar(jc, "SSL_CERT_DIR").Value)
+	require.Equal(t, []corev1.Volume{caVolume}, job.Spec.Template.Spec.Volumes, "a database URL may name the CA bundle")
+	require.Equal(t, []corev1.VolumeMount{caMount}, jc.VolumeMounts)
 
 	svc := get[*corev1.Service](t, r, "Service")
 	sm := get[*unstructured.Unstructured](t, r, "ServiceMonitor")
@@ -348,10 +367,24 @@ func TestMigrationJobWithChartSecret(t *testing.T) {
 func TestSidecarModeRendersNoWorkload(t *testing.T) {
 	t.Parallel()
 	r := render(t, chartDir, "-f", values("sidecar-values.yaml"))
-	require.Equal(t, map[string]int{"Secret": 1, "PrometheusRule": 1}, r.kinds())
+	require.Equal(t, map[string]int{"Secret": 2, "PrometheusRule": 1, "Job": 1}, r.kinds(),
+		"the relay's Secret, the migration Job and its hook copy of the Secret")
 	requireStandardLabels(t, r)
-	secret := get[*corev1.Secret](t, r, "Secret")
-	require.Contains(t, secret.Data, "encryption-key")
+	for _, m := range r {
+		if s, ok := m.Object.(*corev1.Secret); ok {
+			require.Contains(t, s.Data, "encryption-key")
+		}
+	}
+
+	job := get[*batchv1.Job](t, r, "Job")
+	jc := job.Spec.Template.Spec.Containers[0]
+	require.Equal(t, []corev1.EnvFromSource{
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "shop-env"}}},
+	}, jc.EnvFrom)
+	require.Equal(t, []corev1.Volume{{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{
+		Secret: &corev1.SecretVolumeSource{SecretName: "corp-ca"}}}}, job.Spec.Template.Spec.Volumes)
+	require.Equal(t, []corev1.VolumeMount{{Name: "ca-bundle", MountPath: "/etc/outbox-relay/ca", ReadOnly: true}}, jc.VolumeMounts,
+		"the application's volume shop-data is not in the Job's pod: the Job does not mount it")
 }
 
 func TestSidecarInApplicationChart(t *testing.T) {
@@ -380,6 +413,9 @@ func TestSidecarInApplicationChart(t *testing.T) {
 	requireFromSecret(t, c, "RELAY_DATABASE_URL", secret.Name, "database-url")
 	requireFromSecret(t, c, "RELAY_API_TOKEN", secret.Name, "api-token")
 	require.Regexp(t, `^[0-9a-f]{64}$`, dep.Spec.Template.Annotations["checksum/outbox-relay-secret"])
+
+	require.Empty(t, spec.Volumes, "no extraVolumes, no volumes")
+	require.Empty(t, c.VolumeMounts)
 
 	ports := map[string]bool{}
 	for _, c := range spec.Containers {
@@ -421,6 +457,24 @@ func TestSidecarInApplicationChart(t *testing.T) {
 		require.NotNil(t, c.LivenessProbe)
 	})
 
+	t.Run("ExtraEnvFromAndVolumes", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app,
+			"--set-json", `outbox-relay.extraEnvFrom=[{"secretRef":{"name":"shop-otel"}}]`,
+			"--set-json", `outbox-relay.extraVolumes=[{"name":"ca-bundle","secret":{"secretName":"corp-ca"}}]`,
+			"--set-json", `outbox-relay.extraVolumeMounts=[{"name":"ca-bundle","mountPath":"/etc/outbox-relay/ca","readOnly":true}]`)
+		spec := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec
+		c := spec.Containers[1]
+		require.Equal(t, []corev1.EnvFromSource{
+			{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "shop-otel"}}},
+		}, c.EnvFrom, "no ConfigMap in sidecar mode: the settings stay inline")
+		require.Equal(t, []corev1.VolumeMount{{Name: "ca-bundle", MountPath: "/etc/outbox-relay/ca", ReadOnly: true}}, c.VolumeMounts)
+		require.Equal(t, []corev1.Volume{{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: "corp-ca"}}}}, spec.Volumes, "outbox-relay.sidecar.volumes")
+		require.Empty(t, spec.Containers[0].EnvFrom, "the application's container is left alone")
+		require.Empty(t, spec.Containers[0].VolumeMounts)
+	})
+
 	t.Run("NoStartupProbe", func(t *testing.T) {
 		t.Parallel()
 		r := render(t, app, "--set", "outbox-relay.startupProbe=null")
@@ -460,6 +514,8 @@ func TestRefusedValues(t *testing.T) {
 		{"ProxyWithoutUpstream", append(secrets, "--set", "proxy.enabled=true"), "proxy.enabled needs proxy.upstreamURL"},
 		{"PreviousKeyAlone", append(secrets, "--set", "secret.encryptionKeyPrevious=x"), "secret.encryptionKeyPrevious is set but secret.encryptionKey is not"},
 		{"SamePorts", append(secrets, "--set", "containerPorts.ops=8080"), "containerPorts.api and containerPorts.ops must differ"},
+		{"EnvFromWithoutSource", append(secrets, "--set-json", `extraEnvFrom=[{"prefix":"OTEL_"}]`), "/extraEnvFrom/0"},
+		{"MountWithoutPath", append(secrets, "--set-json", `extraVolumeMounts=[{"name":"ca-bundle"}]`), "/extraVolumeMounts/0"},
 		{"DigestWithoutAlgorithm", append(secrets, "--set", "image.digest=1111111111111111111111111111111111111111111111111111111111111111"), "/image/digest"},
 		{"TestImageAsString", append(secrets, "--set", "tests.image=busybox:1.37"), "/tests/image"},
 	}

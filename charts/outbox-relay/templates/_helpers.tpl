@@ -294,10 +294,16 @@ for pods outside this chart's control).
     - name: ops
       containerPort: {{ $v.containerPorts.ops }}
       protocol: TCP
-  {{- if not .inline }}
+  {{- /* Of two envFrom sources with one name the later wins: the chart's ConfigMap comes last. */}}
+  {{- if or $v.extraEnvFrom (not .inline) }}
   envFrom:
+    {{- with $v.extraEnvFrom }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- if not .inline }}
     - configMapRef:
         name: {{ include "outbox-relay.fullname" $ctx }}
+    {{- end }}
   {{- end }}
   env:
     {{- if .inline }}
@@ -325,6 +331,10 @@ for pods outside this chart's control).
   {{- end }}
   {{- with $v.securityContext }}
   securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.extraVolumeMounts }}
+  volumeMounts:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
