@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -87,7 +88,7 @@ func TestStandaloneFull(t *testing.T) {
 	r := render(t, chartDir, "-f", values("full-values.yaml"))
 	require.Equal(t, map[string]int{
 		"ServiceAccount": 1, "ConfigMap": 1, "Service": 1, "Deployment": 1, "PodDisruptionBudget": 1,
-		"Pod": 1, "Job": 1, "ServiceMonitor": 1, "PrometheusRule": 1,
+		"Pod": 1, "Job": 1, "ServiceMonitor": 1, "PrometheusRule": 1, "NetworkPolicy": 1,
 	}, r.kinds(), "existingSecret: the chart creates no Secret")
 	requireStandardLabels(t, r)
 
@@ -248,6 +249,8 @@ func TestOnlyRelayPodsAreSelected(t *testing.T) {
 				sel = k8slabels.SelectorFromSet(o.Spec.Selector)
 			case *policyv1.PodDisruptionBudget:
 				sel, err = metav1.LabelSelectorAsSelector(o.Spec.Selector)
+			case *networkingv1.NetworkPolicy:
+				sel, err = metav1.LabelSelectorAsSelector(&o.Spec.PodSelector)
 			default:
 				continue
 			}
@@ -255,7 +258,7 @@ func TestOnlyRelayPodsAreSelected(t *testing.T) {
 			require.False(t, sel.Empty(), "%s selects every pod", m.Kind)
 			selectors[m.Kind] = sel
 		}
-		require.Len(t, selectors, 3, "Deployment, Service and PodDisruptionBudget")
+		require.Len(t, selectors, 4, "Deployment, Service, PodDisruptionBudget and NetworkPolicy")
 
 		others := map[string]map[string]string{
 			"migration": get[*batchv1.Job](t, r, "Job").Spec.Template.Labels,
@@ -278,6 +281,90 @@ func TestOnlyRelayPodsAreSelected(t *testing.T) {
 		check(t, r, long)
 		require.Equal(t, strings.Repeat("r", 53)+"-migration", get[*batchv1.Job](t, r, "Job").Spec.Template.Labels["app.kubernetes.io/name"],
 			"the component survives truncation to 63 characters")
+	})
+}
+
+func TestNetworkPolicy(t *testing.T) {
+	t.Parallel()
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	port := func(n int32, proto *corev1.Protocol) networkingv1.NetworkPolicyPort {
+		p := intstr.FromInt32(n)
+		return networkingv1.NetworkPolicyPort{Port: &p, Protocol: proto}
+	}
+	nsSelector := func(name string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": name}}
+	}
+	dns := networkingv1.NetworkPolicyEgressRule{Ports: []networkingv1.NetworkPolicyPort{port(53, &udp), port(53, &tcp)}}
+	webhooks := networkingv1.NetworkPolicyEgressRule{Ports: []networkingv1.NetworkPolicyPort{port(443, &tcp)}}
+
+	t.Run("Defaults", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "networkPolicy.enabled=true")
+		np := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy")
+		require.Equal(t, get[*appsv1.Deployment](t, r, "Deployment").Spec.Selector.MatchLabels, np.Spec.PodSelector.MatchLabels)
+		require.Equal(t, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}, np.Spec.PolicyTypes)
+		require.Equal(t, []networkingv1.NetworkPolicyIngressRule{
+			{Ports: []networkingv1.NetworkPolicyPort{port(8080, &tcp)}}, // no from: any source
+			{Ports: []networkingv1.NetworkPolicyPort{port(9090, &tcp)}},
+		}, np.Spec.Ingress)
+		require.Equal(t, []networkingv1.NetworkPolicyEgressRule{
+			{Ports: []networkingv1.NetworkPolicyPort{port(5432, &tcp)}}, // no to: any address
+			dns,
+			webhooks,
+		}, np.Spec.Egress)
+	})
+
+	t.Run("Full", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, chartDir, "-f", values("full-values.yaml"))
+		np := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy")
+		test := get[*corev1.Pod](t, r, "Pod")
+		require.Len(t, np.Spec.Ingress, 2)
+		require.Equal(t, networkingv1.NetworkPolicyIngressRule{
+			Ports: []networkingv1.NetworkPolicyPort{port(8080, &tcp)},
+			From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: nsSelector("shop")}},
+		}, np.Spec.Ingress[0])
+		ops := np.Spec.Ingress[1]
+		require.Equal(t, []networkingv1.NetworkPolicyPort{port(9090, &tcp)}, ops.Ports)
+		require.Len(t, ops.From, 2)
+		require.Equal(t, networkingv1.NetworkPolicyPeer{
+			NamespaceSelector: nsSelector("monitoring"),
+			PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}},
+		}, ops.From[0])
+		testPeer, err := metav1.LabelSelectorAsSelector(ops.From[1].PodSelector)
+		require.NoError(t, err)
+		require.True(t, testPeer.Matches(k8slabels.Set(test.Labels)), "helm test reaches /readyz")
+		require.False(t, testPeer.Matches(k8slabels.Set(get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Labels)))
+
+		require.Equal(t, []networkingv1.NetworkPolicyEgressRule{
+			{
+				Ports: []networkingv1.NetworkPolicyPort{port(5432, &tcp), port(6432, &tcp)},
+				To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.20.0.0/16"}}},
+			},
+			{
+				Ports: dns.Ports,
+				To: []networkingv1.NetworkPolicyPeer{{
+					NamespaceSelector: nsSelector("kube-system"),
+					PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}},
+				}},
+			},
+			webhooks,
+			{
+				Ports: []networkingv1.NetworkPolicyPort{port(8443, &tcp)},
+				To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "203.0.113.0/24"}}},
+			},
+		}, np.Spec.Egress)
+	})
+
+	t.Run("OnlyTheDatabase", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "networkPolicy.enabled=true",
+			"--set", "networkPolicy.egress.dns.enabled=false", "--set", "networkPolicy.egress.webhooks.enabled=false",
+			"--set", "containerPorts.api=8000", "--set", "containerPorts.ops=9000")
+		np := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy")
+		require.Equal(t, []networkingv1.NetworkPolicyEgressRule{{Ports: []networkingv1.NetworkPolicyPort{port(5432, &tcp)}}}, np.Spec.Egress)
+		require.Equal(t, []networkingv1.NetworkPolicyPort{port(8000, &tcp)}, np.Spec.Ingress[0].Ports, "the container ports")
+		require.Equal(t, []networkingv1.NetworkPolicyPort{port(9000, &tcp)}, np.Spec.Ingress[1].Ports)
 	})
 }
 
@@ -514,6 +601,9 @@ func TestRefusedValues(t *testing.T) {
 		{"ProxyWithoutUpstream", append(secrets, "--set", "proxy.enabled=true"), "proxy.enabled needs proxy.upstreamURL"},
 		{"PreviousKeyAlone", append(secrets, "--set", "secret.encryptionKeyPrevious=x"), "secret.encryptionKeyPrevious is set but secret.encryptionKey is not"},
 		{"SamePorts", append(secrets, "--set", "containerPorts.ops=8080"), "containerPorts.api and containerPorts.ops must differ"},
+		{"NetworkPolicyInSidecarMode", append(secrets, "--set", "mode=sidecar", "--set", "networkPolicy.enabled=true"), "networkPolicy is for standalone mode"},
+		{"NetworkPolicyNoDatabasePorts", append(secrets, "--set-json", "networkPolicy.egress.database.ports=[]"), "/networkPolicy/egress/database/ports"},
+		{"NetworkPolicyPeerTypo", append(secrets, "--set-json", `networkPolicy.egress.database.to=[{"ipblock":{"cidr":"10.0.0.0/8"}}]`), "additional properties 'ipblock' not allowed"},
 		{"EnvFromWithoutSource", append(secrets, "--set-json", `extraEnvFrom=[{"prefix":"OTEL_"}]`), "/extraEnvFrom/0"},
 		{"MountWithoutPath", append(secrets, "--set-json", `extraVolumeMounts=[{"name":"ca-bundle"}]`), "/extraVolumeMounts/0"},
 		{"DigestWithoutAlgorithm", append(secrets, "--set", "image.digest=1111111111111111111111111111111111111111111111111111111111111111"), "/image/digest"},

@@ -38,7 +38,7 @@ the chart name. Truncated to 63 characters, the limit of a DNS label.
 
 {{/*
 Labels that select the relay's pods: the Deployment's selector (immutable, so these two stay as
-they are), the Service's and the PodDisruptionBudget's.
+they are), the Service's, the PodDisruptionBudget's and the NetworkPolicy's.
 */}}
 {{- define "outbox-relay.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "outbox-relay.name" . }}
@@ -150,6 +150,9 @@ combination stops `helm install` and `helm template` with one line that says wha
 {{- end }}
 {{- if eq (int $v.containerPorts.api) (int $v.containerPorts.ops) }}
 {{- fail "outbox-relay: containerPorts.api and containerPorts.ops must differ" }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled (ne $v.mode "standalone") }}
+{{- fail "outbox-relay: networkPolicy is for standalone mode; in sidecar mode the relay runs in your application's pods, so allow its traffic in your application's NetworkPolicy" }}
 {{- end }}
 {{- end }}
 
