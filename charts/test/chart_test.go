@@ -454,8 +454,8 @@ func TestMigrationJobWithChartSecret(t *testing.T) {
 func TestSidecarModeRendersNoWorkload(t *testing.T) {
 	t.Parallel()
 	r := render(t, chartDir, "-f", values("sidecar-values.yaml"))
-	require.Equal(t, map[string]int{"Secret": 2, "PrometheusRule": 1, "Job": 1}, r.kinds(),
-		"the relay's Secret, the migration Job and its hook copy of the Secret")
+	require.Equal(t, map[string]int{"Secret": 2, "PrometheusRule": 1, "Job": 1, "PodMonitor": 1}, r.kinds(),
+		"the relay's Secret, the migration Job and its hook copy of the Secret, the monitoring")
 	requireStandardLabels(t, r)
 	for _, m := range r {
 		if s, ok := m.Object.(*corev1.Secret); ok {
@@ -472,6 +472,20 @@ func TestSidecarModeRendersNoWorkload(t *testing.T) {
 		Secret: &corev1.SecretVolumeSource{SecretName: "corp-ca"}}}}, job.Spec.Template.Spec.Volumes)
 	require.Equal(t, []corev1.VolumeMount{{Name: "ca-bundle", MountPath: "/etc/outbox-relay/ca", ReadOnly: true}}, jc.VolumeMounts,
 		"the application's volume shop-data is not in the Job's pod: the Job does not mount it")
+
+	pm := get[*unstructured.Unstructured](t, r, "PodMonitor")
+	require.Equal(t, "monitoring.coreos.com/v1", pm.GetAPIVersion())
+	require.Equal(t, "prometheus", pm.GetLabels()["release"])
+	matchLabels, _, err := unstructured.NestedStringMap(pm.Object, "spec", "selector", "matchLabels")
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"app.kubernetes.io/name": "shop", "app.kubernetes.io/instance": "shop"}, matchLabels,
+		"the application's pods, by the labels the values give")
+	namespaces, _, err := unstructured.NestedStringSlice(pm.Object, "spec", "namespaceSelector", "matchNames")
+	require.NoError(t, err)
+	require.Equal(t, []string{namespace}, namespaces)
+	endpoints, _, err := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+	require.NoError(t, err)
+	require.Equal(t, []any{map[string]any{"port": "ops", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}}, endpoints)
 }
 
 func TestSidecarInApplicationChart(t *testing.T) {
@@ -562,6 +576,26 @@ func TestSidecarInApplicationChart(t *testing.T) {
 		require.Empty(t, spec.Containers[0].VolumeMounts)
 	})
 
+	t.Run("PodMonitor", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app, "--set", "outbox-relay.podMonitor.enabled=true",
+			"--set-json", `outbox-relay.podMonitor.selectorLabels={"app.kubernetes.io/name":"shop"}`)
+		require.Equal(t, map[string]int{"Secret": 1, "Service": 1, "Deployment": 1, "PodMonitor": 1}, r.kinds())
+		pod := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template
+		pm := get[*unstructured.Unstructured](t, r, "PodMonitor")
+		matchLabels, _, err := unstructured.NestedStringMap(pm.Object, "spec", "selector", "matchLabels")
+		require.NoError(t, err)
+		require.True(t, k8slabels.SelectorFromSet(matchLabels).Matches(k8slabels.Set(pod.Labels)), "the PodMonitor selects the application's pods")
+		endpoints, _, err := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+		require.NoError(t, err)
+		require.Len(t, endpoints, 1)
+		var names []string
+		for _, p := range pod.Spec.Containers[1].Ports {
+			names = append(names, p.Name)
+		}
+		require.Contains(t, names, endpoints[0].(map[string]any)["port"], "it scrapes a port of the relay container")
+	})
+
 	t.Run("NoStartupProbe", func(t *testing.T) {
 		t.Parallel()
 		r := render(t, app, "--set", "outbox-relay.startupProbe=null")
@@ -601,6 +635,8 @@ func TestRefusedValues(t *testing.T) {
 		{"ProxyWithoutUpstream", append(secrets, "--set", "proxy.enabled=true"), "proxy.enabled needs proxy.upstreamURL"},
 		{"PreviousKeyAlone", append(secrets, "--set", "secret.encryptionKeyPrevious=x"), "secret.encryptionKeyPrevious is set but secret.encryptionKey is not"},
 		{"SamePorts", append(secrets, "--set", "containerPorts.ops=8080"), "containerPorts.api and containerPorts.ops must differ"},
+		{"PodMonitorInStandaloneMode", append(secrets, "--set", "podMonitor.enabled=true", "--set", "podMonitor.selectorLabels.app=shop"), "podMonitor is for sidecar mode"},
+		{"PodMonitorWithoutSelector", append(secrets, "--set", "mode=sidecar", "--set", "podMonitor.enabled=true"), "podMonitor.selectorLabels must name labels"},
 		{"NetworkPolicyInSidecarMode", append(secrets, "--set", "mode=sidecar", "--set", "networkPolicy.enabled=true"), "networkPolicy is for standalone mode"},
 		{"NetworkPolicyNoDatabasePorts", append(secrets, "--set-json", "networkPolicy.egress.database.ports=[]"), "/networkPolicy/egress/database/ports"},
 		{"NetworkPolicyPeerTypo", append(secrets, "--set-json", `networkPolicy.egress.database.to=[{"ipblock":{"cidr":"10.0.0.0/8"}}]`), "additional properties 'ipblock' not allowed"},

@@ -42,6 +42,7 @@ var typed = map[string]func() any{
 	// prometheus-operator kinds: no Go types here, checked field by field.
 	"monitoring.coreos.com/v1/ServiceMonitor": nil,
 	"monitoring.coreos.com/v1/PrometheusRule": nil,
+	"monitoring.coreos.com/v1/PodMonitor":     nil,
 }
 
 // manifest is one document of helm template's output.

@@ -151,6 +151,12 @@ combination stops `helm install` and `helm template` with one line that says wha
 {{- if eq (int $v.containerPorts.api) (int $v.containerPorts.ops) }}
 {{- fail "outbox-relay: containerPorts.api and containerPorts.ops must differ" }}
 {{- end }}
+{{- if and $v.podMonitor.enabled (ne $v.mode "sidecar") }}
+{{- fail "outbox-relay: podMonitor is for sidecar mode; in standalone mode use serviceMonitor" }}
+{{- end }}
+{{- if and $v.podMonitor.enabled (not $v.podMonitor.selectorLabels) }}
+{{- fail "outbox-relay: podMonitor.selectorLabels must name labels of your application's pods (the chart does not own them), e.g. app.kubernetes.io/name: shop" }}
+{{- end }}
 {{- if and $v.networkPolicy.enabled (ne $v.mode "standalone") }}
 {{- fail "outbox-relay: networkPolicy is for standalone mode; in sidecar mode the relay runs in your application's pods, so allow its traffic in your application's NetworkPolicy" }}
 {{- end }}
