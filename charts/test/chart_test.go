@@ -11,8 +11,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
@@ -31,6 +34,7 @@ func TestStandaloneDefaults(t *testing.T) {
 	dep := get[*appsv1.Deployment](t, r, "Deployment")
 	require.Equal(t, "demo-outbox-relay", dep.Name)
 	require.Equal(t, int32(2), *dep.Spec.Replicas)
+	require.Equal(t, int32(10), *dep.Spec.RevisionHistoryLimit)
 	pod := dep.Spec.Template
 	require.Subset(t, pod.Labels, dep.Spec.Selector.MatchLabels)
 	require.Regexp(t, `^[0-9a-f]{64}$`, pod.Annotations["checksum/config"])
@@ -51,6 +55,8 @@ func TestStandaloneDefaults(t *testing.T) {
 	cm := get[*corev1.ConfigMap](t, r, "ConfigMap")
 	require.Len(t, c.EnvFrom, 1)
 	require.Equal(t, cm.Name, c.EnvFrom[0].ConfigMapRef.Name)
+	require.Empty(t, pod.Spec.Volumes)
+	require.Empty(t, c.VolumeMounts)
 	require.Equal(t, map[string]string{"RELAY_LISTEN_ADDR": ":8080", "RELAY_OPS_ADDR": ":9090"}, cm.Data)
 
 	secret := get[*corev1.Secret](t, r, "Secret")
@@ -82,12 +88,13 @@ func TestStandaloneFull(t *testing.T) {
 	r := render(t, chartDir, "-f", values("full-values.yaml"))
 	require.Equal(t, map[string]int{
 		"ServiceAccount": 1, "ConfigMap": 1, "Service": 1, "Deployment": 1, "PodDisruptionBudget": 1,
-		"Pod": 1, "Job": 1, "ServiceMonitor": 1, "PrometheusRule": 1,
+		"Pod": 1, "Job": 1, "ServiceMonitor": 1, "PrometheusRule": 1, "NetworkPolicy": 1,
 	}, r.kinds(), "existingSecret: the chart creates no Secret")
 	requireStandardLabels(t, r)
 
 	dep := get[*appsv1.Deployment](t, r, "Deployment")
 	require.Equal(t, int32(3), *dep.Spec.Replicas)
+	require.Equal(t, int32(5), *dep.Spec.RevisionHistoryLimit)
 	pod := dep.Spec.Template
 	require.Contains(t, pod.Annotations, "checksum/config")
 	require.NotContains(t, pod.Annotations, "checksum/secret")
@@ -95,7 +102,23 @@ func TestStandaloneFull(t *testing.T) {
 	require.Len(t, pod.Spec.TopologySpreadConstraints, 1)
 
 	c := pod.Spec.Containers[0]
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, c.Image)
 	requireRelayContainer(t, c)
+	require.Equal(t, int32(5), c.StartupProbe.PeriodSeconds)
+	require.Equal(t, int32(60), c.StartupProbe.FailureThreshold)
+
+	// The CA bundle and the extra envFrom source of full-values.yaml.
+	otel := corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "outbox-relay-otel"}}}
+	caVolume := corev1.Volume{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "corp-ca"}}}}
+	caMount := corev1.VolumeMount{Name: "ca-bundle", MountPath: "/etc/outbox-relay/ca", ReadOnly: true}
+	require.Equal(t, []corev1.EnvFromSource{
+		otel,
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "demo-outbox-relay"}}},
+	}, c.EnvFrom, "the chart's ConfigMap comes last, so its settings win")
+	require.Equal(t, []corev1.Volume{caVolume}, pod.Spec.Volumes)
+	require.Equal(t, []corev1.VolumeMount{caMount}, c.VolumeMounts)
+	require.Equal(t, "/etc/outbox-relay/ca", envVar(c, "SSL_CERT_DIR").Value)
 	requireFromSecret(t, c, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
 	requireFromSecret(t, c, "RELAY_API_TOKEN", "app-outbox-relay", "API_TOKEN")
 	requireFromSecret(t, c, "RELAY_LISTEN_DATABASE_URL", "app-outbox-relay", "LISTEN_DATABASE_URL")
@@ -123,11 +146,16 @@ func TestStandaloneFull(t *testing.T) {
 	require.Equal(t, "before-hook-creation,hook-succeeded", job.Annotations["helm.sh/hook-delete-policy"])
 	jc := job.Spec.Template.Spec.Containers[0]
 	require.Equal(t, []string{"migrate"}, jc.Args)
+	require.Equal(t, c.Image, jc.Image)
 	require.Equal(t, corev1.RestartPolicyNever, job.Spec.Template.Spec.RestartPolicy)
 	require.Empty(t, job.Spec.Template.Spec.ServiceAccountName, "the chart's ServiceAccount does not exist yet at pre-install")
 	require.Equal(t, "webhooks", envVar(jc, "RELAY_SCHEMA").Value, "the Job gets the settings inline")
 	requireFromSecret(t, jc, "RELAY_DATABASE_URL", "app-outbox-relay", "DATABASE_URL")
 	requireRestricted(t, jc.SecurityContext)
+	require.Equal(t, []corev1.EnvFromSource{otel}, jc.EnvFrom, "the Job gets the settings inline, and the extra sources")
+	require.Equal(t, "/etc/outbox-relay/ca", envVar(jc, "SSL_CERT_DIR").Value)
+	require.Equal(t, []corev1.Volume{caVolume}, job.Spec.Template.Spec.Volumes, "a database URL may name the CA bundle")
+	require.Equal(t, []corev1.VolumeMount{caMount}, jc.VolumeMounts)
 
 	svc := get[*corev1.Service](t, r, "Service")
 	sm := get[*unstructured.Unstructured](t, r, "ServiceMonitor")
@@ -158,6 +186,186 @@ func TestStandaloneFull(t *testing.T) {
 			`sum(rate(outbox_relay_attempts_total{outcome!="2xx"}[5m])) / sum(rate(outbox_relay_attempts_total[5m])) > 0.2`, "15m"},
 		"OutboxRelayDisabledSubscriptions": {`max(outbox_relay_subscriptions{status="disabled"}) > 0`, "5m"},
 	}, alerts)
+}
+
+// Digests for the tests: any 64 hex digits do.
+const (
+	relayDigest   = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	busyboxDigest = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+)
+
+func TestImageReference(t *testing.T) {
+	t.Parallel()
+	images := func(r release) (relay, job, test string) {
+		return get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[0].Image,
+			get[*batchv1.Job](t, r, "Job").Spec.Template.Spec.Containers[0].Image,
+			get[*corev1.Pod](t, r, "Pod").Spec.Containers[0].Image
+	}
+	base := []string{"-f", values("standalone-values.yaml"), "--set", "migrationJob.enabled=true"}
+
+	relay, job, test := images(render(t, chartDir, base...))
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay:"+chartMeta(t).AppVersion, relay, "the image the release workflow publishes, at appVersion")
+	require.Equal(t, relay, job)
+	require.Equal(t, "busybox:1.37", test)
+
+	relay, job, _ = images(render(t, chartDir, append(base, "--set", "image.tag=9.9.9")...))
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay:9.9.9", relay)
+	require.Equal(t, relay, job)
+
+	relay, job, test = images(render(t, chartDir, append(base, "--set", "image.tag=9.9.9", "--set", "image.digest="+relayDigest,
+		"--set", "tests.image.digest="+busyboxDigest)...))
+	require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, relay, "a digest wins over the tag")
+	require.Equal(t, relay, job)
+	require.Equal(t, "busybox@"+busyboxDigest, test)
+
+	t.Run("Sidecar", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, wrapperChart(t), "--set", "outbox-relay.image.digest="+relayDigest)
+		c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[1]
+		require.Equal(t, "ghcr.io/referralloop/outbox-relay@"+relayDigest, c.Image)
+	})
+}
+
+// TestOnlyRelayPodsAreSelected: the migration Job's and the test Pod's pods carry labels of
+// their own, so the Service sends them no traffic and the PodDisruptionBudget does not count
+// them, while the Deployment keeps the selector it always had (it cannot change on upgrade).
+func TestOnlyRelayPodsAreSelected(t *testing.T) {
+	t.Parallel()
+	check := func(t *testing.T, r release, name string) {
+		t.Helper()
+		dep := get[*appsv1.Deployment](t, r, "Deployment")
+		require.Equal(t, map[string]string{"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "demo"},
+			dep.Spec.Selector.MatchLabels, "a Deployment's selector is immutable: changing it breaks helm upgrade")
+		require.Equal(t, "relay", dep.Spec.Template.Labels["app.kubernetes.io/component"])
+
+		selectors := map[string]k8slabels.Selector{}
+		for _, m := range r {
+			var sel k8slabels.Selector
+			var err error
+			switch o := m.Object.(type) {
+			case *appsv1.Deployment:
+				sel, err = metav1.LabelSelectorAsSelector(o.Spec.Selector)
+			case *corev1.Service:
+				sel = k8slabels.SelectorFromSet(o.Spec.Selector)
+			case *policyv1.PodDisruptionBudget:
+				sel, err = metav1.LabelSelectorAsSelector(o.Spec.Selector)
+			case *networkingv1.NetworkPolicy:
+				sel, err = metav1.LabelSelectorAsSelector(&o.Spec.PodSelector)
+			default:
+				continue
+			}
+			require.NoError(t, err)
+			require.False(t, sel.Empty(), "%s selects every pod", m.Kind)
+			selectors[m.Kind] = sel
+		}
+		require.Len(t, selectors, 4, "Deployment, Service, PodDisruptionBudget and NetworkPolicy")
+
+		others := map[string]map[string]string{
+			"migration": get[*batchv1.Job](t, r, "Job").Spec.Template.Labels,
+			"test":      get[*corev1.Pod](t, r, "Pod").Labels,
+		}
+		for kind, sel := range selectors {
+			require.True(t, sel.Matches(k8slabels.Set(dep.Spec.Template.Labels)), "%s does not select the relay's pods", kind)
+			for component, podLabels := range others {
+				require.Equal(t, component, podLabels["app.kubernetes.io/component"])
+				require.False(t, sel.Matches(k8slabels.Set(podLabels)), "%s selects the %s pod: %v", kind, component, podLabels)
+			}
+		}
+	}
+	check(t, render(t, chartDir, "-f", values("full-values.yaml")), "outbox-relay")
+
+	t.Run("LongName", func(t *testing.T) {
+		t.Parallel()
+		long := strings.Repeat("r", 63)
+		r := render(t, chartDir, "-f", values("full-values.yaml"), "--set", "nameOverride="+long)
+		check(t, r, long)
+		require.Equal(t, strings.Repeat("r", 53)+"-migration", get[*batchv1.Job](t, r, "Job").Spec.Template.Labels["app.kubernetes.io/name"],
+			"the component survives truncation to 63 characters")
+	})
+}
+
+func TestNetworkPolicy(t *testing.T) {
+	t.Parallel()
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	port := func(n int32, proto *corev1.Protocol) networkingv1.NetworkPolicyPort {
+		p := intstr.FromInt32(n)
+		return networkingv1.NetworkPolicyPort{Port: &p, Protocol: proto}
+	}
+	nsSelector := func(name string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": name}}
+	}
+	dns := networkingv1.NetworkPolicyEgressRule{Ports: []networkingv1.NetworkPolicyPort{port(53, &udp), port(53, &tcp)}}
+	webhooks := networkingv1.NetworkPolicyEgressRule{Ports: []networkingv1.NetworkPolicyPort{port(443, &tcp)}}
+
+	t.Run("Defaults", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "networkPolicy.enabled=true")
+		np := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy")
+		require.Equal(t, get[*appsv1.Deployment](t, r, "Deployment").Spec.Selector.MatchLabels, np.Spec.PodSelector.MatchLabels)
+		require.Equal(t, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}, np.Spec.PolicyTypes)
+		require.Equal(t, []networkingv1.NetworkPolicyIngressRule{
+			{Ports: []networkingv1.NetworkPolicyPort{port(8080, &tcp)}}, // no from: any source
+			{Ports: []networkingv1.NetworkPolicyPort{port(9090, &tcp)}},
+		}, np.Spec.Ingress)
+		require.Equal(t, []networkingv1.NetworkPolicyEgressRule{
+			{Ports: []networkingv1.NetworkPolicyPort{port(5432, &tcp)}}, // no to: any address
+			dns,
+			webhooks,
+		}, np.Spec.Egress)
+	})
+
+	t.Run("Full", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, chartDir, "-f", values("full-values.yaml"))
+		np := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy")
+		test := get[*corev1.Pod](t, r, "Pod")
+		require.Len(t, np.Spec.Ingress, 2)
+		require.Equal(t, networkingv1.NetworkPolicyIngressRule{
+			Ports: []networkingv1.NetworkPolicyPort{port(8080, &tcp)},
+			From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: nsSelector("shop")}},
+		}, np.Spec.Ingress[0])
+		ops := np.Spec.Ingress[1]
+		require.Equal(t, []networkingv1.NetworkPolicyPort{port(9090, &tcp)}, ops.Ports)
+		require.Len(t, ops.From, 2)
+		require.Equal(t, networkingv1.NetworkPolicyPeer{
+			NamespaceSelector: nsSelector("monitoring"),
+			PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}},
+		}, ops.From[0])
+		testPeer, err := metav1.LabelSelectorAsSelector(ops.From[1].PodSelector)
+		require.NoError(t, err)
+		require.True(t, testPeer.Matches(k8slabels.Set(test.Labels)), "helm test reaches /readyz")
+		require.False(t, testPeer.Matches(k8slabels.Set(get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Labels)))
+
+		require.Equal(t, []networkingv1.NetworkPolicyEgressRule{
+			{
+				Ports: []networkingv1.NetworkPolicyPort{port(5432, &tcp), port(6432, &tcp)},
+				To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.20.0.0/16"}}},
+			},
+			{
+				Ports: dns.Ports,
+				To: []networkingv1.NetworkPolicyPeer{{
+					NamespaceSelector: nsSelector("kube-system"),
+					PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}},
+				}},
+			},
+			webhooks,
+			{
+				Ports: []networkingv1.NetworkPolicyPort{port(8443, &tcp)},
+				To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "203.0.113.0/24"}}},
+			},
+		}, np.Spec.Egress)
+	})
+
+	t.Run("OnlyTheDatabase", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "networkPolicy.enabled=true",
+			"--set", "networkPolicy.egress.dns.enabled=false", "--set", "networkPolicy.egress.webhooks.enabled=false",
+			"--set", "containerPorts.api=8000", "--set", "containerPorts.ops=9000")
+		np := get[*networkingv1.NetworkPolicy](t, r, "NetworkPolicy")
+		require.Equal(t, []networkingv1.NetworkPolicyEgressRule{{Ports: []networkingv1.NetworkPolicyPort{port(5432, &tcp)}}}, np.Spec.Egress)
+		require.Equal(t, []networkingv1.NetworkPolicyPort{port(8000, &tcp)}, np.Spec.Ingress[0].Ports, "the container ports")
+		require.Equal(t, []networkingv1.NetworkPolicyPort{port(9000, &tcp)}, np.Spec.Ingress[1].Ports)
+	})
 }
 
 func TestPrometheusRuleLabelMatchers(t *testing.T) {
@@ -193,6 +401,19 @@ func TestChecksumFollowsConfig(t *testing.T) {
 	changed = checksums("--set", "secret.apiToken=rotated")
 	require.Equal(t, base["checksum/config"], changed["checksum/config"])
 	require.NotEqual(t, base["checksum/secret"], changed["checksum/secret"])
+}
+
+func TestStartupProbe(t *testing.T) {
+	t.Parallel()
+	c := get[*appsv1.Deployment](t, render(t, chartDir, "-f", values("standalone-values.yaml")), "Deployment").Spec.Template.Spec.Containers[0]
+	require.Equal(t, int32(2), c.StartupProbe.PeriodSeconds)
+	require.Equal(t, int32(30), c.StartupProbe.FailureThreshold, "a minute to start before liveness counts")
+
+	r := render(t, chartDir, "-f", values("standalone-values.yaml"), "--set", "startupProbe=null")
+	c = get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[0]
+	require.Nil(t, c.StartupProbe)
+	require.NotNil(t, c.LivenessProbe)
+	require.NotNil(t, c.ReadinessProbe)
 }
 
 func TestSingleReplicaHasNoPodDisruptionBudget(t *testing.T) {
@@ -233,10 +454,38 @@ func TestMigrationJobWithChartSecret(t *testing.T) {
 func TestSidecarModeRendersNoWorkload(t *testing.T) {
 	t.Parallel()
 	r := render(t, chartDir, "-f", values("sidecar-values.yaml"))
-	require.Equal(t, map[string]int{"Secret": 1, "PrometheusRule": 1}, r.kinds())
+	require.Equal(t, map[string]int{"Secret": 2, "PrometheusRule": 1, "Job": 1, "PodMonitor": 1}, r.kinds(),
+		"the relay's Secret, the migration Job and its hook copy of the Secret, the monitoring")
 	requireStandardLabels(t, r)
-	secret := get[*corev1.Secret](t, r, "Secret")
-	require.Contains(t, secret.Data, "encryption-key")
+	for _, m := range r {
+		if s, ok := m.Object.(*corev1.Secret); ok {
+			require.Contains(t, s.Data, "encryption-key")
+		}
+	}
+
+	job := get[*batchv1.Job](t, r, "Job")
+	jc := job.Spec.Template.Spec.Containers[0]
+	require.Equal(t, []corev1.EnvFromSource{
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "shop-env"}}},
+	}, jc.EnvFrom)
+	require.Equal(t, []corev1.Volume{{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{
+		Secret: &corev1.SecretVolumeSource{SecretName: "corp-ca"}}}}, job.Spec.Template.Spec.Volumes)
+	require.Equal(t, []corev1.VolumeMount{{Name: "ca-bundle", MountPath: "/etc/outbox-relay/ca", ReadOnly: true}}, jc.VolumeMounts,
+		"the application's volume shop-data is not in the Job's pod: the Job does not mount it")
+
+	pm := get[*unstructured.Unstructured](t, r, "PodMonitor")
+	require.Equal(t, "monitoring.coreos.com/v1", pm.GetAPIVersion())
+	require.Equal(t, "prometheus", pm.GetLabels()["release"])
+	matchLabels, _, err := unstructured.NestedStringMap(pm.Object, "spec", "selector", "matchLabels")
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"app.kubernetes.io/name": "shop", "app.kubernetes.io/instance": "shop"}, matchLabels,
+		"the application's pods, by the labels the values give")
+	namespaces, _, err := unstructured.NestedStringSlice(pm.Object, "spec", "namespaceSelector", "matchNames")
+	require.NoError(t, err)
+	require.Equal(t, []string{namespace}, namespaces)
+	endpoints, _, err := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+	require.NoError(t, err)
+	require.Equal(t, []any{map[string]any{"port": "ops", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}}, endpoints)
 }
 
 func TestSidecarInApplicationChart(t *testing.T) {
@@ -265,6 +514,9 @@ func TestSidecarInApplicationChart(t *testing.T) {
 	requireFromSecret(t, c, "RELAY_DATABASE_URL", secret.Name, "database-url")
 	requireFromSecret(t, c, "RELAY_API_TOKEN", secret.Name, "api-token")
 	require.Regexp(t, `^[0-9a-f]{64}$`, dep.Spec.Template.Annotations["checksum/outbox-relay-secret"])
+
+	require.Empty(t, spec.Volumes, "no extraVolumes, no volumes")
+	require.Empty(t, c.VolumeMounts)
 
 	ports := map[string]bool{}
 	for _, c := range spec.Containers {
@@ -306,6 +558,52 @@ func TestSidecarInApplicationChart(t *testing.T) {
 		require.NotNil(t, c.LivenessProbe)
 	})
 
+	t.Run("ExtraEnvFromAndVolumes", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app,
+			"--set-json", `outbox-relay.extraEnvFrom=[{"secretRef":{"name":"shop-otel"}}]`,
+			"--set-json", `outbox-relay.extraVolumes=[{"name":"ca-bundle","secret":{"secretName":"corp-ca"}}]`,
+			"--set-json", `outbox-relay.extraVolumeMounts=[{"name":"ca-bundle","mountPath":"/etc/outbox-relay/ca","readOnly":true}]`)
+		spec := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec
+		c := spec.Containers[1]
+		require.Equal(t, []corev1.EnvFromSource{
+			{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "shop-otel"}}},
+		}, c.EnvFrom, "no ConfigMap in sidecar mode: the settings stay inline")
+		require.Equal(t, []corev1.VolumeMount{{Name: "ca-bundle", MountPath: "/etc/outbox-relay/ca", ReadOnly: true}}, c.VolumeMounts)
+		require.Equal(t, []corev1.Volume{{Name: "ca-bundle", VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: "corp-ca"}}}}, spec.Volumes, "outbox-relay.sidecar.volumes")
+		require.Empty(t, spec.Containers[0].EnvFrom, "the application's container is left alone")
+		require.Empty(t, spec.Containers[0].VolumeMounts)
+	})
+
+	t.Run("PodMonitor", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app, "--set", "outbox-relay.podMonitor.enabled=true",
+			"--set-json", `outbox-relay.podMonitor.selectorLabels={"app.kubernetes.io/name":"shop"}`)
+		require.Equal(t, map[string]int{"Secret": 1, "Service": 1, "Deployment": 1, "PodMonitor": 1}, r.kinds())
+		pod := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template
+		pm := get[*unstructured.Unstructured](t, r, "PodMonitor")
+		matchLabels, _, err := unstructured.NestedStringMap(pm.Object, "spec", "selector", "matchLabels")
+		require.NoError(t, err)
+		require.True(t, k8slabels.SelectorFromSet(matchLabels).Matches(k8slabels.Set(pod.Labels)), "the PodMonitor selects the application's pods")
+		endpoints, _, err := unstructured.NestedSlice(pm.Object, "spec", "podMetricsEndpoints")
+		require.NoError(t, err)
+		require.Len(t, endpoints, 1)
+		var names []string
+		for _, p := range pod.Spec.Containers[1].Ports {
+			names = append(names, p.Name)
+		}
+		require.Contains(t, names, endpoints[0].(map[string]any)["port"], "it scrapes a port of the relay container")
+	})
+
+	t.Run("NoStartupProbe", func(t *testing.T) {
+		t.Parallel()
+		r := render(t, app, "--set", "outbox-relay.startupProbe=null")
+		c := get[*appsv1.Deployment](t, r, "Deployment").Spec.Template.Spec.Containers[1]
+		require.Nil(t, c.StartupProbe)
+		require.NotNil(t, c.ReadinessProbe)
+	})
+
 	t.Run("StandaloneSubchartRefused", func(t *testing.T) {
 		t.Parallel()
 		msg := renderError(t, app, "--set", "outbox-relay.mode=standalone")
@@ -337,6 +635,15 @@ func TestRefusedValues(t *testing.T) {
 		{"ProxyWithoutUpstream", append(secrets, "--set", "proxy.enabled=true"), "proxy.enabled needs proxy.upstreamURL"},
 		{"PreviousKeyAlone", append(secrets, "--set", "secret.encryptionKeyPrevious=x"), "secret.encryptionKeyPrevious is set but secret.encryptionKey is not"},
 		{"SamePorts", append(secrets, "--set", "containerPorts.ops=8080"), "containerPorts.api and containerPorts.ops must differ"},
+		{"PodMonitorInStandaloneMode", append(secrets, "--set", "podMonitor.enabled=true", "--set", "podMonitor.selectorLabels.app=shop"), "podMonitor is for sidecar mode"},
+		{"PodMonitorWithoutSelector", append(secrets, "--set", "mode=sidecar", "--set", "podMonitor.enabled=true"), "podMonitor.selectorLabels must name labels"},
+		{"NetworkPolicyInSidecarMode", append(secrets, "--set", "mode=sidecar", "--set", "networkPolicy.enabled=true"), "networkPolicy is for standalone mode"},
+		{"NetworkPolicyNoDatabasePorts", append(secrets, "--set-json", "networkPolicy.egress.database.ports=[]"), "/networkPolicy/egress/database/ports"},
+		{"NetworkPolicyPeerTypo", append(secrets, "--set-json", `networkPolicy.egress.database.to=[{"ipblock":{"cidr":"10.0.0.0/8"}}]`), "additional properties 'ipblock' not allowed"},
+		{"EnvFromWithoutSource", append(secrets, "--set-json", `extraEnvFrom=[{"prefix":"OTEL_"}]`), "/extraEnvFrom/0"},
+		{"MountWithoutPath", append(secrets, "--set-json", `extraVolumeMounts=[{"name":"ca-bundle"}]`), "/extraVolumeMounts/0"},
+		{"DigestWithoutAlgorithm", append(secrets, "--set", "image.digest=1111111111111111111111111111111111111111111111111111111111111111"), "/image/digest"},
+		{"TestImageAsString", append(secrets, "--set", "tests.image=busybox:1.37"), "/tests/image"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,6 +662,9 @@ func requireRelayContainer(t *testing.T, c corev1.Container) {
 	}
 	require.Equal(t, map[string]int32{"api": 8080, "ops": 9090}, ports)
 
+	require.NotNil(t, c.StartupProbe)
+	require.Equal(t, "/healthz", c.StartupProbe.HTTPGet.Path, "not /readyz: restarting a relay whose database is down does not help")
+	require.Equal(t, intstr.FromString("ops"), c.StartupProbe.HTTPGet.Port)
 	require.NotNil(t, c.LivenessProbe)
 	require.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
 	require.Equal(t, intstr.FromString("ops"), c.LivenessProbe.HTTPGet.Port)

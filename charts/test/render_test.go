@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -29,17 +30,19 @@ const (
 // typed maps the apiVersion and kind of every manifest the chart may render to the type it
 // must decode into. A kind missing here fails the test, so a new template gets checked too.
 var typed = map[string]func() any{
-	"apps/v1/Deployment":            func() any { return new(appsv1.Deployment) },
-	"v1/Service":                    func() any { return new(corev1.Service) },
-	"v1/ConfigMap":                  func() any { return new(corev1.ConfigMap) },
-	"v1/Secret":                     func() any { return new(corev1.Secret) },
-	"v1/ServiceAccount":             func() any { return new(corev1.ServiceAccount) },
-	"v1/Pod":                        func() any { return new(corev1.Pod) },
-	"batch/v1/Job":                  func() any { return new(batchv1.Job) },
-	"policy/v1/PodDisruptionBudget": func() any { return new(policyv1.PodDisruptionBudget) },
+	"apps/v1/Deployment":                 func() any { return new(appsv1.Deployment) },
+	"v1/Service":                         func() any { return new(corev1.Service) },
+	"v1/ConfigMap":                       func() any { return new(corev1.ConfigMap) },
+	"v1/Secret":                          func() any { return new(corev1.Secret) },
+	"v1/ServiceAccount":                  func() any { return new(corev1.ServiceAccount) },
+	"v1/Pod":                             func() any { return new(corev1.Pod) },
+	"batch/v1/Job":                       func() any { return new(batchv1.Job) },
+	"policy/v1/PodDisruptionBudget":      func() any { return new(policyv1.PodDisruptionBudget) },
+	"networking.k8s.io/v1/NetworkPolicy": func() any { return new(networkingv1.NetworkPolicy) },
 	// prometheus-operator kinds: no Go types here, checked field by field.
 	"monitoring.coreos.com/v1/ServiceMonitor": nil,
 	"monitoring.coreos.com/v1/PrometheusRule": nil,
+	"monitoring.coreos.com/v1/PodMonitor":     nil,
 }
 
 // manifest is one document of helm template's output.

@@ -30,10 +30,24 @@ the chart name. Truncated to 63 characters, the limit of a DNS label.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every resource. */}}
+{{/* Labels on every resource but the migration Job's and the test Pod's (componentLabels). */}}
 {{- define "outbox-relay.labels" -}}
-helm.sh/chart: {{ include "outbox-relay.chart" . }}
 {{ include "outbox-relay.selectorLabels" . }}
+{{ include "outbox-relay.metaLabels" . }}
+{{- end }}
+
+{{/*
+Labels that select the relay's pods: the Deployment's selector (immutable, so these two stay as
+they are), the Service's, the PodDisruptionBudget's and the NetworkPolicy's.
+*/}}
+{{- define "outbox-relay.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "outbox-relay.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The labels that do not select anything: chart, version, manager and commonLabels. */}}
+{{- define "outbox-relay.metaLabels" -}}
+helm.sh/chart: {{ include "outbox-relay.chart" . }}
 {{- if .Chart.AppVersion }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
@@ -43,10 +57,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Labels that select the relay's pods. */}}
-{{- define "outbox-relay.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "outbox-relay.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{/*
+Labels of the pods that are not relays, the migration Job's and the test Pod's, and of their
+objects. Takes a dict: "ctx" (a chart context) and "component" (migration, test). Their
+app.kubernetes.io/name is <name>-<component>, so they never carry all of selectorLabels: the
+Service does not send them traffic and the PodDisruptionBudget does not count them. The relay's
+pods keep the selector they always had, since a Deployment's selector cannot change on upgrade.
+*/}}
+{{- define "outbox-relay.componentLabels" -}}
+{{ include "outbox-relay.componentSelectorLabels" . }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: {{ include "outbox-relay.name" .ctx }}
+{{ include "outbox-relay.metaLabels" .ctx }}
+{{- end }}
+
+{{/*
+The labels that select the pods of componentLabels; takes the same dict. The name is shortened
+first, so that the component survives the 63-character limit of a label value.
+*/}}
+{{- define "outbox-relay.componentSelectorLabels" -}}
+{{- $name := include "outbox-relay.name" .ctx | trunc (int (sub 62 (len .component))) | trimSuffix "-" -}}
+app.kubernetes.io/name: {{ printf "%s-%s" $name .component }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 {{- end }}
 
 {{/* The ServiceAccount of the relay's pods. */}}
@@ -58,9 +90,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The image reference; the tag defaults to the chart's appVersion. */}}
+{{/*
+An image reference, the only place that builds one. Takes a dict: "image" (an image value with
+repository, tag and digest) and "defaultTag" (used when tag is empty). With a digest the
+reference is repository@digest and the tag is ignored: the digest alone says which image runs.
+*/}}
+{{- define "outbox-relay.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .defaultTag .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The relay's image (relay pods, sidecar, migration Job); the tag defaults to appVersion. */}}
 {{- define "outbox-relay.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "outbox-relay.imageRef" (dict "image" .Values.image "defaultTag" .Chart.AppVersion) }}
 {{- end }}
 
 {{/* The Secret the relay reads: existingSecret, or the one the chart creates. */}}
@@ -105,6 +150,15 @@ combination stops `helm install` and `helm template` with one line that says wha
 {{- end }}
 {{- if eq (int $v.containerPorts.api) (int $v.containerPorts.ops) }}
 {{- fail "outbox-relay: containerPorts.api and containerPorts.ops must differ" }}
+{{- end }}
+{{- if and $v.podMonitor.enabled (ne $v.mode "sidecar") }}
+{{- fail "outbox-relay: podMonitor is for sidecar mode; in standalone mode use serviceMonitor" }}
+{{- end }}
+{{- if and $v.podMonitor.enabled (not $v.podMonitor.selectorLabels) }}
+{{- fail "outbox-relay: podMonitor.selectorLabels must name labels of your application's pods (the chart does not own them), e.g. app.kubernetes.io/name: shop" }}
+{{- end }}
+{{- if and $v.networkPolicy.enabled (ne $v.mode "standalone") }}
+{{- fail "outbox-relay: networkPolicy is for standalone mode; in sidecar mode the relay runs in your application's pods, so allow its traffic in your application's NetworkPolicy" }}
 {{- end }}
 {{- end }}
 
@@ -249,10 +303,16 @@ for pods outside this chart's control).
     - name: ops
       containerPort: {{ $v.containerPorts.ops }}
       protocol: TCP
-  {{- if not .inline }}
+  {{- /* Of two envFrom sources with one name the later wins: the chart's ConfigMap comes last. */}}
+  {{- if or $v.extraEnvFrom (not .inline) }}
   envFrom:
+    {{- with $v.extraEnvFrom }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- if not .inline }}
     - configMapRef:
         name: {{ include "outbox-relay.fullname" $ctx }}
+    {{- end }}
   {{- end }}
   env:
     {{- if .inline }}
@@ -262,6 +322,10 @@ for pods outside this chart's control).
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- with $v.startupProbe }}
+  startupProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- with $v.livenessProbe }}
   livenessProbe:
     {{- toYaml . | nindent 4 }}
@@ -276,6 +340,10 @@ for pods outside this chart's control).
   {{- end }}
   {{- with $v.securityContext }}
   securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.extraVolumeMounts }}
+  volumeMounts:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}

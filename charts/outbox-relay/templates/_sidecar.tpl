@@ -15,9 +15,10 @@ The dict takes:
   values  values merged over the subchart's, optional (e.g. other resources per Deployment)
 
 The container reads the same values (image, config, secrets, ports, probes, resources,
-securityContext) as the subchart, which also renders the Secret when it creates one; its
-settings are rendered as env values, so a config change changes the pod spec and restarts the
-pods. outbox-relay.sidecar.annotations adds a checksum of the chart-created Secret.
+securityContext, extraEnv, extraEnvFrom, extraVolumeMounts) as the subchart, which also renders
+the Secret when it creates one; its settings are rendered as env values, so a config change
+changes the pod spec and restarts the pods. outbox-relay.sidecar.annotations adds a checksum of
+the chart-created Secret; outbox-relay.sidecar.volumes adds extraVolumes to the pod.
 */}}
 {{- define "outbox-relay.sidecar" -}}
 {{- include "outbox-relay.container" (dict "ctx" (include "outbox-relay.sidecar.context" . | fromJson) "inline" true) }}
@@ -35,6 +36,23 @@ with existingSecret.
 {{- $ctx := include "outbox-relay.sidecar.context" . | fromJson }}
 {{- if not $ctx.Values.existingSecret -}}
 checksum/outbox-relay-secret: {{ include "outbox-relay.secretData" $ctx | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/*
+outbox-relay.sidecar.volumes: the relay's extraVolumes, as items of your pod spec's volumes
+list (nothing without them). Takes the same dict. List your application's own volumes before
+it:
+
+  volumes:
+    - name: app-data
+      emptyDir: {}
+    {{- include "outbox-relay.sidecar.volumes" (dict "root" $) | nindent 4 }}
+*/}}
+{{- define "outbox-relay.sidecar.volumes" -}}
+{{- $ctx := include "outbox-relay.sidecar.context" . | fromJson }}
+{{- with $ctx.Values.extraVolumes }}
+{{- toYaml . }}
 {{- end }}
 {{- end }}
 
