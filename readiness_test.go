@@ -85,9 +85,14 @@ func TestReadinessWhenDeliveryClaimsFail(t *testing.T) {
 	t.Parallel()
 	db, p, rc := readinessRelay(t)
 
-	// Every claim of due deliveries now fails; the database answers everything else.
+	// Every claim of due deliveries now fails: lease_due, and the notification's claim, which
+	// leases new deliveries as it fans them out; the database answers everything else (the
+	// dispatcher's fan-out too).
 	const args = `(integer, text, bigint, integer, integer, integer, text[], text[])`
+	const notified = `(integer, boolean, integer, text, bigint, integer, integer, integer, text[], text[])`
 	_, err := db.Exec(`ALTER FUNCTION relay.lease_due` + args + ` RENAME TO lease_due_broken`)
+	require.NoError(t, err)
+	_, err = db.Exec(`ALTER FUNCTION relay.fan_out_and_lease_due` + notified + ` RENAME TO fan_out_and_lease_due_broken`)
 	require.NoError(t, err)
 	id, _ := publishOne(t, db)
 
@@ -105,7 +110,8 @@ func TestReadinessWhenDeliveryClaimsFail(t *testing.T) {
 	require.Len(t, deliveries, 1, "the dispatcher still fans out: %v", ev)
 	require.Equal(t, "pending", deliveries[0].(map[string]any)["status"], "%v", ev)
 
-	requireRepaired(t, db, p, rc, id, "claims", `ALTER FUNCTION relay.lease_due_broken`+args+` RENAME TO lease_due`)
+	requireRepaired(t, db, p, rc, id, "claims", `ALTER FUNCTION relay.lease_due_broken`+args+` RENAME TO lease_due;
+		ALTER FUNCTION relay.fan_out_and_lease_due_broken`+notified+` RENAME TO fan_out_and_lease_due`)
 }
 
 // requireRepaired runs repair, then requires /readyz to answer 200 "ok" again, the event
