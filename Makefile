@@ -3,7 +3,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo chart bench fuzz fuzz-targets screenshots
+.PHONY: help build test lint image demo chart bench fuzz fuzz-targets screenshots
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -21,6 +21,20 @@ lint: ## Check gofmt, go vet and that go mod tidy changes nothing
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needs to run on:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go mod tidy -diff
+
+IMAGE ?= outbox-relay:dev
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+image: ## Build the container image (IMAGE=outbox-relay:dev) with Docker (BuildKit) or Podman
+	@if docker buildx version >/dev/null 2>&1; then \
+		set -x; docker buildx build --load --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .; \
+	elif command -v podman >/dev/null 2>&1; then \
+		set -x; podman build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .; \
+	elif command -v docker >/dev/null 2>&1; then \
+		echo "make image needs Docker with BuildKit (the buildx plugin) or Podman; this docker has no buildx" >&2; exit 1; \
+	else \
+		echo "make image needs Docker (with BuildKit) or Podman; neither is installed" >&2; exit 1; \
+	fi
 
 demo: ## Show the relay delivering verified webhooks end to end (finds or starts PostgreSQL)
 	scripts/with-postgres.sh bash scripts/demo.sh
