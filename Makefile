@@ -17,10 +17,31 @@ test: ## Every test: Go tests with the race detector on a real PostgreSQL, the c
 	$(MAKE) --no-print-directory chart
 	$(MAKE) --no-print-directory fuzz
 
-lint: ## Check gofmt, go vet and that go mod tidy changes nothing
+# The release tools `make lint` runs, each built once into bin/<tool>-<version> (a clean clone
+# pays the build once; bumping a version builds the new one beside the old).
+ACTIONLINT_VERSION ?= v1.7.12
+GORELEASER_VERSION ?= v2.17.0
+ACTIONLINT = bin/actionlint-$(ACTIONLINT_VERSION)
+GORELEASER = bin/goreleaser-$(GORELEASER_VERSION)
+
+lint: $(ACTIONLINT) $(GORELEASER) ## Check gofmt, go vet, go mod tidy, the workflows (actionlint), .goreleaser.yaml
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needs to run on:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go mod tidy -diff
+	$(ACTIONLINT) .github/workflows/*.yml
+	$(GORELEASER) check
+
+# actionlint also runs shellcheck on the workflows' run: scripts when shellcheck is installed.
+$(ACTIONLINT):
+	@echo "go install actionlint $(ACTIONLINT_VERSION) into bin/ (once)"
+	GOBIN=$(CURDIR)/tmp/actionlint-$(ACTIONLINT_VERSION) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	@mkdir -p bin && mv tmp/actionlint-$(ACTIONLINT_VERSION)/actionlint $@ && rmdir tmp/actionlint-$(ACTIONLINT_VERSION)
+
+# GoReleaser is large: its first build takes minutes.
+$(GORELEASER):
+	@echo "go install goreleaser $(GORELEASER_VERSION) into bin/ (once; it takes a few minutes)"
+	GOBIN=$(CURDIR)/tmp/goreleaser-$(GORELEASER_VERSION) go install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+	@mkdir -p bin && mv tmp/goreleaser-$(GORELEASER_VERSION)/goreleaser $@ && rmdir tmp/goreleaser-$(GORELEASER_VERSION)
 
 IMAGE ?= outbox-relay:dev
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
