@@ -3,7 +3,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo chart bench fuzz fuzz-targets screenshots
+.PHONY: help build test lint image demo chart bench fuzz fuzz-targets screenshots
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -17,10 +17,45 @@ test: ## Every test: Go tests with the race detector on a real PostgreSQL, the c
 	$(MAKE) --no-print-directory chart
 	$(MAKE) --no-print-directory fuzz
 
-lint: ## Check gofmt, go vet and that go mod tidy changes nothing
+# The release tools `make lint` runs, each built once into bin/<tool>-<version> (a clean clone
+# pays the build once; bumping a version builds the new one beside the old).
+ACTIONLINT_VERSION ?= v1.7.12
+GORELEASER_VERSION ?= v2.17.0
+ACTIONLINT = bin/actionlint-$(ACTIONLINT_VERSION)
+GORELEASER = bin/goreleaser-$(GORELEASER_VERSION)
+
+lint: $(ACTIONLINT) $(GORELEASER) ## Check gofmt, go vet, go mod tidy, the workflows (actionlint), .goreleaser.yaml
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needs to run on:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go mod tidy -diff
+	$(ACTIONLINT) .github/workflows/*.yml
+	$(GORELEASER) check
+
+# actionlint also runs shellcheck on the workflows' run: scripts when shellcheck is installed.
+$(ACTIONLINT):
+	@echo "go install actionlint $(ACTIONLINT_VERSION) into bin/ (once)"
+	GOBIN=$(CURDIR)/tmp/actionlint-$(ACTIONLINT_VERSION) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	@mkdir -p bin && mv tmp/actionlint-$(ACTIONLINT_VERSION)/actionlint $@ && rmdir tmp/actionlint-$(ACTIONLINT_VERSION)
+
+# GoReleaser is large: its first build takes minutes.
+$(GORELEASER):
+	@echo "go install goreleaser $(GORELEASER_VERSION) into bin/ (once; it takes a few minutes)"
+	GOBIN=$(CURDIR)/tmp/goreleaser-$(GORELEASER_VERSION) go install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+	@mkdir -p bin && mv tmp/goreleaser-$(GORELEASER_VERSION)/goreleaser $@ && rmdir tmp/goreleaser-$(GORELEASER_VERSION)
+
+IMAGE ?= outbox-relay:dev
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+image: ## Build the container image (IMAGE=outbox-relay:dev) with Docker (BuildKit) or Podman
+	@if docker buildx version >/dev/null 2>&1; then \
+		set -x; docker buildx build --load --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .; \
+	elif command -v podman >/dev/null 2>&1; then \
+		set -x; podman build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .; \
+	elif command -v docker >/dev/null 2>&1; then \
+		echo "make image needs Docker with BuildKit (the buildx plugin) or Podman; this docker has no buildx" >&2; exit 1; \
+	else \
+		echo "make image needs Docker (with BuildKit) or Podman; neither is installed" >&2; exit 1; \
+	fi
 
 demo: ## Show the relay delivering verified webhooks end to end (finds or starts PostgreSQL)
 	scripts/with-postgres.sh bash scripts/demo.sh
