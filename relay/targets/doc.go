@@ -29,6 +29,33 @@
 // address, is refused there: "connection to private address 127.0.0.1 refused". This is the
 // check that matters; Validate only gives the subscriber an early, clear answer.
 //
+// # Admitted private ranges
+//
+// Policy.AllowCIDRs (RELAY_ALLOW_PRIVATE_CIDRS) opens chosen private ranges, such as an
+// internal receiver in 10.20.0.0/16, where AllowPrivate would open them all. Both checks
+// use Policy.Permits, so an address is judged the same at validation and at dial time. Some
+// ranges are never admitted (NeverAdmitted): loopback and "this network", link-local (the
+// metadata services at 169.254.169.254), the metadata addresses 100.100.100.200 and
+// fd00:ec2::254, multicast and reserved space, and the IPv6 forms that carry an IPv4 address
+// translated by another host (NAT64, 6to4, Teredo, IPv4-compatible and -translated).
+// CheckAllowedCIDR refuses a prefix that overlaps any of them, at start-up, rather than
+// admitting it minus those ranges: 100.64.0.0/10 is refused because 100.100.100.200 is in
+// it, and the operator lists 100.64.0.0/11 instead. An IPv4-mapped address is judged as the
+// IPv4 address; an ISATAP identifier under an admitted IPv6 prefix only when the IPv4
+// address it carries is permitted too.
+//
+// # Behind an egress proxy
+//
+// When webhooks leave through an HTTP CONNECT proxy (RELAY_EGRESS_PROXY), the relay
+// connects only to the proxy, and DialControl would judge the proxy's address, which is the
+// operator's choice and often private. The egress package then does the same check itself:
+// it resolves the target's name, refuses with Policy.Check every address not permitted, and
+// asks the proxy to CONNECT to the checked IP address, never to the name, so that the proxy
+// has nothing left to resolve (no window for DNS rebinding between the check and the
+// connection). With Policy.NoLookup (RELAY_EGRESS_PROXY_ENFORCES_SSRF) the proxy is trusted
+// with the check instead: Validate still refuses private IP literals and localhost names,
+// but resolves nothing, and the proxy is asked for the name.
+//
 // # What counts as private
 //
 // IsPrivate is a deny list of everything that is not a globally reachable unicast address.

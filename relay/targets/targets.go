@@ -57,6 +57,15 @@ type Policy struct {
 	// AllowPrivate accepts every address, private ones included, and skips DNS lookups in
 	// Validate (RELAY_ALLOW_PRIVATE_TARGETS). Optional; for development and tests.
 	AllowPrivate bool
+	// AllowCIDRs admits the private addresses inside these prefixes
+	// (RELAY_ALLOW_PRIVATE_CIDRS). Optional. Each must have passed CheckAllowedCIDR: a prefix
+	// that overlaps a never-admitted range (loopback, link-local, metadata...) is not
+	// expected here, and the addresses of such ranges stay refused anyway.
+	AllowCIDRs []netip.Prefix
+	// NoLookup skips the DNS lookup of Validate, which still refuses private IP literals and
+	// localhost names (RELAY_EGRESS_PROXY_ENFORCES_SSRF: the egress proxy resolves target
+	// names and refuses private addresses, so the relay's own DNS has no say). Optional.
+	NoLookup bool
 	// Resolver resolves names in Validate. Optional: nil means net.DefaultResolver.
 	Resolver Resolver
 }
@@ -80,8 +89,8 @@ func (p Policy) Validate(ctx context.Context, raw string) error {
 		if ip.Zone() != "" {
 			return invalid("target URL must not use an IPv6 zone")
 		}
-		if !p.AllowPrivate && IsPrivate(ip) {
-			return invalid("target URL host %s is a private, loopback or reserved address", ip)
+		if !p.Permits(ip) {
+			return invalid("target URL host %s is a private, loopback or reserved address%s", ip, p.notAdmitted())
 		}
 		return nil
 	}
@@ -94,6 +103,9 @@ func (p Policy) Validate(ctx context.Context, raw string) error {
 	}
 	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
 		return invalid("target URL host %q is a loopback name", name)
+	}
+	if p.NoLookup {
+		return nil
 	}
 	return p.checkResolved(ctx, name)
 }
@@ -198,17 +210,17 @@ func (p Policy) checkResolved(ctx context.Context, name string) error {
 	}
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || IsPrivate(ip) {
-			return invalid("target URL host %q resolves to a private, loopback or reserved address (%s)", name, a.IP)
+		if !ok || !p.Permits(ip) {
+			return invalid("target URL host %q resolves to a private, loopback or reserved address (%s)%s", name, a.IP, p.notAdmitted())
 		}
 	}
 	return nil
 }
 
-// DialControl refuses, unless p.AllowPrivate, a connection to an address for which IsPrivate
-// is true. Install it as net.Dialer.Control: it then sees the resolved address of every
-// connection, so DNS rebinding cannot reach what Validate refused. The error wraps
-// ErrPrivateAddress and reads "connection to private address X refused".
+// DialControl refuses a connection to an address p does not permit (see Permits). Install it
+// as net.Dialer.Control: it then sees the resolved address of every connection, so DNS
+// rebinding cannot reach what Validate refused. The error wraps ErrPrivateAddress and reads
+// "connection to private address X refused".
 func (p Policy) DialControl(network, address string, _ syscall.RawConn) error {
 	if p.AllowPrivate {
 		return nil
@@ -218,10 +230,132 @@ func (p Policy) DialControl(network, address string, _ syscall.RawConn) error {
 		// Only IP networks are expected here; anything else is refused rather than guessed.
 		return &dialError{addr: address}
 	}
-	if IsPrivate(ap.Addr()) {
-		return &dialError{addr: ap.Addr().String()}
+	return p.Check(ap.Addr())
+}
+
+// Check answers nil when p permits ip, else the error DialControl would: it wraps
+// ErrPrivateAddress and reads "connection to private address X refused". For guards that
+// resolve a name themselves before they connect, such as the egress proxy's dialer.
+func (p Policy) Check(ip netip.Addr) error {
+	if !p.Permits(ip) {
+		return &dialError{addr: ip.String()}
 	}
 	return nil
+}
+
+// Permits reports whether p lets the relay connect to ip: always with AllowPrivate, else when
+// ip is public (IsPrivate is false) or lies in one of AllowCIDRs and in no never-admitted
+// range (see NeverAdmitted).
+func (p Policy) Permits(ip netip.Addr) bool {
+	if p.AllowPrivate || !IsPrivate(ip) {
+		return true
+	}
+	return p.admits(ip)
+}
+
+// admits reports whether a private ip is admitted by AllowCIDRs.
+func (p Policy) admits(ip netip.Addr) bool {
+	if len(p.AllowCIDRs) == 0 || !ip.IsValid() {
+		return false
+	}
+	ip = ip.WithZone("").Unmap()
+	for _, n := range neverAdmitted {
+		if n.Contains(ip) {
+			return false
+		}
+	}
+	if ip.Is6() {
+		// An ISATAP identifier under an admitted IPv6 prefix reaches the IPv4 address it
+		// carries: that address must be permitted on its own.
+		if b := ip.As16(); isISATAP(b) && !p.Permits(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})) {
+			return false
+		}
+	}
+	for _, c := range p.AllowCIDRs {
+		if c.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// notAdmitted is the tail of a refusal when private ranges are admitted, so that the caller
+// learns the address is not among them.
+func (p Policy) notAdmitted() string {
+	if len(p.AllowCIDRs) == 0 {
+		return ""
+	}
+	return " outside the private ranges this relay admits"
+}
+
+// neverAdmitted are the ranges no allowed CIDR opens: the relay host itself (loopback, "this
+// network", unspecified), link-local (where the cloud metadata services answer), the other
+// metadata addresses, multicast and reserved space, and the IPv6 forms that carry an IPv4
+// address another host translates (which would reach whatever IPv4 address they carry).
+var neverAdmitted = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8",          // "this network"; 0.0.0.0 reaches the local host
+		"127.0.0.0/8",        // loopback
+		"169.254.0.0/16",     // link-local; 169.254.169.254 is the usual metadata service
+		"100.100.100.200/32", // Alibaba Cloud metadata
+		"224.0.0.0/4",        // multicast
+		"240.0.0.0/4",        // reserved, broadcast
+		"::/96",              // unspecified, loopback, IPv4-compatible
+		"::ffff:0:0/96",      // IPv4-mapped: written as IPv4 instead
+		"::ffff:0:0:0/96",    // IPv4-translated (SIIT)
+		"64:ff9b::/96",       // NAT64, well-known prefix
+		"64:ff9b:1::/48",     // NAT64, local use
+		"2001::/32",          // Teredo
+		"2002::/16",          // 6to4
+		"fe80::/10",          // link-local
+		"fd00:ec2::254/128",  // AWS metadata (IPv6)
+		"ff00::/8",           // multicast
+	} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// NeverAdmitted answers the ranges that stay refused whatever RELAY_ALLOW_PRIVATE_CIDRS
+// says, as text, for documentation and error messages.
+func NeverAdmitted() []string {
+	out := make([]string, len(neverAdmitted))
+	for i, n := range neverAdmitted {
+		out[i] = n.String()
+	}
+	return out
+}
+
+// CheckAllowedCIDR parses one entry of RELAY_ALLOW_PRIVATE_CIDRS: a CIDR (an address alone
+// is its /32 or /128) that overlaps no never-admitted range. Such a prefix is refused
+// rather than admitted minus those ranges, so that what the operator wrote is what the relay
+// does. The answer is masked: 10.20.1.5/16 becomes 10.20.0.0/16.
+func CheckAllowedCIDR(s string) (netip.Prefix, error) {
+	var pfx netip.Prefix
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR (want e.g. 10.20.0.0/16)", s)
+		}
+		pfx = p
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR (want e.g. 10.20.0.0/16)", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q must not have an IPv6 zone", s)
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	pfx = pfx.Masked()
+	for _, n := range neverAdmitted {
+		if pfx.Overlaps(n) {
+			return netip.Prefix{}, fmt.Errorf("%s overlaps %s, which stays refused (loopback, link-local, metadata, multicast or translated addresses); list narrower ranges", pfx, n)
+		}
+	}
+	return pfx, nil
 }
 
 type dialError struct{ addr string }

@@ -347,3 +347,113 @@ func TestDialControlRealDial(t *testing.T) {
 	require.NoError(t, err)
 	_ = conn.Close()
 }
+
+// TestAllowCIDRs: private addresses inside an admitted prefix are permitted, other private
+// ones are not, public ones always are; the same verdict at validation and at dial time.
+func TestAllowCIDRs(t *testing.T) {
+	t.Parallel()
+	var cidrs []netip.Prefix
+	for _, s := range []string{"10.20.0.0/16", "192.168.7.0/24", "fd12:3456:789a::/48", "172.16.5.9"} {
+		p, err := targets.CheckAllowedCIDR(s)
+		require.NoError(t, err, s)
+		cidrs = append(cidrs, p)
+	}
+	p := targets.Policy{AllowCIDRs: cidrs, Resolver: resolver}
+
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"10.20.0.1", true},
+		{"10.20.255.254", true},
+		{"::ffff:10.20.3.4", true}, // IPv4-mapped is the IPv4 address
+		{"192.168.7.200", true},
+		{"172.16.5.9", true},
+		{"fd12:3456:789a:1::10", true},
+		{"93.184.216.34", true}, // public: always
+		{"10.21.0.1", false},
+		{"10.0.0.1", false},
+		{"192.168.8.1", false},
+		{"172.16.5.10", false},
+		{"fd12:3456:789b::1", false},
+		{"127.0.0.1", false},
+		{"169.254.169.254", false},
+		{"fd00:ec2::254", false},
+		{"::1", false},
+		{"64:ff9b::a14:1", false},              // NAT64 of 10.20.0.1: translated elsewhere, refused
+		{"fd12:3456:789a::5efe:7f00:1", false}, // ISATAP carrying 127.0.0.1 under an admitted prefix
+		{"fd12:3456:789a::5efe:a14:1", true},   // ISATAP carrying 10.20.0.1, admitted too
+		{"fd12:3456:789a::5efe:a15:1", false},  // ISATAP carrying 10.21.0.1, not admitted
+	}
+	for _, tt := range tests {
+		ip := netip.MustParseAddr(tt.addr)
+		require.Equal(t, tt.want, p.Permits(ip), tt.addr)
+		dial := p.DialControl("tcp", netip.AddrPortFrom(ip, 443).String(), nil)
+		valid := p.Validate(context.Background(), "https://"+netip.AddrPortFrom(ip, 443).String()+"/hook")
+		if tt.want {
+			require.NoError(t, dial, tt.addr)
+			require.NoError(t, valid, tt.addr)
+		} else {
+			require.ErrorIs(t, dial, targets.ErrPrivateAddress, tt.addr)
+			require.ErrorContains(t, valid, "outside the private ranges this relay admits", tt.addr)
+		}
+	}
+
+	// Names are judged by every address they resolve to.
+	require.NoError(t, targets.Policy{AllowCIDRs: cidrs, Resolver: fakeResolver{"svc.internal": {"10.20.0.9"}}}.
+		Validate(context.Background(), "https://svc.internal/hook"))
+	require.ErrorContains(t, p.Validate(context.Background(), "https://internal.example/hook"), "resolves to a private")
+	require.ErrorContains(t, p.Validate(context.Background(), "https://localhost/hook"), "loopback name")
+}
+
+func TestCheckAllowedCIDR(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"10.20.0.0/16":   "10.20.0.0/16",
+		"10.20.1.5/16":   "10.20.0.0/16",
+		"10.1.2.3":       "10.1.2.3/32",
+		"fd12:3456::/32": "fd12:3456::/32",
+		"100.64.0.0/11":  "100.64.0.0/11",
+		"2001:db8::/32":  "2001:db8::/32",
+		"192.168.0.0/16": "192.168.0.0/16",
+		"8.8.8.0/24":     "8.8.8.0/24", // public: changes nothing, harmless
+	} {
+		got, err := targets.CheckAllowedCIDR(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got.String(), in)
+	}
+	for in, msg := range map[string]string{
+		"0.0.0.0/0":           "overlaps 0.0.0.0/8",
+		"127.0.0.0/8":         "overlaps 127.0.0.0/8",
+		"169.254.0.0/16":      "overlaps 169.254.0.0/16",
+		"169.254.169.254":     "overlaps 169.254.0.0/16",
+		"100.64.0.0/10":       "overlaps 100.100.100.200/32",
+		"fd00::/8":            "overlaps fd00:ec2::254/128",
+		"fc00::/7":            "overlaps fd00:ec2::254/128",
+		"::/0":                "overlaps ::/96",
+		"::ffff:10.0.0.0/104": "overlaps ::ffff:0.0.0.0/96",
+		"64:ff9b::/96":        "overlaps 64:ff9b::/96",
+		"fe80::/64":           "overlaps fe80::/10",
+		"10.0.0.0/33":         "is not a CIDR",
+		"ten":                 "is not a CIDR",
+		"":                    "is not a CIDR",
+		"fe80::1%eth0":        "IPv6 zone",
+	} {
+		_, err := targets.CheckAllowedCIDR(in)
+		require.ErrorContains(t, err, msg, in)
+	}
+}
+
+// TestNoLookup: with an enforcing egress proxy the relay does not resolve names, but still
+// refuses what it can judge without DNS.
+func TestNoLookup(t *testing.T) {
+	t.Parallel()
+	p := targets.Policy{NoLookup: true, Resolver: resolverFunc(func(context.Context, string) ([]net.IPAddr, error) {
+		t.Fatal("resolver called")
+		return nil, nil
+	})}
+	require.NoError(t, p.Validate(context.Background(), "https://rebind.example.com/hook"))
+	require.NoError(t, p.Validate(context.Background(), "https://does-not-resolve.example/hook"))
+	require.ErrorContains(t, p.Validate(context.Background(), "https://10.0.0.1/hook"), "private")
+	require.ErrorContains(t, p.Validate(context.Background(), "https://app.localhost/hook"), "loopback name")
+}
