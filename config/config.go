@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/defaults"
 	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/egress"
+	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
 // KeySize is the length in bytes of RELAY_ENCRYPTION_KEY and
@@ -36,7 +39,7 @@ const KeySize = 32
 // defaultConfig, and never from a tag, so that the relay's packages fall back to
 // the very values Usage prints. Tags: envconfig is the full variable name,
 // secret marks values that must never be printed ("password": a database
-// URL or DSN whose password must never be printed), usagedefault overrides the
+// or proxy URL, or a DSN, printed without its password), usagedefault overrides the
 // DEFAULT column of Usage when the default is another variable's value.
 type Config struct {
 	// DatabaseURL is where the outbox and the relay's tables live. Required.
@@ -105,6 +108,19 @@ type Config struct {
 	// AllowPrivateTargets accepts targets on loopback, private and metadata
 	// addresses.
 	AllowPrivateTargets bool `envconfig:"RELAY_ALLOW_PRIVATE_TARGETS" desc:"accept private, loopback and metadata targets"`
+	// AllowPrivateCIDRs admits targets in these private ranges; loopback, link-local and
+	// metadata addresses stay refused (a range overlapping them is refused). Assignable to
+	// []netip.Prefix.
+	AllowPrivateCIDRs CIDRList `envconfig:"RELAY_ALLOW_PRIVATE_CIDRS" desc:"private ranges accepted as targets, comma-separated CIDRs"`
+	// EgressProxy is an http:// CONNECT proxy every webhook request goes through; user info
+	// in it is sent as Proxy-Authorization and masked in logs. Empty: direct connections.
+	EgressProxy string `envconfig:"RELAY_EGRESS_PROXY" secret:"password" desc:"CONNECT proxy for webhooks, http://[user:pass@]host:port"`
+	// EgressProxyEnforcesSSRF trusts EgressProxy to refuse private targets: the relay then
+	// does not resolve target names itself. Only with EgressProxy.
+	EgressProxyEnforcesSSRF bool `envconfig:"RELAY_EGRESS_PROXY_ENFORCES_SSRF" desc:"the egress proxy refuses private targets; skip the relay's check"`
+	// CAFile is a PEM file of root CAs trusted for receivers besides the system's. Empty:
+	// the system's only.
+	CAFile string `envconfig:"RELAY_CA_FILE" desc:"PEM file of extra root CAs for receivers"`
 
 	// EncryptionKey encrypts subscription secrets at rest (AES-256-GCM);
 	// nil means they are stored in plain text. Assignable to []byte.
@@ -390,6 +406,19 @@ func (c Config) Validate() error {
 		errs.add(errorf("RELAY_SHUTDOWN_GRACE", "must not be negative, got %s", c.ShutdownGrace))
 	}
 
+	if c.EgressProxy != "" {
+		if err := egress.CheckProxyURL(c.EgressProxy); err != nil {
+			errs.add(errorf("RELAY_EGRESS_PROXY", "%s", err))
+		}
+	} else if c.EgressProxyEnforcesSSRF {
+		errs.add(errorf("RELAY_EGRESS_PROXY_ENFORCES_SSRF", "is true but RELAY_EGRESS_PROXY is not set; it says what the proxy checks"))
+	}
+	if c.CAFile != "" {
+		if _, err := egress.LoadRoots(c.CAFile); err != nil {
+			errs.add(errorf("RELAY_CA_FILE", "%s", err))
+		}
+	}
+
 	if len(c.EncryptionKey) != 0 && len(c.EncryptionKey) != KeySize {
 		errs.add(errorf("RELAY_ENCRYPTION_KEY", "key is %d bytes, want exactly %d", len(c.EncryptionKey), KeySize))
 	}
@@ -654,6 +683,44 @@ func (l DurationList) String() string {
 	return strings.Join(s, ",")
 }
 
+// CIDRList is a comma-separated list of CIDRs, such as RELAY_ALLOW_PRIVATE_CIDRS; an address
+// alone is its /32 or /128. Every element must pass targets.CheckAllowedCIDR. Spaces around
+// elements are ignored; the empty string is the empty list. It is assignable to and from
+// []netip.Prefix.
+type CIDRList []netip.Prefix
+
+// Decode implements envconfig.Decoder.
+func (l *CIDRList) Decode(value string) error {
+	if strings.TrimSpace(value) == "" {
+		*l = CIDRList{}
+		return nil
+	}
+	parts := strings.Split(value, ",")
+	out := make(CIDRList, 0, len(parts))
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			return decodeErrorf("CIDR %d is empty (want comma-separated CIDRs, e.g. 10.20.0.0/16,192.168.7.0/24)", i+1)
+		}
+		pfx, err := targets.CheckAllowedCIDR(p)
+		if err != nil {
+			return decodeErrorf("%s", err)
+		}
+		out = append(out, pfx)
+	}
+	*l = out
+	return nil
+}
+
+// String formats the list as it is written in the environment.
+func (l CIDRList) String() string {
+	s := make([]string, len(l))
+	for i, p := range l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
 // Key is an encryption key decoded from base64 (standard or URL-safe alphabet,
 // with or without padding). It is assignable to and from []byte. Its String
 // and GoString never show the key.
@@ -854,6 +921,8 @@ func typeName(v reflect.Value) string {
 		return "duration"
 	case reflect.TypeFor[DurationList]():
 		return "durations"
+	case reflect.TypeFor[CIDRList]():
+		return "cidrs"
 	case reflect.TypeFor[Key]():
 		return "base64"
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/console"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
+	"github.com/referralloop/outbox-relay/relay/egress"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
 	"github.com/referralloop/outbox-relay/relay/leader"
 	"github.com/referralloop/outbox-relay/relay/metrics"
@@ -137,17 +138,46 @@ func (r *Relay) startTracing(ctx context.Context) (trace.Tracer, error) {
 	return tp.Tracer("github.com/referralloop/outbox-relay/relay/deliver"), nil
 }
 
+// egressClient makes the client webhooks leave through, from the egress settings: the
+// address guard, the proxy and the root CAs.
+func egressClient(cfg config.Config, policy targets.Policy) (*http.Client, error) {
+	ecfg := egress.Config{Workers: cfg.Workers, Policy: policy, ProxyEnforcesSSRF: cfg.EgressProxyEnforcesSSRF}
+	if cfg.EgressProxy != "" {
+		u, err := url.Parse(cfg.EgressProxy)
+		if err != nil {
+			return nil, fmt.Errorf("RELAY_EGRESS_PROXY: invalid URL")
+		}
+		ecfg.Proxy = u
+	}
+	if cfg.CAFile != "" {
+		roots, err := egress.LoadRoots(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("RELAY_CA_FILE: %w", err)
+		}
+		ecfg.RootCAs = roots
+	}
+	return egress.New(ecfg)
+}
+
 // build makes the components and wires them together.
 func (r *Relay) build(tracer trace.Tracer) error {
 	cfg, db, log := r.cfg, r.db, r.log
 	r.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(r.registry)
-	policy := targets.Policy{AllowHTTP: cfg.AllowHTTP, AllowPrivate: cfg.AllowPrivateTargets}
+	policy := targets.Policy{
+		AllowHTTP: cfg.AllowHTTP, AllowPrivate: cfg.AllowPrivateTargets, AllowCIDRs: cfg.AllowPrivateCIDRs,
+		// An egress proxy that enforces the policy resolves names itself: the relay's DNS
+		// has no say at subscription time either.
+		NoLookup: cfg.EgressProxy != "" && cfg.EgressProxyEnforcesSSRF,
+	}
 	owner := ownerID()
 	log.Info().Str("owner", owner).Str("schema", cfg.Schema).Msg("starting")
 	log.Info().Fields(cfg.LogFields()).Msg("configuration")
 
-	var err error
+	client, err := egressClient(cfg, policy)
+	if err != nil {
+		return err
+	}
 	if r.leader, err = leader.New(leader.Config{
 		DB: db, Schema: cfg.Schema, Owner: owner,
 		Logger: log.With().Str("component", "leader").Logger(),
@@ -174,7 +204,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 		DisableAfter:               cfg.DisableAfter,
 		ShutdownGrace:              cfg.ShutdownGrace,
 		UserAgent:                  "outbox-relay/" + r.opts.Version,
-		Client:                     deliver.NewHTTPClient(cfg.Workers, policy.DialControl),
+		Client:                     client,
 		Metrics:                    m,
 		Active:                     r.leader,
 		Backlog:                    func() { r.dispatcher.Kick() },

@@ -128,7 +128,7 @@ func SecretKey(secret string) ([]byte, error) {
 	return key, nil
 }
 
-// newHTTPClient has the relay's HTTP client settings (relay/deliver.NewHTTPClient): dial and
+// newHTTPClient has the relay's HTTP client settings (relay/egress.New): dial and
 // TLS timeouts, keep-alive, idle connections for every worker, no redirects. The per-request
 // timeout is the job's (WebhookWorker.Timeout).
 func newHTTPClient(workers int) *http.Client {

@@ -75,8 +75,16 @@ type Receiver struct {
 
 // NewReceiver starts a Receiver that is closed when the test ends.
 func NewReceiver(t testing.TB) *Receiver {
-	rc := &Receiver{arrived: make(chan struct{}, 1)}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc := newReceiver()
+	rc.Server = httptest.NewServer(rc.handler())
+	t.Cleanup(rc.Server.Close)
+	return rc
+}
+
+func newReceiver() *Receiver { return &Receiver{arrived: make(chan struct{}, 1)} }
+
+func (rc *Receiver) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
 		rc.requests = append(rc.requests, Request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()})
@@ -91,9 +99,7 @@ func NewReceiver(t testing.TB) *Receiver {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(rc.Server.Close)
-	return rc
+	})
 }
 
 // Requests returns a copy of every request so far.

@@ -21,9 +21,11 @@ import (
 	"github.com/referralloop/outbox-relay/internal/poll"
 	"github.com/referralloop/outbox-relay/internal/retry"
 	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/egress"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/secrets"
+	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
 // Config configures a Deliverer.
@@ -67,7 +69,8 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// UserAgent is sent with every request; required.
 	UserAgent string
-	// Client sends the requests; NewHTTPClient(Workers, nil) when nil.
+	// Client sends the requests. Optional: nil means egress.New with no address guard; the
+	// relay passes the client egress.New made from its configuration.
 	Client *http.Client
 	// OpenSecret turns a stored secret (or a sealed header value) into its plain value; nil
 	// means stored in clear.
@@ -190,7 +193,10 @@ func New(cfg Config) (*Deliverer, error) {
 	setDefault(&cfg.LeaseMargin, 5*time.Second)
 	setDefault(&cfg.DisableAfter, defaults.DisableAfter)
 	if cfg.Client == nil {
-		cfg.Client = NewHTTPClient(cfg.Workers, nil)
+		var err error
+		if cfg.Client, err = egress.New(egress.Config{Workers: cfg.Workers, Policy: targets.Policy{AllowPrivate: true}}); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

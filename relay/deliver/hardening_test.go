@@ -19,9 +19,11 @@ import (
 	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/deliver"
+	"github.com/referralloop/outbox-relay/relay/egress"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/secrets"
 	"github.com/referralloop/outbox-relay/relay/signature"
+	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
 // problems records what the deliverer reports; the real one is relay/keycheck.
@@ -116,7 +118,8 @@ func TestLocalFaultIsNotAnAttempt(t *testing.T) {
 	var exhausted atomic.Bool
 	exhausted.Store(true)
 	dialer := &net.Dialer{Timeout: time.Second}
-	client := deliver.NewHTTPClient(8, nil)
+	client, err := egress.New(egress.Config{Workers: 8, Policy: targets.Policy{AllowPrivate: true}})
+	require.NoError(t, err)
 	client.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if exhausted.Load() {
 			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("socket", syscall.EMFILE)}

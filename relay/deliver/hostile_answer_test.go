@@ -33,8 +33,10 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/pgtext"
 	"github.com/referralloop/outbox-relay/internal/relaytest"
+	"github.com/referralloop/outbox-relay/relay/egress"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/signature"
+	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
 // answerKind is how the receiver's listener meets the relay's connection.
@@ -133,10 +135,11 @@ func newAnswerHarness(tb testing.TB, db *sqlx.DB) *answerHarness {
 		}
 	}()
 
-	h.client = NewHTTPClient(1, nil)
 	roots := x509.NewCertPool()
 	roots.AddCert(h.ca)
-	h.client.Transport.(*http.Transport).TLSClientConfig.RootCAs = roots
+	client, err := egress.New(egress.Config{Workers: 1, Policy: targets.Policy{AllowPrivate: true}, RootCAs: roots})
+	require.NoError(tb, err)
+	h.client = client
 	tb.Cleanup(func() {
 		ln.Close()
 		conns.Wait()

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/referralloop/outbox-relay/internal/pgtext"
+	"github.com/referralloop/outbox-relay/relay/egress"
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/signature"
@@ -100,30 +101,6 @@ type result struct {
 	// outcome and delay are filled in from the schedule by the deliverer.
 	outcome outcome
 	delay   time.Duration
-}
-
-// NewHTTPClient returns the client deliveries use: no redirects (a 3xx is a failed attempt),
-// keep-alive with enough idle connections per host for the worker pool, and control run on
-// every new connection's resolved address (the SSRF check against DNS rebinding; nil allows
-// every address).
-func NewHTTPClient(workers int, control func(network, address string, c syscall.RawConn) error) *http.Client {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: control}
-	transport := &http.Transport{
-		Proxy:                 nil, // a proxy would hide the real target from the address check
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          max(workers*2, 100),
-		MaxIdleConnsPerHost:   max(workers, 16),
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: 0, // the per-request context carries RELAY_DELIVERY_TIMEOUT
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-	}
-	return &http.Client{
-		Transport:     transport,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 }
 
 // send makes one attempt. It never returns an error: every failure is a result.
@@ -239,11 +216,16 @@ func describeError(err error, timeout time.Duration) string {
 	var dnsErr *net.DNSError
 	var opErr *net.OpError
 	var urlErr *url.Error
+	var proxyErr *egress.ProxyError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()):
 		return fmt.Sprintf("timeout: no answer within %s", timeout)
 	case errors.Is(err, context.Canceled):
 		return "cancelled: relay shutting down"
+	case errors.As(err, &proxyErr):
+		// Before the receiver-side cases: a proxy that closed or refused the connection is
+		// not a receiver that did.
+		return proxyErr.Error()
 	case errors.As(err, &dnsErr):
 		return "dns: " + dnsErr.Error()
 	case errors.Is(err, syscall.ECONNREFUSED):
