@@ -154,6 +154,9 @@ func TestLoadValues(t *testing.T) {
 		"RELAY_PROXY_PREFIX":                   "/api/hooks",
 		"RELAY_AUTH_URL":                       "http://127.0.0.1:3000/auth/check",
 		"RELAY_AUTH_CACHE_TTL":                 "0s",
+		"RELAY_ALLOW_PRIVATE_CIDRS":            " 10.20.0.0/16 , 192.168.7.9, fd12:3456::/32",
+		"RELAY_EGRESS_PROXY":                   "http://relay:" + testPassword + "@smokescreen.egress:4750",
+		"RELAY_EGRESS_PROXY_ENFORCES_SSRF":     "true",
 	})
 
 	c, err := Load()
@@ -188,6 +191,13 @@ func TestLoadValues(t *testing.T) {
 	require.Equal(t, "/api/hooks", c.ProxyPrefix)
 	require.Equal(t, "http://127.0.0.1:3000/auth/check", c.AuthURL)
 	require.Zero(t, c.AuthCacheTTL)
+	require.Equal(t, "10.20.0.0/16,192.168.7.9/32,fd12:3456::/32", c.AllowPrivateCIDRs.String())
+	require.Equal(t, "http://relay:"+testPassword+"@smokescreen.egress:4750", c.EgressProxy)
+	require.True(t, c.EgressProxyEnforcesSSRF)
+	r := logged(t, c)
+	require.Equal(t, "http://relay:xxxxx@smokescreen.egress:4750", r["RELAY_EGRESS_PROXY"], "masked like the database URL")
+	require.Equal(t, "10.20.0.0/16,192.168.7.9/32,fd12:3456::/32", r["RELAY_ALLOW_PRIVATE_CIDRS"])
+	require.NotContains(t, c.String()+logLine(c), testPassword)
 }
 
 func TestLoadEmptyRetryScheduleMeansNoRetries(t *testing.T) {
@@ -435,6 +445,18 @@ func TestLoadErrors(t *testing.T) {
 		{"FrameAncestorsInjected", baseEnv(map[string]string{"RELAY_CONSOLE_FRAME_ANCESTORS": "'self'; script-src *"}), "RELAY_CONSOLE_FRAME_ANCESTORS", "want CSP sources separated by spaces"},
 		{"ConsoleTitleTwoLines", baseEnv(map[string]string{"RELAY_CONSOLE_TITLE": "Acme\nInc"}), "RELAY_CONSOLE_TITLE", "one line"},
 		{"ConsoleNotABool", baseEnv(map[string]string{"RELAY_CONSOLE": "maybe"}), "RELAY_CONSOLE", "maybe"},
+		{"EgressProxyHTTPS", baseEnv(map[string]string{"RELAY_EGRESS_PROXY": "https://u:" + testPassword + "@proxy:443"}), "RELAY_EGRESS_PROXY", "https proxies are not supported"},
+		{"EgressProxySocks", baseEnv(map[string]string{"RELAY_EGRESS_PROXY": "socks5://proxy:1080"}), "RELAY_EGRESS_PROXY", "scheme must be http"},
+		{"EgressProxyNoHost", baseEnv(map[string]string{"RELAY_EGRESS_PROXY": "http://u:" + testPassword + "@:4750"}), "RELAY_EGRESS_PROXY", "has no host"},
+		{"EgressProxyNotAURL", baseEnv(map[string]string{"RELAY_EGRESS_PROXY": "http://u:" + testPassword + " x@proxy/%"}), "RELAY_EGRESS_PROXY", "invalid URL"},
+		{"EnforcesSSRFWithoutProxy", baseEnv(map[string]string{"RELAY_EGRESS_PROXY_ENFORCES_SSRF": "true"}), "RELAY_EGRESS_PROXY_ENFORCES_SSRF", "RELAY_EGRESS_PROXY is not set"},
+		{"CAFileMissing", baseEnv(map[string]string{"RELAY_CA_FILE": "/nonexistent/ca.pem"}), "RELAY_CA_FILE", "cannot read /nonexistent/ca.pem: no such file or directory"},
+		{"CAFileNoCertificate", baseEnv(map[string]string{"RELAY_CA_FILE": "config_test.go"}), "RELAY_CA_FILE", "config_test.go holds no PEM certificate"},
+		{"PrivateCIDRsLoopback", baseEnv(map[string]string{"RELAY_ALLOW_PRIVATE_CIDRS": "10.20.0.0/16, 127.0.0.0/8"}), "RELAY_ALLOW_PRIVATE_CIDRS", "127.0.0.0/8 overlaps 127.0.0.0/8, which stays refused"},
+		{"PrivateCIDRsMetadata", baseEnv(map[string]string{"RELAY_ALLOW_PRIVATE_CIDRS": "169.254.169.254/32"}), "RELAY_ALLOW_PRIVATE_CIDRS", "overlaps 169.254.0.0/16"},
+		{"PrivateCIDRsEverything", baseEnv(map[string]string{"RELAY_ALLOW_PRIVATE_CIDRS": "0.0.0.0/0"}), "RELAY_ALLOW_PRIVATE_CIDRS", "overlaps 0.0.0.0/8"},
+		{"PrivateCIDRsNotACIDR", baseEnv(map[string]string{"RELAY_ALLOW_PRIVATE_CIDRS": "10.20.0.0/16,intranet"}), "RELAY_ALLOW_PRIVATE_CIDRS", `"intranet" is not a CIDR`},
+		{"PrivateCIDRsEmptyElement", baseEnv(map[string]string{"RELAY_ALLOW_PRIVATE_CIDRS": "10.20.0.0/16,,"}), "RELAY_ALLOW_PRIVATE_CIDRS", "CIDR 2 is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

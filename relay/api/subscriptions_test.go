@@ -3,6 +3,7 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
 func TestCreateSubscriptionValidation(t *testing.T) {
@@ -508,4 +510,47 @@ func TestNewConfig(t *testing.T) {
 	t.Parallel()
 	_, err := api.New(api.Config{})
 	require.ErrorContains(t, err, "DB is required")
+}
+
+// TestAllowedPrivateRanges: with RELAY_ALLOW_PRIVATE_CIDRS a target in an admitted private
+// range is accepted, at creation and in a patch, while another private range, loopback and
+// the metadata address stay a 422 naming the target.
+func TestAllowedPrivateRanges(t *testing.T) {
+	t.Parallel()
+	admitted, err := targets.CheckAllowedCIDR("10.20.0.0/16")
+	require.NoError(t, err)
+	b := setup(t, func(c *api.Config) {
+		c.Targets = targets.Policy{AllowHTTP: true, AllowCIDRs: []netip.Prefix{admitted}, Resolver: fakeResolver{}}
+	})
+
+	res := b.call(t, http.MethodPost, "/v1/subscriptions", "t1", `{"target_url": "http://10.20.3.4:8080/hook", "event_types": ["*"]}`)
+	require.Equal(t, http.StatusCreated, res.status, "body: %s", res.body)
+	id := res.json(t)["id"].(string)
+	require.Equal(t, "http://10.20.3.4:8080/hook", res.json(t)["target_url"])
+
+	for _, target := range []string{
+		"http://10.30.0.1/hook",                    // another private range
+		"https://internal.example.com/hook",        // a name resolving to 10.0.0.5
+		"http://127.0.0.1:8080/hook",               // loopback, never admitted
+		"http://169.254.169.254/latest/meta-data/", // metadata
+	} {
+		body := `{"target_url": "` + target + `", "event_types": ["*"]}`
+		res := b.call(t, http.MethodPost, "/v1/subscriptions", "t1", body)
+		require.Equal(t, http.StatusUnprocessableEntity, res.status, "%s: %s", target, res.body)
+		require.Equal(t, "invalid_target_url", res.code(t), target)
+		require.Contains(t, res.message(t), "private", target)
+
+		res = b.call(t, http.MethodPatch, "/v1/subscriptions/"+id, "t1", `{"target_url": "`+target+`"}`)
+		require.Equal(t, http.StatusUnprocessableEntity, res.status, "%s: %s", target, res.body)
+		require.Equal(t, "invalid_target_url", res.code(t), target)
+	}
+	require.Contains(t, b.call(t, http.MethodPost, "/v1/subscriptions", "t1", `{"target_url": "http://10.30.0.1/hook", "event_types": ["*"]}`).message(t),
+		"outside the private ranges this relay admits")
+
+	res = b.call(t, http.MethodPatch, "/v1/subscriptions/"+id, "t1", `{"target_url": "http://10.20.200.1/other"}`)
+	require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+	require.Equal(t, "http://10.20.200.1/other", res.json(t)["target_url"])
+	var stored string
+	require.NoError(t, b.db.Get(&stored, `SELECT target_url FROM relay.subscriptions WHERE id = $1`, id))
+	require.Equal(t, "http://10.20.200.1/other", stored)
 }
