@@ -55,9 +55,10 @@
 // # Outcomes
 //
 // Any 2xx is success. Everything else fails the attempt: another status (3xx included:
-// redirects are never followed), a timeout, a connection or TLS error. A failed attempt is
-// retried after the next delay of the schedule (or later, when a 429 or 503 carries
-// Retry-After); after the last, the delivery is failed. A 410 fails the delivery at once,
+// redirects are never followed), a timeout, a connection or TLS error, an egress proxy that
+// refused or dropped the tunnel (its answer is the attempt's error; relay/egress builds the
+// client). A failed attempt is retried after the next delay of the schedule (or later, when
+// a 429 or 503 carries Retry-After); after the last, the delivery is failed. A 410 fails the delivery at once,
 // disables the subscription and cancels its other pending deliveries. A payload larger
 // than MaxPayloadBytes, or an event whose created_at is not a finite time, fails without a
 // request.
