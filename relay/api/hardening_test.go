@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // TestBadBodiesEveryRoute sends each route that reads a body what no route accepts. Every
@@ -18,7 +16,7 @@ func TestBadBodiesEveryRoute(t *testing.T) {
 	b := setup(t)
 	sub := b.createURL(t, "", "https://hooks.example.com/")
 	o, e := b.insertEvent(t, "signup.created", "", `{}`)
-	dlv := ids.FormatDelivery(b.insertDelivery(t, o, e, sub, "failed", 1))
+	dlv := b.ids.Format(b.insertDelivery(t, o, e, sub, "failed", 1))
 
 	routes := []struct{ method, path string }{
 		{http.MethodPost, "/v1/subscriptions"},

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
+
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // openAPIDoc is the part of openapi.json the checks below read.
@@ -58,7 +60,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	db, err := sqlx.Open("postgres", "postgres://unused")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	a, err := New(Config{DB: db})
+	a, err := New(Config{DB: db, DeliveryIDs: new(ids.Deliveries)})
 	require.NoError(t, err)
 
 	var served, documented []string

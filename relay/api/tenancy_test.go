@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/relay/api"
-	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // objects are the IDs one owner's routes act on.
@@ -29,7 +28,7 @@ func TestTenancyEveryRoute(t *testing.T) {
 		o, e := b.insertEvent(t, "signup.created", tenant, `{"x": 1}`)
 		d := b.insertDelivery(t, o, e, sub, "failed", 1)
 		b.insertAttempt(t, d, 1, 500, "HTTP 500", "")
-		return objects{sub, ids.FormatDelivery(d), e}
+		return objects{sub, b.ids.Format(d), e}
 	}
 	a := own("tenant-a", "https://hooks.example.com/a")
 	op := own("", "https://hooks.example.com/op")
