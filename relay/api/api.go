@@ -196,8 +196,10 @@ func (a *API) routes() []route {
 		{http.MethodPost, "/v1/subscriptions/{id}/test", a.idempotent(a.sendTest)},
 		{http.MethodPost, "/v1/subscriptions/{id}/replay", a.idempotent(a.replay)},
 		{http.MethodGet, "/v1/subscriptions/{id}/deliveries", a.listSubscriptionDeliveries},
+		{http.MethodGet, "/v1/deliveries", a.listDeliveries},
 		{http.MethodGet, "/v1/deliveries/{id}", a.getDelivery},
 		{http.MethodPost, "/v1/deliveries/{id}/retry", a.idempotent(a.retryDelivery)},
+		{http.MethodGet, "/v1/events", a.listEvents},
 		{http.MethodGet, "/v1/events/{event_id}", a.getEvent},
 	}
 }

@@ -143,7 +143,7 @@ func (a *API) getDelivery(w http.ResponseWriter, r *http.Request, s scope) error
 // filtered by ?status=.
 func (a *API) listSubscriptionDeliveries(w http.ResponseWriter, r *http.Request, s scope) error {
 	q := r.URL.Query()
-	p, err := parsePage(q, cursorDeliveries)
+	p, err := a.parsePage(q, cursorDeliveries)
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,7 @@ func (a *API) listSubscriptionDeliveries(w http.ResponseWriter, r *http.Request,
 		sub.ID, status, p.beforeParam(), p.limit+1); err != nil {
 		return fmt.Errorf("listing deliveries: %w", err)
 	}
-	rows, next := paginate(rows, p.limit, cursorDeliveries, func(r deliveryRow) int64 { return r.ID })
+	rows, next := paginate(a, rows, p.limit, cursorDeliveries, func(r deliveryRow) int64 { return r.ID })
 	data, err := a.withAttempts(r.Context(), rows)
 	if err != nil {
 		return err

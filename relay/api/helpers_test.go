@@ -280,8 +280,9 @@ func (b *bundle) insertEvent(t *testing.T, eventType, tenant, payload string) (i
 func (b *bundle) insertDelivery(t *testing.T, outboxID int64, eventID, subID, status string, attempts int) int64 {
 	t.Helper()
 	var id int64
-	err := b.db.QueryRow(`INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, status, attempt_count, next_attempt_at)
-		VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'pending' THEN now() + interval '1 minute' END) RETURNING id`,
+	err := b.db.QueryRow(`INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, tenant_key, status, attempt_count, next_attempt_at)
+		VALUES ($1, $2, $3, (SELECT coalesce(tenant_id, '') FROM relay.subscriptions WHERE id = $3),
+		        $4, $5, CASE WHEN $4 = 'pending' THEN now() + interval '1 minute' END) RETURNING id`,
 		eventID, outboxID, subID, status, attempts).Scan(&id)
 	require.NoError(t, err)
 	return id

@@ -187,10 +187,13 @@ func TestOpenAPISchemasMatchAnswers(t *testing.T) {
 	t.Parallel()
 	doc, _ := readOpenAPI(t)
 	for name, v := range map[string]any{
-		"Subscription": subscriptionJSON{},
-		"Delivery":     deliveryJSON{},
-		"Attempt":      attemptJSON{},
-		"Event":        eventJSON{},
+		"Subscription":    subscriptionJSON{},
+		"Delivery":        deliveryJSON{},
+		"Attempt":         attemptJSON{},
+		"Event":           eventJSON{},
+		"EventSummary":    eventSummaryJSON{},
+		"DeliverySummary": deliverySummaryJSON{},
+		"LastAttempt":     lastAttemptJSON{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var schema struct {

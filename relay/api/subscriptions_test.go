@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 func TestCreateSubscriptionValidation(t *testing.T) {
@@ -426,7 +428,7 @@ func TestListSubscriptionsBadQuery(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	subID := b.createURL(t, "", "https://hooks.example.com/")
-	deliveriesCursor := "ZDoxMA" // base64url("d:10"), a cursor of another list
+	deliveriesCursor := base64.RawURLEncoding.EncodeToString([]byte("d:" + b.ids.SealCursor(ids.CursorDeliveries, 10))) // a cursor of another list
 
 	tests := []struct{ query, code string }{
 		{"limit=0", "invalid_limit"},

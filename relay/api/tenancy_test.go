@@ -62,6 +62,8 @@ func TestTenancyEveryRoute(t *testing.T) {
 	covered := map[[2]string]bool{
 		{http.MethodPost, "/v1/subscriptions"}: true,
 		{http.MethodGet, "/v1/subscriptions"}:  true,
+		{http.MethodGet, "/v1/events"}:         true,
+		{http.MethodGet, "/v1/deliveries"}:     true,
 	}
 	for _, r := range requests {
 		covered[[2]string{r.method, r.pattern}] = true
@@ -96,6 +98,22 @@ func TestTenancyEveryRoute(t *testing.T) {
 	data := res.json(t)["data"].([]any)
 	require.Len(t, data, 1)
 	require.Equal(t, "tenant-b", data[0].(map[string]any)["tenant_id"])
+	ids := func(tenant, path, field string) []any {
+		res := b.call(t, http.MethodGet, path, tenant, "")
+		require.Equal(t, http.StatusOK, res.status, "%s as %q: %s", path, tenant, res.body)
+		var out []any
+		for _, item := range res.json(t)["data"].([]any) {
+			out = append(out, item.(map[string]any)[field])
+		}
+		return out
+	}
+	require.Empty(t, ids("tenant-b", "/v1/events", "event_id"))
+	require.Empty(t, ids("tenant-b", "/v1/deliveries", "id"))
+	require.Empty(t, ids("tenant-b", "/v1/deliveries?subscription_id="+a.sub, "id"), "naming A's subscription shows nothing")
+	require.Equal(t, []any{a.event}, ids("tenant-a", "/v1/events", "event_id"))
+	require.Equal(t, []any{a.delivery}, ids("tenant-a", "/v1/deliveries", "id"))
+	require.Equal(t, []any{op.event, a.event}, ids("", "/v1/events", "event_id"))
+	require.Equal(t, []any{op.delivery, a.delivery}, ids("", "/v1/deliveries", "id"))
 
 	// Creating what tenant A has is no duplicate for tenant B, and tells it nothing of A.
 	res = b.call(t, http.MethodPost, "/v1/subscriptions", "tenant-b", `{"target_url": "https://hooks.example.com/a", "event_types": ["*"]}`)

@@ -152,6 +152,42 @@ func (d *Deliveries) Parse(s string) (id int64, ok bool) {
 	return 0, false
 }
 
+// Cursor tags: the first 8 bytes of a sealed position, so that a cursor never passes for a
+// delivery ID (tag 0) nor a cursor of one list for another's.
+const (
+	CursorDeliveries uint64 = 1 + iota
+	CursorEvents
+)
+
+// SealCursor hides pos, a row position in a list (a delivery's or an outbox row's id), the
+// way Format hides a delivery's id, under tag (CursorDeliveries, CursorEvents): a list's
+// cursor then tells no more than the IDs on its page.
+func (d *Deliveries) SealCursor(tag uint64, pos int64) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], tag)
+	binary.BigEndian.PutUint64(b[8:], uint64(pos))
+	d.key().block.Encrypt(b[:], b[:])
+	return lowerBase32.EncodeToString(b[:])
+}
+
+// OpenCursor is the inverse of SealCursor with the same tag; ok is false for anything else.
+func (d *Deliveries) OpenCursor(tag uint64, s string) (pos int64, ok bool) {
+	k := d.key()
+	if len(s) != randomLen {
+		return 0, false
+	}
+	b, err := lowerBase32.DecodeString(s)
+	if err != nil || len(b) != 16 || lowerBase32.EncodeToString(b) != s {
+		return 0, false
+	}
+	k.block.Decrypt(b, b)
+	if binary.BigEndian.Uint64(b[:8]) != tag {
+		return 0, false
+	}
+	pos = int64(binary.BigEndian.Uint64(b[8:]))
+	return pos, pos > 0
+}
+
 // Settings rows that Load reads; the migration that created the table wrote them.
 const (
 	settingKey       = "delivery_id_key"
