@@ -201,6 +201,7 @@ func (a *API) routes() []route {
 		{http.MethodPost, "/v1/deliveries/{id}/retry", a.idempotent(a.retryDelivery)},
 		{http.MethodGet, "/v1/events", a.listEvents},
 		{http.MethodGet, "/v1/events/{event_id}", a.getEvent},
+		{http.MethodGet, "/v1/openapi.json", a.getOpenAPI},
 	}
 }
 

@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -175,4 +177,64 @@ func TestListDeliveries(t *testing.T) {
 		require.Equal(t, http.StatusUnprocessableEntity, res.status, "%s: %s", tc.query, res.body)
 		require.Equal(t, tc.code, res.code(t), tc.query)
 	}
+}
+
+// TestOpenAPIServed: GET /v1/openapi.json answers the repository's openapi.json byte for
+// byte, to the operator and to tenants alike, only with the token, with an ETag that a
+// conditional request turns into 304.
+func TestOpenAPIServed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	want, err := os.ReadFile("openapi.json")
+	require.NoError(t, err)
+
+	res := b.call(t, http.MethodGet, "/v1/openapi.json", "", "")
+	require.Equal(t, http.StatusOK, res.status)
+	require.Equal(t, string(want), string(res.body))
+	require.Equal(t, "application/json", res.header.Get("Content-Type"))
+	etag := res.header.Get("ETag")
+	require.Regexp(t, `^"[0-9a-f]{32}"$`, etag)
+
+	tenant := b.call(t, http.MethodGet, "/v1/openapi.json", "tenant-a", "")
+	require.Equal(t, http.StatusOK, tenant.status)
+	require.Equal(t, string(want), string(tenant.body), "not tenant-scoped")
+	require.Equal(t, etag, tenant.header.Get("ETag"))
+
+	for _, inm := range []string{etag, "W/" + etag, `"other", ` + etag, "*"} {
+		req, err := http.NewRequest(http.MethodGet, b.srv.URL+"/v1/openapi.json", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("If-None-Match", inm)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusNotModified, resp.StatusCode, inm)
+		require.Empty(t, body)
+		require.Equal(t, etag, resp.Header.Get("ETag"))
+	}
+	req, err := http.NewRequest(http.MethodGet, b.srv.URL+"/v1/openapi.json", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("If-None-Match", `"stale"`)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	for _, auth := range []string{"", "Bearer wrong"} {
+		req, err := http.NewRequest(http.MethodGet, b.srv.URL+"/v1/openapi.json", nil)
+		require.NoError(t, err)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		require.NotContains(t, string(body), "openapi")
+	}
+	res = b.call(t, http.MethodPost, "/v1/openapi.json", "", "{}")
+	require.Equal(t, http.StatusMethodNotAllowed, res.status)
 }

@@ -108,6 +108,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 			require.Equal(t, 1, success, "%s has one success answer", where)
 			for _, code := range []string{"401", "500", "503"} {
+				if code == "503" && path == "/v1/openapi.json" {
+					continue // reads no database
+				}
 				require.Contains(t, op.Responses, code, where)
 			}
 			if strings.Contains(path, "{") {
