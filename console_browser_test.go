@@ -318,7 +318,7 @@ func deliveryOf(t *testing.T, db *sqlx.DB, sub string) (id, status string, attem
 		return "", "", 0
 	}
 	require.NoError(t, err)
-	return ids.FormatDelivery(d.ID), d.Status, d.Attempts
+	return relaytest.DeliveryIDs(t, db).Format(d.ID), d.Status, d.Attempts
 }
 
 // waitDelivery waits until subscription sub's delivery has status, and answers its ID.

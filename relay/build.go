@@ -22,6 +22,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
 	"github.com/referralloop/outbox-relay/relay/egress"
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
 	"github.com/referralloop/outbox-relay/relay/leader"
 	"github.com/referralloop/outbox-relay/relay/metrics"
@@ -41,7 +42,8 @@ const dbConnMaxIdle = 10 * time.Second
 // New opens what the relay owns and builds its components; nothing reaches the database
 // yet. On error it releases whatever it had opened.
 func New(ctx context.Context, cfg config.Config, opts Options) (r *Relay, err error) {
-	r = &Relay{cfg: cfg, opts: opts, log: opts.Logger, registry: prometheus.NewRegistry()}
+	// The delivery ID key is in the database: prepare loads it before anything runs.
+	r = &Relay{cfg: cfg, opts: opts, log: opts.Logger, registry: prometheus.NewRegistry(), deliveryIDs: new(ids.Deliveries)}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -193,6 +195,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	if r.deliverer, err = deliver.New(deliver.Config{
 		DB:                         db,
 		Schema:                     cfg.Schema,
+		DeliveryIDs:                r.deliveryIDs,
 		Owner:                      owner,
 		Workers:                    cfg.Workers,
 		BatchSize:                  cfg.BatchSize,
@@ -241,6 +244,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	apiHandler, err := api.New(api.Config{
 		DB:                    db,
 		Schema:                cfg.Schema,
+		DeliveryIDs:           r.deliveryIDs,
 		Targets:               policy,
 		SealSecret:            r.box.Seal,
 		OpenSecret:            r.box.Open,
@@ -257,7 +261,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	var portal http.Handler
 	if cfg.Console {
 		consoleConfig := console.Config{
-			DB: db, Schema: cfg.Schema, API: apiHandler.Handler(), Mode: console.Operator, Base: "/console",
+			DB: db, Schema: cfg.Schema, DeliveryIDs: r.deliveryIDs, API: apiHandler.Handler(), Mode: console.Operator, Base: "/console",
 			Token: cfg.APIToken, Title: cfg.ConsoleTitle, FrameAncestors: cfg.ConsoleFrameAncestors,
 			Logger: log.With().Str("component", "console").Logger(),
 		}

@@ -37,7 +37,16 @@ func (r *Relay) prepareSchema(ctx context.Context) error {
 	}
 }
 
+// tryPrepareSchema migrates the schema or checks that it is migrated, then reads the
+// delivery ID key it holds.
 func (r *Relay) tryPrepareSchema(ctx context.Context) error {
+	if err := r.checkSchema(ctx); err != nil {
+		return err
+	}
+	return r.deliveryIDs.Load(ctx, r.db.DB, r.cfg.Schema)
+}
+
+func (r *Relay) checkSchema(ctx context.Context) error {
 	if r.cfg.AutoMigrate {
 		res, err := outbox.Migrate(ctx, r.db.DB, outbox.MigrateOptions{Schema: r.cfg.Schema, NotifyTrigger: r.cfg.NotifyTrigger})
 		if err != nil {

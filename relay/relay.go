@@ -23,6 +23,7 @@ import (
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/deliver"
 	"github.com/referralloop/outbox-relay/relay/dispatch"
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/keycheck"
 	"github.com/referralloop/outbox-relay/relay/leader"
 	"github.com/referralloop/outbox-relay/relay/notify"
@@ -65,6 +66,9 @@ type Relay struct {
 	deliverer  *deliver.Deliverer
 	keys       *keycheck.Checker
 	cleaner    *retention.Cleaner
+	// deliveryIDs is shared by the API, the console and the deliverer; prepareSchema
+	// loads its key.
+	deliveryIDs *ids.Deliveries
 	// operator serves the bearer-token API; public, in reverse-proxy mode, the public port,
 	// in front of upstream (shown without its password).
 	operator, public http.Handler

@@ -19,6 +19,7 @@ import (
 	"github.com/referralloop/outbox-relay/internal/pgstmt"
 	"github.com/referralloop/outbox-relay/internal/pgtest"
 	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // Migrated is the template of a database migrated to the latest schema, with the NOTIFY
@@ -137,4 +138,13 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// DeliveryIDs answers the delivery IDs of db's schema (outbox.DefaultSchema): the public
+// IDs the relay shows for its rows.
+func DeliveryIDs(t testing.TB, db *sqlx.DB) *ids.Deliveries {
+	t.Helper()
+	d, err := ids.Load(context.Background(), db.DB, outbox.DefaultSchema)
+	require.NoError(t, err)
+	return d
 }

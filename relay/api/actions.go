@@ -145,11 +145,11 @@ func (a *API) sendTest(w http.ResponseWriter, r *http.Request, s scope) error {
 		return errorf(http.StatusConflict, codeNotActive, "subscription is %s; set its status to active (PATCH) before sending a test", status)
 	}
 	a.queued()
-	a.log.Info().Str("subscription_id", id).Str("event_id", eventID.String).Str("delivery_id", ids.FormatDelivery(deliveryID.Int64)).Msg("test event queued")
+	a.log.Info().Str("subscription_id", id).Str("event_id", eventID.String).Str("delivery_id", a.ids.Format(deliveryID.Int64)).Msg("test event queued")
 	writeJSON(w, http.StatusAccepted, struct {
 		EventID    string `json:"event_id"`
 		DeliveryID string `json:"delivery_id"`
-	}{eventID.String, ids.FormatDelivery(deliveryID.Int64)})
+	}{eventID.String, a.ids.Format(deliveryID.Int64)})
 	return nil
 }
 
@@ -189,7 +189,7 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request, s scope) error {
 // subscription is deleted (subscription_deleted). A delivery of a paused or disabled
 // subscription is re-queued and waits until it is active. Answers the delivery.
 func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, s scope) error {
-	id, ok := ids.ParseDelivery(r.PathValue("id"))
+	id, ok := a.ids.Parse(r.PathValue("id"))
 	if !ok {
 		return notFound("delivery")
 	}
@@ -231,7 +231,7 @@ func (a *API) retryDelivery(w http.ResponseWriter, r *http.Request, s scope) err
 		return fmt.Errorf("committing retry: %w", err)
 	}
 	a.queued()
-	a.log.Info().Str("delivery_id", ids.FormatDelivery(id)).Str("subscription_id", row.SubscriptionID).Msg("delivery re-queued")
+	a.log.Info().Str("delivery_id", a.ids.Format(id)).Str("subscription_id", row.SubscriptionID).Msg("delivery re-queued")
 	out, err := a.withAttempts(r.Context(), []deliveryRow{row})
 	if err != nil {
 		return err

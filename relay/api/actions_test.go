@@ -16,7 +16,6 @@ import (
 	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/deliver"
-	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/secrets"
 	"github.com/referralloop/outbox-relay/relay/signature"
 	"github.com/referralloop/outbox-relay/relay/targets"
@@ -90,9 +89,9 @@ func TestRotateSecretWithoutOverlap(t *testing.T) {
 	require.NoError(t, b.db.Get(&signsOld, `SELECT previous_secret_expires_at > now() FROM relay.subscriptions WHERE id = $1`, id))
 	require.False(t, signsOld, "zero overlap: the old secret stops at once")
 
-	_, err := api.New(api.Config{DB: b.db, SecretRotationOverlap: -time.Second})
+	_, err := api.New(api.Config{DB: b.db, DeliveryIDs: b.ids, SecretRotationOverlap: -time.Second})
 	require.ErrorContains(t, err, "SecretRotationOverlap must not be negative")
-	_, err = api.New(api.Config{DB: b.db, SealSecret: func(s string) (string, error) { return s, nil }})
+	_, err = api.New(api.Config{DB: b.db, DeliveryIDs: b.ids, SealSecret: func(s string) (string, error) { return s, nil }})
 	require.ErrorContains(t, err, "go together")
 }
 
@@ -332,13 +331,13 @@ func TestRetryDelivery(t *testing.T) {
 	failed := b.insertDelivery(t, o, e, sub, "failed", 2)
 	b.insertAttempt(t, failed, 1, 500, "HTTP 500", "")
 	b.insertAttempt(t, failed, 2, 0, "connection refused", "")
-	path := "/v1/deliveries/" + ids.FormatDelivery(failed) + "/retry"
+	path := "/v1/deliveries/" + b.ids.Format(failed) + "/retry"
 
 	queued := b.queued.Load()
 	res := b.call(t, http.MethodPost, path, "t1", "")
 	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
 	d := res.json(t)
-	require.Equal(t, ids.FormatDelivery(failed), d["id"])
+	require.Equal(t, b.ids.Format(failed), d["id"])
 	require.Equal(t, "pending", d["status"])
 	require.Equal(t, 2.0, d["attempt_count"], "the next attempt is 3")
 	require.Len(t, d["attempts"], 2, "the history stays")
@@ -351,14 +350,14 @@ func TestRetryDelivery(t *testing.T) {
 	// A delivery waiting for its next retry is brought forward.
 	waiting := b.insertDelivery(t, o, e, b.createURL(t, "t1", "https://hooks.example.com/w"), "pending", 1)
 	require.False(t, b.deliveryState(t, waiting).Due.Bool)
-	res = b.call(t, http.MethodPost, "/v1/deliveries/"+ids.FormatDelivery(waiting)+"/retry", "t1", "{}")
+	res = b.call(t, http.MethodPost, "/v1/deliveries/"+b.ids.Format(waiting)+"/retry", "t1", "{}")
 	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
 	require.True(t, b.deliveryState(t, waiting).Due.Bool)
 
 	// Succeeded and cancelled deliveries go again too.
 	for _, status := range []string{"succeeded", "cancelled"} {
 		id := b.insertDelivery(t, o, e, b.createURL(t, "t1", "https://hooks.example.com/"+status), status, 1)
-		res := b.call(t, http.MethodPost, "/v1/deliveries/"+ids.FormatDelivery(id)+"/retry", "t1", "")
+		res := b.call(t, http.MethodPost, "/v1/deliveries/"+b.ids.Format(id)+"/retry", "t1", "")
 		require.Equal(t, http.StatusAccepted, res.status, status)
 		require.Equal(t, "pending", res.json(t)["status"])
 	}
@@ -396,9 +395,9 @@ func TestRetryDelivery(t *testing.T) {
 	require.Equal(t, http.StatusConflict, res.status)
 	require.Equal(t, "subscription_deleted", res.code(t))
 	require.Equal(t, snap, b.snapshot(t))
-	require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, "/v1/deliveries/"+ids.FormatDelivery(failed), "t1", "").status)
+	require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, "/v1/deliveries/"+b.ids.Format(failed), "t1", "").status)
 
-	for _, bad := range []string{"dlv_0", "dlv_", "dlv_ZZ", "123", "dlv_-1", ids.FormatDelivery(failed + 1000)} {
+	for _, bad := range []string{"dlv_0", "dlv_", "dlv_ZZ", "123", "dlv_-1", b.ids.Format(failed + 1000)} {
 		res := b.call(t, http.MethodPost, "/v1/deliveries/"+bad+"/retry", "t1", "")
 		require.Equal(t, http.StatusNotFound, res.status, bad)
 		require.Equal(t, "not_found", res.code(t))
@@ -431,6 +430,7 @@ func TestWithDeliverer(t *testing.T) {
 	mu.Lock()
 	d, err = deliver.New(deliver.Config{
 		DB:           b.db,
+		DeliveryIDs:  b.ids,
 		Owner:        "api-test",
 		UserAgent:    "outbox-relay/test",
 		PollInterval: time.Second, // long: the API's kick is what starts each send
@@ -535,7 +535,7 @@ func TestRequeueTakesTenantTurn(t *testing.T) {
 	op := b.createURL(t, "", "https://hooks.example.com/op")
 	opReplayed := add(op, "")
 
-	res := b.call(t, http.MethodPost, "/v1/deliveries/"+ids.FormatDelivery(retried)+"/retry", "t1", "")
+	res := b.call(t, http.MethodPost, "/v1/deliveries/"+b.ids.Format(retried)+"/retry", "t1", "")
 	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
 	require.Equal(t, "pending", b.deliveryState(t, retried).Status)
 	require.Equal(t, "t1", tenantKey(retried))

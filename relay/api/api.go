@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/referralloop/outbox-relay/outbox"
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/signature"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
@@ -25,6 +26,9 @@ type Config struct {
 	DB *sqlx.DB
 	// Schema holds the relay's tables (RELAY_SCHEMA). Optional: outbox.DefaultSchema when empty.
 	Schema string
+	// DeliveryIDs formats and parses the public IDs of deliveries (the installation's key,
+	// ids.Load). Required; it may be loaded after New, before the first request.
+	DeliveryIDs *ids.Deliveries
 	// Targets decides which target URLs subscriptions may have. Optional: the zero Policy is
 	// the strict one (https, public addresses).
 	Targets targets.Policy
@@ -73,6 +77,7 @@ const defaultRequestTimeout = 20 * time.Second
 type API struct {
 	db         *sqlx.DB
 	q          queries
+	ids        *ids.Deliveries
 	targets    targets.Policy
 	log        zerolog.Logger
 	sealSecret func(string) (string, error)
@@ -96,6 +101,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("api: Config.DB is required")
 	}
+	if cfg.DeliveryIDs == nil {
+		return nil, errors.New("api: Config.DeliveryIDs is required")
+	}
 	schema := cfg.Schema
 	if schema == "" {
 		schema = outbox.DefaultSchema
@@ -116,6 +124,7 @@ func New(cfg Config) (*API, error) {
 	a := &API{
 		db:         cfg.DB,
 		q:          newQueries(schema),
+		ids:        cfg.DeliveryIDs,
 		targets:    cfg.Targets,
 		log:        cfg.Logger,
 		sealSecret: cfg.SealSecret,
@@ -187,9 +196,12 @@ func (a *API) routes() []route {
 		{http.MethodPost, "/v1/subscriptions/{id}/test", a.idempotent(a.sendTest)},
 		{http.MethodPost, "/v1/subscriptions/{id}/replay", a.idempotent(a.replay)},
 		{http.MethodGet, "/v1/subscriptions/{id}/deliveries", a.listSubscriptionDeliveries},
+		{http.MethodGet, "/v1/deliveries", a.listDeliveries},
 		{http.MethodGet, "/v1/deliveries/{id}", a.getDelivery},
 		{http.MethodPost, "/v1/deliveries/{id}/retry", a.idempotent(a.retryDelivery)},
+		{http.MethodGet, "/v1/events", a.listEvents},
 		{http.MethodGet, "/v1/events/{event_id}", a.getEvent},
+		{http.MethodGet, "/v1/openapi.json", a.getOpenAPI},
 	}
 }
 

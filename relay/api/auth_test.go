@@ -12,7 +12,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/referralloop/outbox-relay/relay/api"
-	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 func TestTenancy(t *testing.T) {
@@ -32,13 +31,13 @@ func TestTenancy(t *testing.T) {
 		{http.MethodGet, "/v1/subscriptions/" + subA + "/secret"},
 		{http.MethodGet, "/v1/subscriptions/" + subA + "/deliveries"},
 		{http.MethodDelete, "/v1/subscriptions/" + subA},
-		{http.MethodGet, "/v1/deliveries/" + ids.FormatDelivery(dA)},
+		{http.MethodGet, "/v1/deliveries/" + b.ids.Format(dA)},
 		{http.MethodGet, "/v1/events/" + e},
 		// Nor the operator's: a tenant is not the operator.
 		{http.MethodGet, "/v1/subscriptions/" + subOp},
 		{http.MethodGet, "/v1/subscriptions/" + subOp + "/secret"},
 		{http.MethodDelete, "/v1/subscriptions/" + subOp},
-		{http.MethodGet, "/v1/deliveries/" + ids.FormatDelivery(dOp)},
+		{http.MethodGet, "/v1/deliveries/" + b.ids.Format(dOp)},
 	} {
 		res := b.call(t, rt.method, rt.path, "tenant-b", "")
 		require.Equal(t, http.StatusNotFound, res.status, "%s %s", rt.method, rt.path)
@@ -50,8 +49,8 @@ func TestTenancy(t *testing.T) {
 	// Tenant A sees its own; tenant IDs are case-sensitive.
 	require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, "/v1/subscriptions/"+subA, "tenant-a", "").status)
 	require.Equal(t, http.StatusNotFound, b.call(t, http.MethodGet, "/v1/subscriptions/"+subA, "Tenant-A", "").status)
-	require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, "/v1/deliveries/"+ids.FormatDelivery(dA), "tenant-a", "").status)
-	require.Equal(t, http.StatusNotFound, b.call(t, http.MethodGet, "/v1/deliveries/"+ids.FormatDelivery(dOp), "tenant-a", "").status)
+	require.Equal(t, http.StatusOK, b.call(t, http.MethodGet, "/v1/deliveries/"+b.ids.Format(dA), "tenant-a", "").status)
+	require.Equal(t, http.StatusNotFound, b.call(t, http.MethodGet, "/v1/deliveries/"+b.ids.Format(dOp), "tenant-a", "").status)
 
 	listIDs := func(tenant string) []string {
 		res := b.call(t, http.MethodGet, "/v1/subscriptions", tenant, "")
@@ -211,7 +210,7 @@ func FuzzValidateTenantID(f *testing.F) {
 func TestHandlerFailsClosed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	a, err := api.New(api.Config{DB: b.db})
+	a, err := api.New(api.Config{DB: b.db, DeliveryIDs: b.ids})
 	require.NoError(t, err)
 
 	for _, tc := range []struct {

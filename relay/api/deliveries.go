@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/lib/pq"
-
-	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // deliveryStatuses are the values of deliveries.status.
@@ -61,9 +59,10 @@ type attemptJSON struct {
 	ResponseBody *string   `json:"response_body"`
 }
 
-func (r deliveryRow) toJSON(attempts []attemptRow) deliveryJSON {
+// toJSON shows r with its public id.
+func (r deliveryRow) toJSON(id string, attempts []attemptRow) deliveryJSON {
 	d := deliveryJSON{
-		ID:             ids.FormatDelivery(r.ID),
+		ID:             id,
 		EventID:        r.EventID,
 		SubscriptionID: r.SubscriptionID,
 		Status:         r.Status,
@@ -112,7 +111,7 @@ func (a *API) withAttempts(ctx context.Context, rows []deliveryRow) ([]deliveryJ
 		byDelivery[at.DeliveryID] = append(byDelivery[at.DeliveryID], at)
 	}
 	for _, r := range rows {
-		out = append(out, r.toJSON(byDelivery[r.ID]))
+		out = append(out, r.toJSON(a.ids.Format(r.ID), byDelivery[r.ID]))
 	}
 	return out, nil
 }
@@ -120,7 +119,7 @@ func (a *API) withAttempts(ctx context.Context, rows []deliveryRow) ([]deliveryJ
 // getDelivery is GET /v1/deliveries/{id}, with all its attempts. A tenant sees only
 // deliveries of its own subscriptions, deleted ones included.
 func (a *API) getDelivery(w http.ResponseWriter, r *http.Request, s scope) error {
-	id, ok := ids.ParseDelivery(r.PathValue("id"))
+	id, ok := a.ids.Parse(r.PathValue("id"))
 	if !ok {
 		return notFound("delivery")
 	}
@@ -144,7 +143,7 @@ func (a *API) getDelivery(w http.ResponseWriter, r *http.Request, s scope) error
 // filtered by ?status=.
 func (a *API) listSubscriptionDeliveries(w http.ResponseWriter, r *http.Request, s scope) error {
 	q := r.URL.Query()
-	p, err := parsePage(q, cursorDeliveries)
+	p, err := a.parsePage(q, cursorDeliveries)
 	if err != nil {
 		return err
 	}
@@ -164,7 +163,7 @@ func (a *API) listSubscriptionDeliveries(w http.ResponseWriter, r *http.Request,
 		sub.ID, status, p.beforeParam(), p.limit+1); err != nil {
 		return fmt.Errorf("listing deliveries: %w", err)
 	}
-	rows, next := paginate(rows, p.limit, cursorDeliveries, func(r deliveryRow) int64 { return r.ID })
+	rows, next := paginate(a, rows, p.limit, cursorDeliveries, func(r deliveryRow) int64 { return r.ID })
 	data, err := a.withAttempts(r.Context(), rows)
 	if err != nil {
 		return err

@@ -3,13 +3,12 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 func TestDeleteSubscription(t *testing.T) {
@@ -67,7 +66,7 @@ func TestDeleteSubscription(t *testing.T) {
 	require.Len(t, list, 2)
 
 	// Its deliveries stay readable, cancelled.
-	res = b.call(t, http.MethodGet, "/v1/deliveries/"+ids.FormatDelivery(pending), "", "")
+	res = b.call(t, http.MethodGet, "/v1/deliveries/"+b.ids.Format(pending), "", "")
 	require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
 	require.Equal(t, "cancelled", res.json(t)["status"])
 	require.Nil(t, res.json(t)["next_attempt_at"])
@@ -84,10 +83,10 @@ func TestDeliveryView(t *testing.T) {
 	b.insertAttempt(t, id, 1, 0, "dial tcp: connection refused", "")
 	b.insertAttempt(t, id, 3, 200, "", "ok")
 
-	res := b.call(t, http.MethodGet, "/v1/deliveries/"+ids.FormatDelivery(id), "t1", "")
+	res := b.call(t, http.MethodGet, "/v1/deliveries/"+b.ids.Format(id), "t1", "")
 	require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
 	d := res.json(t)
-	require.Equal(t, ids.FormatDelivery(id), d["id"])
+	require.Equal(t, b.ids.Format(id), d["id"])
 	require.Equal(t, e, d["event_id"])
 	require.Equal(t, sub, d["subscription_id"])
 	require.Equal(t, "pending", d["status"])
@@ -120,11 +119,11 @@ func TestDeliveryView(t *testing.T) {
 	// A delivery without attempts has an empty list, not null.
 	o2, e2 := b.insertEvent(t, "signup.created", "t1", `{}`)
 	fresh := b.insertDelivery(t, o2, e2, sub, "pending", 0)
-	res = b.call(t, http.MethodGet, "/v1/deliveries/"+ids.FormatDelivery(fresh), "", "")
+	res = b.call(t, http.MethodGet, "/v1/deliveries/"+b.ids.Format(fresh), "", "")
 	require.Equal(t, http.StatusOK, res.status)
 	require.Equal(t, []any{}, res.json(t)["attempts"])
 
-	for _, bad := range []string{"dlv_0", "dlv_", "dlv_ZZ", "123", "dlv_-1", "dlv_zzzzzzzzzzzzzz", ids.FormatDelivery(fresh + 1000)} {
+	for _, bad := range []string{"dlv_0", "dlv_", "dlv_ZZ", "123", "dlv_-1", "dlv_zzzzzzzzzzzzzz", b.ids.Format(fresh + 1000)} {
 		res := b.call(t, http.MethodGet, "/v1/deliveries/"+bad, "", "")
 		require.Equal(t, http.StatusNotFound, res.status, bad)
 		require.Equal(t, "not_found", res.code(t))
@@ -146,7 +145,7 @@ func TestListSubscriptionDeliveries(t *testing.T) {
 		}
 		id := b.insertDelivery(t, o, e, sub, status, 1)
 		b.insertAttempt(t, id, 1, 500, "HTTP 500", "")
-		want = append([]string{ids.FormatDelivery(id)}, want...) // newest first
+		want = append([]string{b.ids.Format(id)}, want...) // newest first
 		b.insertDelivery(t, o, e, other, "pending", 0)
 	}
 
@@ -214,8 +213,8 @@ func TestEventView(t *testing.T) {
 	require.Len(t, ev, 7)
 	deliveries := ev["deliveries"].([]any)
 	require.Len(t, deliveries, 2, "the operator sees every delivery")
-	require.Equal(t, ids.FormatDelivery(dOp), deliveries[0].(map[string]any)["id"])
-	require.Equal(t, ids.FormatDelivery(dMine), deliveries[1].(map[string]any)["id"])
+	require.Equal(t, b.ids.Format(dOp), deliveries[0].(map[string]any)["id"])
+	require.Equal(t, b.ids.Format(dMine), deliveries[1].(map[string]any)["id"])
 	require.Len(t, deliveries[1].(map[string]any)["attempts"], 1)
 
 	// The tenant sees its event with only its own subscription's delivery.
@@ -223,7 +222,7 @@ func TestEventView(t *testing.T) {
 	require.Equal(t, http.StatusOK, res.status)
 	deliveries = res.json(t)["deliveries"].([]any)
 	require.Len(t, deliveries, 1)
-	require.Equal(t, ids.FormatDelivery(dMine), deliveries[0].(map[string]any)["id"])
+	require.Equal(t, b.ids.Format(dMine), deliveries[0].(map[string]any)["id"])
 
 	// Also in upper case and without dashes.
 	res = b.call(t, http.MethodGet, "/v1/events/"+strings.ToUpper(strings.ReplaceAll(e, "-", "")), "", "")
@@ -242,5 +241,70 @@ func TestEventView(t *testing.T) {
 		res := b.call(t, http.MethodGet, "/v1/events/"+bad, "", "")
 		require.Equal(t, http.StatusNotFound, res.status, bad)
 		require.Equal(t, "not_found", res.code(t))
+	}
+}
+
+// TestDeliveryIDs: the API shows random-looking IDs, which reveal neither the order nor the
+// number of deliveries; IDs in the old form ("dlv_" + base36 of the row) stay valid for the
+// deliveries that existed when the schema was upgraded, and for no later one; made-up IDs
+// of the new shape are 404, never 500.
+func TestDeliveryIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sub := b.createURL(t, "t1", "https://hooks.example.com/a")
+	var rows []int64
+	for range 5 {
+		o, e := b.insertEvent(t, "signup.created", "t1", `{}`)
+		rows = append(rows, b.insertDelivery(t, o, e, sub, "failed", 1))
+	}
+	// The upgrade that introduced the random form found the first 3 deliveries.
+	_, err := b.db.Exec(`UPDATE relay.settings SET value = $1 WHERE name = 'delivery_id_legacy_max'`, strconv.FormatInt(rows[2], 10))
+	require.NoError(t, err)
+	b = serve(t, b.db, b.db) // an API started after the upgrade
+
+	var shown []string
+	for _, row := range rows {
+		res := b.call(t, http.MethodGet, "/v1/deliveries/"+b.ids.Format(row), "t1", "")
+		require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+		id := res.json(t)["id"].(string)
+		require.Regexp(t, `^dlv_[0-9a-hjkmnp-tv-z]{26}$`, id)
+		require.NotContains(t, shown, id)
+		shown = append(shown, id)
+	}
+	for i := 1; i < len(shown); i++ {
+		same := 0
+		for j := 4; j < len(shown[i]); j++ {
+			if shown[i][j] == shown[i-1][j] {
+				same++
+			}
+		}
+		require.Less(t, same, 10, "consecutive deliveries' IDs look alike: %s %s", shown[i-1], shown[i])
+	}
+
+	for i, row := range rows {
+		old := "dlv_" + strconv.FormatInt(row, 36)
+		res := b.call(t, http.MethodGet, "/v1/deliveries/"+old, "t1", "")
+		if i <= 2 {
+			require.Equal(t, http.StatusOK, res.status, "old ID %s of a delivery from before the upgrade: %s", old, res.body)
+			require.Equal(t, shown[i], res.json(t)["id"], "answered with its new ID")
+			res = b.call(t, http.MethodPost, "/v1/deliveries/"+old+"/retry", "t1", "")
+			require.Equal(t, http.StatusAccepted, res.status, "retry by old ID: %s", res.body)
+			require.Equal(t, shown[i], res.json(t)["id"])
+		} else {
+			require.Equal(t, http.StatusNotFound, res.status, "old form of a delivery made after the upgrade: %s", old)
+		}
+	}
+
+	for _, bad := range []string{"dlv_" + strings.Repeat("0", 26), "dlv_" + strings.Repeat("z", 26), "dlv_abcdefghjkmnpqrstvwxyz012",
+		"dlv_" + strings.ToUpper(shown[0][4:]), shown[0] + "0", shown[0][:29]} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			path := "/v1/deliveries/" + bad
+			if method == http.MethodPost {
+				path += "/retry"
+			}
+			res := b.call(t, method, path, "t1", "")
+			require.Equal(t, http.StatusNotFound, res.status, "%s %s: %s", method, bad, res.body)
+			require.Equal(t, "not_found", res.code(t))
+		}
 	}
 }

@@ -88,11 +88,22 @@
 // Lists run newest first, answer {"data": [...], "next_cursor": ...} and take ?limit= (1 to
 // 500, default 50; else 422 invalid_limit) and ?cursor= (the previous page's next_cursor; else
 // 422 invalid_cursor). A cursor is the base64url of the list's kind and the last row's
-// position (subscriptions.seq, deliveries.id): stable under inserts, and meaningless to
-// another list. A cursor carries no filter: pass the same filters with it. The event_type
-// filter of GET /v1/subscriptions with an exact type lists the subscriptions that would
-// receive that type ("*", "signup.*" and "signup.created" for signup.created); with a pattern
-// it lists those that have that very pattern.
+// position (subscriptions.seq; deliveries.id and outbox.id sealed with the delivery ID key,
+// relay/ids, so that a cursor counts no more than a delivery ID does): stable under inserts,
+// and meaningless to another list. A cursor carries no filter: pass the same filters with
+// it. The event_type filter of GET /v1/subscriptions with an exact type lists the
+// subscriptions that would receive that type ("*", "signup.*" and "signup.created" for
+// signup.created); with a pattern it lists those that have that very pattern.
+//
+// GET /v1/events and GET /v1/deliveries list everything the caller may see, with filters
+// (event_type exact, since, until; status, subscription_id, event_type, since). Their items
+// are the single answers made light: an event with delivery_count instead of its
+// deliveries, a delivery with event_type and last_attempt instead of its attempts, so that
+// a page costs one query whatever the number of attempts. Each filter a page is commonly
+// asked for walks an index in id order (migration 0009) and stops at the page's end; a
+// filter checked on the way (event_type, since and until, a status within a tenant's
+// succeeded bulk) costs the rows it passes over, which is the page when matches are common
+// and more when they are rare or far back.
 //
 // # Changing
 //

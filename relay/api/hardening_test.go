@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strings"
@@ -18,7 +19,7 @@ func TestBadBodiesEveryRoute(t *testing.T) {
 	b := setup(t)
 	sub := b.createURL(t, "", "https://hooks.example.com/")
 	o, e := b.insertEvent(t, "signup.created", "", `{}`)
-	dlv := ids.FormatDelivery(b.insertDelivery(t, o, e, sub, "failed", 1))
+	dlv := b.ids.Format(b.insertDelivery(t, o, e, sub, "failed", 1))
 
 	routes := []struct{ method, path string }{
 		{http.MethodPost, "/v1/subscriptions"},
@@ -122,6 +123,7 @@ func TestListDeliveriesBadQuery(t *testing.T) {
 		{"limit=9223372036854775808", "invalid_limit"},
 		{"limit=-9223372036854775809", "invalid_limit"},
 		{"cursor=czox", "invalid_cursor"}, // a subscriptions cursor, "s:1"
+		{"cursor=ZDox", "invalid_cursor"}, // "d:1": a delivery list's position is sealed
 		{"cursor=ZDow", "invalid_cursor"}, // "d:0"
 		{"cursor=ZDotMQ", "invalid_cursor"},
 		{"cursor=ZDo5OTk5OTk5OTk5OTk5OTk5OTk5OTk5", "invalid_cursor"}, // past int64
@@ -135,7 +137,7 @@ func TestListDeliveriesBadQuery(t *testing.T) {
 		require.Equal(t, tc.code, res.code(t), tc.query)
 	}
 	// A cursor past the end, or far before the start, is a valid cursor: an empty page.
-	res := b.call(t, http.MethodGet, path+"cursor=ZDox", "", "") // "d:1"
+	res := b.call(t, http.MethodGet, path+"cursor="+base64.RawURLEncoding.EncodeToString([]byte("d:"+b.ids.SealCursor(ids.CursorDeliveries, 1))), "", "")
 	require.Equal(t, http.StatusOK, res.status)
 	require.Equal(t, []any{}, res.json(t)["data"])
 }

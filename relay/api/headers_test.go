@@ -194,7 +194,7 @@ func TestHeadersKeyMissing(t *testing.T) {
 	_, before := sealedBy.storedHeaders(t, id)
 
 	for name, box := range map[string]*secrets.Box{"NoKey": newBox(t, 0), "OtherKey": newBox(t, 6)} {
-		a, err := api.New(api.Config{DB: sealedBy.db, SealSecret: box.Seal, OpenSecret: box.Open})
+		a, err := api.New(api.Config{DB: sealedBy.db, DeliveryIDs: sealedBy.ids, SealSecret: box.Seal, OpenSecret: box.Open})
 		require.NoError(t, err, name)
 		b := *sealedBy
 		b.srv = newServer(t, a)

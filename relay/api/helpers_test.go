@@ -23,6 +23,7 @@ import (
 	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -57,6 +58,8 @@ type bundle struct {
 	db  *sqlx.DB
 	srv *httptest.Server
 	api *api.API
+	// ids are the database's delivery IDs, as the API shows them.
+	ids *ids.Deliveries
 	// queued counts DeliveriesQueued calls.
 	queued *atomic.Int64
 }
@@ -90,8 +93,10 @@ func setupBehindProxy(t *testing.T, opts ...func(*api.Config)) (*bundle, *relayt
 func serve(t *testing.T, db, apiDB *sqlx.DB, opts ...func(*api.Config)) *bundle {
 	t.Helper()
 	queued := new(atomic.Int64)
+	deliveryIDs := relaytest.DeliveryIDs(t, db)
 	cfg := api.Config{
 		DB:                    apiDB,
+		DeliveryIDs:           deliveryIDs,
 		Targets:               targets.Policy{Resolver: fakeResolver{}},
 		Logger:                zerolog.New(zerolog.NewTestWriter(t)),
 		SecretRotationOverlap: time.Hour,
@@ -102,7 +107,7 @@ func serve(t *testing.T, db, apiDB *sqlx.DB, opts ...func(*api.Config)) *bundle 
 	}
 	a, err := api.New(cfg)
 	require.NoError(t, err)
-	return &bundle{db: db, srv: newServer(t, a), api: a, queued: queued}
+	return &bundle{db: db, srv: newServer(t, a), api: a, ids: deliveryIDs, queued: queued}
 }
 
 // newServer serves a behind the test token and X-Tenant-ID, as the relay does.
@@ -275,8 +280,9 @@ func (b *bundle) insertEvent(t *testing.T, eventType, tenant, payload string) (i
 func (b *bundle) insertDelivery(t *testing.T, outboxID int64, eventID, subID, status string, attempts int) int64 {
 	t.Helper()
 	var id int64
-	err := b.db.QueryRow(`INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, status, attempt_count, next_attempt_at)
-		VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'pending' THEN now() + interval '1 minute' END) RETURNING id`,
+	err := b.db.QueryRow(`INSERT INTO relay.deliveries (event_id, outbox_id, subscription_id, tenant_key, status, attempt_count, next_attempt_at)
+		VALUES ($1, $2, $3, (SELECT coalesce(tenant_id, '') FROM relay.subscriptions WHERE id = $3),
+		        $4, $5, CASE WHEN $4 = 'pending' THEN now() + interval '1 minute' END) RETURNING id`,
 		eventID, outboxID, subID, status, attempts).Scan(&id)
 	require.NoError(t, err)
 	return id

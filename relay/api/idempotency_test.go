@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/relay/api"
-	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/secrets"
 )
 
@@ -233,7 +232,7 @@ func TestIdempotencyKeyOtherPOSTs(t *testing.T) {
 
 	// retry and replay: the first answer again.
 	deliveryID := res.json(t)["delivery_id"].(string)
-	id, _ := ids.ParseDelivery(deliveryID)
+	id, _ := b.ids.Parse(deliveryID)
 	_, err = b.db.Exec(`UPDATE relay.deliveries SET status = 'failed', next_attempt_at = NULL WHERE id = $1`, id)
 	require.NoError(t, err)
 	res = b.callWith(t, http.MethodPost, "/v1/subscriptions/"+sub+"/replay", "t1", `{"since": "2000-01-01T00:00:00Z"}`, withKey("rep"))

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
+
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // openAPIDoc is the part of openapi.json the checks below read.
@@ -58,7 +60,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	db, err := sqlx.Open("postgres", "postgres://unused")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	a, err := New(Config{DB: db})
+	a, err := New(Config{DB: db, DeliveryIDs: new(ids.Deliveries)})
 	require.NoError(t, err)
 
 	var served, documented []string
@@ -106,6 +108,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 			require.Equal(t, 1, success, "%s has one success answer", where)
 			for _, code := range []string{"401", "500", "503"} {
+				if code == "503" && path == "/v1/openapi.json" {
+					continue // reads no database
+				}
 				require.Contains(t, op.Responses, code, where)
 			}
 			if strings.Contains(path, "{") {
@@ -185,10 +190,13 @@ func TestOpenAPISchemasMatchAnswers(t *testing.T) {
 	t.Parallel()
 	doc, _ := readOpenAPI(t)
 	for name, v := range map[string]any{
-		"Subscription": subscriptionJSON{},
-		"Delivery":     deliveryJSON{},
-		"Attempt":      attemptJSON{},
-		"Event":        eventJSON{},
+		"Subscription":    subscriptionJSON{},
+		"Delivery":        deliveryJSON{},
+		"Attempt":         attemptJSON{},
+		"Event":           eventJSON{},
+		"EventSummary":    eventSummaryJSON{},
+		"DeliverySummary": deliverySummaryJSON{},
+		"LastAttempt":     lastAttemptJSON{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var schema struct {

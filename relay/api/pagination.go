@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 const (
@@ -16,7 +18,13 @@ const (
 const (
 	cursorSubscriptions = "s"
 	cursorDeliveries    = "d"
+	cursorEvents        = "e"
 )
+
+// sealedCursors maps the kinds whose positions are row ids that count the installation's
+// deliveries or events to their ids tag: their cursors carry the position encrypted
+// (ids.Deliveries.SealCursor), so that a cursor shows no more than a delivery ID does.
+var sealedCursors = map[string]uint64{cursorDeliveries: ids.CursorDeliveries, cursorEvents: ids.CursorEvents}
 
 // list is the shape of every list answer. Data is never null.
 type list[T any] struct {
@@ -42,7 +50,7 @@ func (p page) beforeParam() any {
 
 // parsePage reads ?limit= (default 50, 1 to 500) and ?cursor= (opaque, from next_cursor of a
 // list of the same kind). An empty value counts as absent.
-func parsePage(q url.Values, kind string) (page, error) {
+func (a *API) parsePage(q url.Values, kind string) (page, error) {
 	p := page{limit: defaultLimit}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -52,7 +60,7 @@ func parsePage(q url.Values, kind string) (page, error) {
 		p.limit = n
 	}
 	if s := q.Get("cursor"); s != "" {
-		before, ok := decodeCursor(s, kind)
+		before, ok := a.decodeCursor(s, kind)
 		if !ok {
 			return page{}, invalid(codeInvalidCursor, "cursor is not valid here; pass next_cursor from the previous page unchanged")
 		}
@@ -61,12 +69,17 @@ func parsePage(q url.Values, kind string) (page, error) {
 	return p, nil
 }
 
-// encodeCursor makes the opaque cursor that follows position pos: base64url of "kind:pos".
-func encodeCursor(kind string, pos int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(kind + ":" + strconv.FormatInt(pos, 10)))
+// encodeCursor makes the opaque cursor that follows position pos: base64url of "kind:pos",
+// pos sealed for the kinds in sealedCursors.
+func (a *API) encodeCursor(kind string, pos int64) string {
+	text := strconv.FormatInt(pos, 10)
+	if tag, ok := sealedCursors[kind]; ok {
+		text = a.ids.SealCursor(tag, pos)
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(kind + ":" + text))
 }
 
-func decodeCursor(s, kind string) (int64, bool) {
+func (a *API) decodeCursor(s, kind string) (int64, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return 0, false
@@ -74,6 +87,9 @@ func decodeCursor(s, kind string) (int64, bool) {
 	k, num, ok := strings.Cut(string(b), ":")
 	if !ok || k != kind {
 		return 0, false
+	}
+	if tag, sealed := sealedCursors[kind]; sealed {
+		return a.ids.OpenCursor(tag, num)
 	}
 	pos, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || pos <= 0 || strconv.FormatInt(pos, 10) != num {
@@ -84,11 +100,11 @@ func decodeCursor(s, kind string) (int64, bool) {
 
 // paginate cuts rows, fetched with LIMIT limit+1, to one page and answers the next cursor:
 // nil when this is the last page.
-func paginate[T any](rows []T, limit int, kind string, pos func(T) int64) ([]T, *string) {
+func paginate[T any](a *API, rows []T, limit int, kind string, pos func(T) int64) ([]T, *string) {
 	if len(rows) <= limit {
 		return rows, nil
 	}
 	rows = rows[:limit]
-	c := encodeCursor(kind, pos(rows[limit-1]))
+	c := a.encodeCursor(kind, pos(rows[limit-1]))
 	return rows, &c
 }

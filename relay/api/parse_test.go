@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"hash/fnv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -99,30 +101,58 @@ func FuzzCreateSubscription(f *testing.F) {
 	})
 }
 
+// testAPI is an API for the pure helpers: only its delivery ID key is used.
+func testAPI(t *testing.T) *API {
+	t.Helper()
+	d, err := ids.NewDeliveries([]byte("0123456789abcdef"), 0)
+	require.NoError(t, err)
+	return &API{ids: d}
+}
+
 func TestCursor(t *testing.T) {
 	t.Parallel()
-	c := encodeCursor(cursorSubscriptions, 42)
-	pos, ok := decodeCursor(c, cursorSubscriptions)
+	a := testAPI(t)
+	c := a.encodeCursor(cursorSubscriptions, 42)
+	pos, ok := a.decodeCursor(c, cursorSubscriptions)
 	require.True(t, ok)
 	require.Equal(t, int64(42), pos)
-	_, ok = decodeCursor(c, cursorDeliveries)
+	_, ok = a.decodeCursor(c, cursorDeliveries)
 	require.False(t, ok, "a cursor belongs to one list")
+
+	// Cursors of deliveries and events hold their row id sealed, as delivery IDs do.
+	for _, kind := range []string{cursorDeliveries, cursorEvents} {
+		c := a.encodeCursor(kind, 42)
+		raw, err := base64.RawURLEncoding.DecodeString(c)
+		require.NoError(t, err)
+		require.NotContains(t, string(raw), "42")
+		require.Len(t, raw, 2+26)
+		pos, ok := a.decodeCursor(c, kind)
+		require.True(t, ok)
+		require.Equal(t, int64(42), pos)
+		_, ok = a.decodeCursor(base64.RawURLEncoding.EncodeToString([]byte(kind+":42")), kind)
+		require.False(t, ok, "a plain position is not a cursor of %s", kind)
+	}
+	_, ok = a.decodeCursor(base64.RawURLEncoding.EncodeToString([]byte("d:"+a.ids.Format(42)[4:])), cursorDeliveries)
+	require.False(t, ok, "a delivery ID is not a cursor")
+	_, ok = a.decodeCursor(base64.RawURLEncoding.EncodeToString([]byte("d:"+a.ids.SealCursor(ids.CursorEvents, 42))), cursorDeliveries)
+	require.False(t, ok, "an events cursor sealed under the deliveries' kind")
 
 	for _, bad := range []string{"", "!", "czo", "czoxeA", "czowMQ", "OjE", "czorMQ"} {
 		// "s:", "s:1x", "s:01", ":1", "s:+1"
-		_, ok := decodeCursor(bad, cursorSubscriptions)
+		_, ok := a.decodeCursor(bad, cursorSubscriptions)
 		require.False(t, ok, bad)
 	}
 }
 
 func TestParsePage(t *testing.T) {
 	t.Parallel()
-	p, err := parsePage(url.Values{}, cursorSubscriptions)
+	a := testAPI(t)
+	p, err := a.parsePage(url.Values{}, cursorSubscriptions)
 	require.NoError(t, err)
 	require.Equal(t, page{limit: 50}, p)
 	require.Nil(t, p.beforeParam())
 
-	p, err = parsePage(url.Values{"limit": {"500"}, "cursor": {encodeCursor(cursorSubscriptions, 7)}}, cursorSubscriptions)
+	p, err = a.parsePage(url.Values{"limit": {"500"}, "cursor": {a.encodeCursor(cursorSubscriptions, 7)}}, cursorSubscriptions)
 	require.NoError(t, err)
 	require.Equal(t, page{limit: 500, before: 7}, p)
 	require.Equal(t, int64(7), p.beforeParam())
@@ -130,15 +160,16 @@ func TestParsePage(t *testing.T) {
 
 func TestPaginate(t *testing.T) {
 	t.Parallel()
+	a := testAPI(t)
 	pos := func(i int) int64 { return int64(i) }
-	rows, next := paginate([]int{9, 8, 7}, 2, cursorDeliveries, pos)
+	rows, next := paginate(a, []int{9, 8, 7}, 2, cursorDeliveries, pos)
 	require.Equal(t, []int{9, 8}, rows)
 	require.NotNil(t, next)
-	before, ok := decodeCursor(*next, cursorDeliveries)
+	before, ok := a.decodeCursor(*next, cursorDeliveries)
 	require.True(t, ok)
 	require.Equal(t, int64(8), before)
 
-	rows, next = paginate([]int{9, 8}, 2, cursorDeliveries, pos)
+	rows, next = paginate(a, []int{9, 8}, 2, cursorDeliveries, pos)
 	require.Equal(t, []int{9, 8}, rows)
 	require.Nil(t, next)
 }

@@ -280,13 +280,65 @@ JOIN {{schema}}.subscriptions s ON s.id = d.subscription_id
 WHERE d.event_id = $1::uuid AND ($2::text IS NULL OR s.tenant_id = $2)
 ORDER BY d.id`
 
+// sqlListEvents answers the outbox events of the scope newest first, each with the number
+// of its deliveries the scope can see. $1 tenant scope, $2 event type or NULL, $3 created
+// at or after or NULL, $4 created before or NULL, $5 outbox id to start before or NULL, $6
+// limit. The operator walks the primary key backwards, a tenant outbox_tenant_idx
+// (tenant_id, id); both stop at the page's last row. Filters on type and time are checked
+// on the way.
+const sqlListEvents = `
+SELECT o.id, o.event_id, o.event_type, o.tenant_id, o.ordering_key, o.payload, o.created_at,
+    (SELECT count(*) FROM {{schema}}.deliveries d
+     WHERE d.event_id = o.event_id AND ($1::text IS NULL OR d.tenant_key = $1)) AS delivery_count
+FROM {{schema}}.outbox o
+WHERE ($1::text IS NULL OR o.tenant_id = $1)
+  AND ($2::text IS NULL OR o.event_type = $2)
+  AND ($3::timestamptz IS NULL OR o.created_at >= $3)
+  AND ($4::timestamptz IS NULL OR o.created_at < $4)
+  AND ($5::bigint IS NULL OR o.id < $5)
+ORDER BY o.id DESC
+LIMIT $6`
+
+// sqlListDeliveries answers the deliveries of the scope newest first, with their event's
+// type and their latest attempt. $1 tenant scope, $2 status or NULL, $3 subscription id or
+// NULL, $4 event type or NULL, $5 created at or after or NULL, $6 id to start before or
+// NULL, $7 limit.
+//
+// The tenant is d.tenant_key, which fan-out copies from the subscription (coalesce(
+// tenant_id, ”)), so a tenant's page walks deliveries_tenant_idx (tenant_key, id); the
+// join to subscriptions checks the same thing again. A subscription's page walks
+// deliveries_subscription_idx (subscription_id, id); pending, failed or cancelled ones
+// deliveries_status_idx (status, id); everything else the primary key. Each stops at the
+// page's last row; the other filters are checked on the way.
+const sqlListDeliveries = `
+SELECT ` + deliveryColumns + `, o.event_type,
+    la.attempt AS last_attempt, la.started_at AS last_started_at, la.duration_ms AS last_duration_ms,
+    la.status_code AS last_status_code, la.error AS last_error
+FROM {{schema}}.deliveries d
+JOIN {{schema}}.outbox o ON o.id = d.outbox_id
+LEFT JOIN LATERAL (
+    SELECT a.attempt, a.started_at, a.duration_ms, a.status_code, a.error
+    FROM {{schema}}.attempts a
+    WHERE a.delivery_id = d.id
+    ORDER BY a.attempt DESC
+    LIMIT 1
+) la ON true
+WHERE ($1::text IS NULL OR d.tenant_key = $1)
+  AND ($2::text IS NULL OR d.status = $2)
+  AND ($3::text IS NULL OR d.subscription_id = $3)
+  AND ($4::text IS NULL OR o.event_type = $4)
+  AND ($5::timestamptz IS NULL OR d.created_at >= $5)
+  AND ($6::bigint IS NULL OR d.id < $6)
+ORDER BY d.id DESC
+LIMIT $7`
+
 // queries holds the SQL above with the schema filled in.
 type queries struct {
 	insertSubscription, findDuplicate, getSubscription, getSecret, listSubscriptions,
 	deleteSubscription, getDelivery, listSubscriptionDeliveries, listAttempts, getEvent,
 	listEventDeliveries, lockSubscription, updateSubscription, rotateSecret, sendTest, replay,
 	lockDelivery, retryDelivery, claimIdempotencyKey, getIdempotencyKey, storeIdempotencyKey,
-	releaseIdempotencyKey, purgeIdempotencyKeys string
+	releaseIdempotencyKey, purgeIdempotencyKeys, listEvents, listDeliveries string
 }
 
 func newQueries(schema string) queries {
@@ -315,5 +367,7 @@ func newQueries(schema string) queries {
 		storeIdempotencyKey:        q(sqlStoreIdempotencyKey),
 		releaseIdempotencyKey:      q(sqlReleaseIdempotencyKey),
 		purgeIdempotencyKeys:       q(sqlPurgeIdempotencyKeys),
+		listEvents:                 q(sqlListEvents),
+		listDeliveries:             q(sqlListDeliveries),
 	}
 }

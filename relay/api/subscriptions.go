@@ -371,7 +371,7 @@ func isDuplicate(err error) bool {
 // lists those that have that very pattern).
 func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request, s scope) error {
 	q := r.URL.Query()
-	p, err := parsePage(q, cursorSubscriptions)
+	p, err := a.parsePage(q, cursorSubscriptions)
 	if err != nil {
 		return err
 	}
@@ -395,7 +395,7 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request, s scope)
 		s.sqlTenant(), status, eventType, exact, p.beforeParam(), p.limit+1); err != nil {
 		return fmt.Errorf("listing subscriptions: %w", err)
 	}
-	rows, next := paginate(rows, p.limit, cursorSubscriptions, func(r subscriptionRow) int64 { return r.Seq })
+	rows, next := paginate(a, rows, p.limit, cursorSubscriptions, func(r subscriptionRow) int64 { return r.Seq })
 	out := list[subscriptionJSON]{Data: make([]subscriptionJSON, 0, len(rows)), NextCursor: next}
 	for _, row := range rows {
 		out.Data = append(out.Data, a.show(row))

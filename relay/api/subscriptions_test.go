@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -428,7 +430,7 @@ func TestListSubscriptionsBadQuery(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	subID := b.createURL(t, "", "https://hooks.example.com/")
-	deliveriesCursor := "ZDoxMA" // base64url("d:10"), a cursor of another list
+	deliveriesCursor := base64.RawURLEncoding.EncodeToString([]byte("d:" + b.ids.SealCursor(ids.CursorDeliveries, 10))) // a cursor of another list
 
 	tests := []struct{ query, code string }{
 		{"limit=0", "invalid_limit"},

@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/referralloop/outbox-relay/relay/api"
-	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // objects are the IDs one owner's routes act on.
@@ -29,7 +28,7 @@ func TestTenancyEveryRoute(t *testing.T) {
 		o, e := b.insertEvent(t, "signup.created", tenant, `{"x": 1}`)
 		d := b.insertDelivery(t, o, e, sub, "failed", 1)
 		b.insertAttempt(t, d, 1, 500, "HTTP 500", "")
-		return objects{sub, ids.FormatDelivery(d), e}
+		return objects{sub, b.ids.Format(d), e}
 	}
 	a := own("tenant-a", "https://hooks.example.com/a")
 	op := own("", "https://hooks.example.com/op")
@@ -63,6 +62,9 @@ func TestTenancyEveryRoute(t *testing.T) {
 	covered := map[[2]string]bool{
 		{http.MethodPost, "/v1/subscriptions"}: true,
 		{http.MethodGet, "/v1/subscriptions"}:  true,
+		{http.MethodGet, "/v1/events"}:         true,
+		{http.MethodGet, "/v1/deliveries"}:     true,
+		{http.MethodGet, "/v1/openapi.json"}:   true, // the same for everyone: TestOpenAPIServed
 	}
 	for _, r := range requests {
 		covered[[2]string{r.method, r.pattern}] = true
@@ -97,6 +99,22 @@ func TestTenancyEveryRoute(t *testing.T) {
 	data := res.json(t)["data"].([]any)
 	require.Len(t, data, 1)
 	require.Equal(t, "tenant-b", data[0].(map[string]any)["tenant_id"])
+	ids := func(tenant, path, field string) []any {
+		res := b.call(t, http.MethodGet, path, tenant, "")
+		require.Equal(t, http.StatusOK, res.status, "%s as %q: %s", path, tenant, res.body)
+		var out []any
+		for _, item := range res.json(t)["data"].([]any) {
+			out = append(out, item.(map[string]any)[field])
+		}
+		return out
+	}
+	require.Empty(t, ids("tenant-b", "/v1/events", "event_id"))
+	require.Empty(t, ids("tenant-b", "/v1/deliveries", "id"))
+	require.Empty(t, ids("tenant-b", "/v1/deliveries?subscription_id="+a.sub, "id"), "naming A's subscription shows nothing")
+	require.Equal(t, []any{a.event}, ids("tenant-a", "/v1/events", "event_id"))
+	require.Equal(t, []any{a.delivery}, ids("tenant-a", "/v1/deliveries", "id"))
+	require.Equal(t, []any{op.event, a.event}, ids("", "/v1/events", "event_id"))
+	require.Equal(t, []any{op.delivery, a.delivery}, ids("", "/v1/deliveries", "id"))
 
 	// Creating what tenant A has is no duplicate for tenant B, and tells it nothing of A.
 	res = b.call(t, http.MethodPost, "/v1/subscriptions", "tenant-b", `{"target_url": "https://hooks.example.com/a", "event_types": ["*"]}`)

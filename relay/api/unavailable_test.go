@@ -94,6 +94,6 @@ func TestDatabaseDeadline(t *testing.T) {
 func TestNegativeRequestTimeout(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, err := api.New(api.Config{DB: b.db, RequestTimeout: -time.Second})
+	_, err := api.New(api.Config{DB: b.db, DeliveryIDs: b.ids, RequestTimeout: -time.Second})
 	require.ErrorContains(t, err, "RequestTimeout must not be negative")
 }

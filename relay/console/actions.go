@@ -220,7 +220,7 @@ func (c *Console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) retryDelivery(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := ids.ParseDelivery(id); !ok {
+	if _, ok := c.ids.Parse(id); !ok {
 		c.notFound(w, r, "delivery")
 		return
 	}

@@ -26,7 +26,7 @@ func BenchmarkPages(b *testing.B) {
 		WHERE d.status = 'failed' ORDER BY d.id DESC LIMIT 1`).Scan(&sub, new(int64), &event))
 	var dlvID int64
 	require.NoError(b, op.db.Get(&dlvID, `SELECT max(id) FROM relay.deliveries WHERE status = 'failed'`))
-	dlv = deliveryRow{ID: dlvID}.PublicID()
+	dlv = op.ids.Format(dlvID)
 	require.NoError(b, op.db.Get(&tenantSub, `SELECT id FROM relay.subscriptions WHERE tenant_id = 'tenant-1' LIMIT 1`))
 
 	pages := []struct{ name, path string }{

@@ -35,6 +35,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // Mode says who the console's callers are.
@@ -55,6 +56,9 @@ type Config struct {
 	DB *sqlx.DB
 	// Schema holds the relay's tables. Optional: outbox.DefaultSchema.
 	Schema string
+	// DeliveryIDs formats and parses the public IDs of deliveries, as the API does
+	// (ids.Load). Required; it may be loaded after New, before the first request.
+	DeliveryIDs *ids.Deliveries
 	// API is the management API's handler without authentication (api.API.Handler): every
 	// change the console makes is a request to it. Required.
 	API http.Handler
@@ -93,6 +97,7 @@ var assetFS embed.FS
 type Console struct {
 	db       *sqlx.DB
 	schema   string
+	ids      *ids.Deliveries
 	api      http.Handler
 	mode     Mode
 	base     string
@@ -106,8 +111,8 @@ type Console struct {
 
 // New checks cfg and returns the console.
 func New(cfg Config) (*Console, error) {
-	if cfg.DB == nil || cfg.API == nil {
-		return nil, errors.New("console: Config.DB and Config.API are required")
+	if cfg.DB == nil || cfg.API == nil || cfg.DeliveryIDs == nil {
+		return nil, errors.New("console: Config.DB, Config.API and Config.DeliveryIDs are required")
 	}
 	schema := cfg.Schema
 	if schema == "" {
@@ -128,7 +133,7 @@ func New(cfg Config) (*Console, error) {
 		title = DefaultTitle
 	}
 	c := &Console{
-		db: cfg.DB, schema: schema, api: cfg.API, mode: cfg.Mode, base: cfg.Base, title: title, log: cfg.Logger,
+		db: cfg.DB, schema: schema, ids: cfg.DeliveryIDs, api: cfg.API, mode: cfg.Mode, base: cfg.Base, title: title, log: cfg.Logger,
 		// No inline script or style, nothing from another origin; forms post only here.
 		csp: "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 			"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors " + ancestors,
@@ -137,7 +142,7 @@ func New(cfg Config) (*Console, error) {
 		c.sessions = newSessions(cfg.DB, schema, cfg.Base, cfg.Token)
 	}
 	var err error
-	if c.pages, err = parsePages(c.base); err != nil {
+	if c.pages, err = parsePages(c.base, c.ids); err != nil {
 		return nil, err
 	}
 	c.handler = c.newHandler()

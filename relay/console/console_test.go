@@ -16,6 +16,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/relay/api"
+	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -26,6 +27,7 @@ const testToken = "console-test-token"
 type site struct {
 	db  *sqlx.DB
 	srv *httptest.Server
+	ids *ids.Deliveries
 }
 
 // newSite serves a console in mode; in Tenant mode the caller's tenant comes from the
@@ -39,9 +41,10 @@ func newSite(t testing.TB, mode Mode) *site {
 // newSiteOn serves a console in mode over db.
 func newSiteOn(t testing.TB, db *sqlx.DB, mode Mode) *site {
 	t.Helper()
-	a, err := api.New(api.Config{DB: db, Targets: targets.Policy{AllowHTTP: true, AllowPrivate: true}})
+	deliveryIDs := relaytest.DeliveryIDs(t, db)
+	a, err := api.New(api.Config{DB: db, DeliveryIDs: deliveryIDs, Targets: targets.Policy{AllowHTTP: true, AllowPrivate: true}})
 	require.NoError(t, err)
-	c, err := New(Config{DB: db, API: a.Handler(), Mode: mode, Base: "/console", Token: testToken, Title: "Acme <Waitlist>"})
+	c, err := New(Config{DB: db, DeliveryIDs: deliveryIDs, API: a.Handler(), Mode: mode, Base: "/console", Token: testToken, Title: "Acme <Waitlist>"})
 	require.NoError(t, err)
 	var h http.Handler = http.StripPrefix("/console", c)
 	if mode == Tenant {
@@ -55,7 +58,7 @@ func newSiteOn(t testing.TB, db *sqlx.DB, mode Mode) *site {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &site{db: db, srv: srv}
+	return &site{db: db, srv: srv, ids: deliveryIDs}
 }
 
 // browser is a client with a cookie jar that does not follow redirects, so tests see them.
@@ -128,7 +131,7 @@ SELECT o.event_id, o.id, $3, coalesce($1, ''), 'failed', 1 FROM o RETURNING id`,
 	_, err := s.db.Exec(`INSERT INTO relay.attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, response_body)
 		VALUES ($1, 1, now(), 42, 500, 'HTTP 500', $2)`, id, answer)
 	require.NoError(t, err)
-	return deliveryRow{ID: id}.PublicID()
+	return s.ids.Format(id)
 }
 
 func TestSignInWithTheToken(t *testing.T) {

@@ -63,9 +63,6 @@ type deliveryRow struct {
 	LastError      sql.NullString `db:"last_error"`
 }
 
-// PublicID is the delivery's ID as the API shows it.
-func (d deliveryRow) PublicID() string { return ids.FormatDelivery(d.ID) }
-
 type attemptRow struct {
 	Attempt      int            `db:"attempt"`
 	StartedAt    time.Time      `db:"started_at"`
@@ -207,7 +204,7 @@ var deliveryStatuses = []string{"pending", "succeeded", "failed", "cancelled"}
 // timeInput is the layout of <input type="datetime-local">, read as UTC.
 const timeInput = "2006-01-02T15:04"
 
-func parseLogFilter(q url.Values) (f logFilter, args []any, problem string) {
+func parseLogFilter(q url.Values, deliveryIDs *ids.Deliveries) (f logFilter, args []any, problem string) {
 	f = logFilter{Status: q.Get("status"), EventType: q.Get("event_type"), Subscription: q.Get("subscription"),
 		From: q.Get("from"), To: q.Get("to"), Before: q.Get("before")}
 	null := func(s string) any {
@@ -232,7 +229,7 @@ func parseLogFilter(q url.Values) (f logFilter, args []any, problem string) {
 	}
 	var before any
 	if f.Before != "" {
-		id, ok := ids.ParseDelivery(f.Before)
+		id, ok := deliveryIDs.Parse(f.Before)
 		if !ok {
 			problem = "the page cursor is not a delivery ID"
 		}
@@ -258,7 +255,7 @@ func (f logFilter) query(before string) string {
 }
 
 func (c *Console) deliveries(w http.ResponseWriter, r *http.Request) {
-	f, args, problem := parseLogFilter(r.URL.Query())
+	f, args, problem := parseLogFilter(r.URL.Query(), c.ids)
 	if problem != "" {
 		c.render(w, r, http.StatusBadRequest, "message", pageData{Title: "Delivery log", Message: problem})
 		return
@@ -274,7 +271,7 @@ func (c *Console) deliveries(w http.ResponseWriter, r *http.Request) {
 	next := ""
 	if len(rows) > pageSize {
 		rows = rows[:pageSize]
-		next = f.query(rows[pageSize-1].PublicID())
+		next = f.query(c.ids.Format(rows[pageSize-1].ID))
 	}
 	var types []string
 	if err := c.db.SelectContext(ctx, &types, c.q(sqlEventTypes), tenantArg(r.Context())); err != nil {
@@ -292,7 +289,7 @@ func (c *Console) deliveries(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) delivery(w http.ResponseWriter, r *http.Request) {
-	id, ok := ids.ParseDelivery(r.PathValue("id"))
+	id, ok := c.ids.Parse(r.PathValue("id"))
 	if !ok {
 		c.notFound(w, r, "delivery")
 		return
@@ -320,7 +317,7 @@ func (c *Console) delivery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := requestAsSent(d.deliveryRow, d.EventCreatedAt, d.EventTenantID.String, d.Payload, d.HeaderNames, attempts)
-	c.render(w, r, http.StatusOK, "delivery", pageData{Title: "Delivery " + d.PublicID(), Data: map[string]any{
+	c.render(w, r, http.StatusOK, "delivery", pageData{Title: "Delivery " + c.ids.Format(d.ID), Data: map[string]any{
 		"D": d.deliveryRow, "Attempts": attempts, "Request": req,
 	}})
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/referralloop/outbox-relay/relay/deliver"
+	"github.com/referralloop/outbox-relay/relay/ids"
 )
 
 // pageData is what every page template gets.
@@ -55,11 +56,8 @@ var pageNames = []string{"message", "signin", "overview", "subscriptions", "subs
 	"deliveries", "delivery", "event"}
 
 var funcs = template.FuncMap{
-	"when": when,
-	"ago":  ago,
-	"deliveryID": func(id int64) string {
-		return deliveryRow{ID: id}.PublicID()
-	},
+	"when":    when,
+	"ago":     ago,
 	"join":    strings.Join,
 	"detail":  detail,
 	"formKey": formKey,
@@ -77,9 +75,9 @@ var funcs = template.FuncMap{
 
 // parsePages parses every page; base is the console's Base, which templates ask for with
 // {{base}} (sub-templates get a part of the data, not the page).
-func parsePages(base string) (map[string]*template.Template, error) {
+func parsePages(base string, deliveryIDs *ids.Deliveries) (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
-	fm := template.FuncMap{"base": func() string { return base }}
+	fm := template.FuncMap{"base": func() string { return base }, "deliveryID": deliveryIDs.Format}
 	for _, name := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).Funcs(fm).ParseFS(templateFS,
 			"templates/layout.html", "templates/parts.html", "templates/"+name+".html")

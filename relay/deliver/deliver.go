@@ -34,6 +34,9 @@ type Config struct {
 	DB *sqlx.DB
 	// Schema holds the relay's tables; outbox.DefaultSchema when empty.
 	Schema string
+	// DeliveryIDs formats delivery IDs for logs, spans and operational events (ids.Load);
+	// required. It may be loaded after New, before Run.
+	DeliveryIDs *ids.Deliveries
 	// Owner names this replica in leases; required and unique per process.
 	Owner string
 	// Workers is the number of concurrent requests; 64 when zero.
@@ -175,8 +178,8 @@ func New(cfg Config) (*Deliverer, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("deliver: DB is required")
 	}
-	if cfg.Owner == "" || cfg.UserAgent == "" {
-		return nil, errors.New("deliver: Owner and UserAgent are required")
+	if cfg.Owner == "" || cfg.UserAgent == "" || cfg.DeliveryIDs == nil {
+		return nil, errors.New("deliver: Owner, UserAgent and DeliveryIDs are required")
 	}
 	if cfg.Schema == "" {
 		cfg.Schema = outbox.DefaultSchema
@@ -904,7 +907,7 @@ func (d *Deliverer) logAttempt(r *result) {
 		ev = d.log.Warn()
 	}
 	ev = ev.Str("event_id", r.job.eventID).
-		Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).
+		Str("delivery_id", d.cfg.DeliveryIDs.Format(r.job.deliveryID)).
 		Str("subscription_id", r.job.subscriptionID).
 		Int("attempt", r.job.attempt).
 		Int("status", r.statusCode).

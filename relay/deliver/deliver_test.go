@@ -75,6 +75,7 @@ func (b bundle) start(t *testing.T, opts options) context.CancelFunc {
 	}
 	del, err := deliver.New(deliver.Config{
 		DB:                         b.db,
+		DeliveryIDs:                relaytest.DeliveryIDs(t, b.db),
 		Owner:                      "test-" + ids.NewSubscriptionID(),
 		Workers:                    max(opts.workers, 8),
 		PollInterval:               opts.pollInterval,
@@ -702,7 +703,9 @@ func TestOperationalEventsReachOnlySubscriptionsThatAskForThem(t *testing.T) {
 	require.Equal(t, 2.0, failedFor[broken.id]["attempts"])
 	require.Equal(t, "HTTP 500", failedFor[broken.id]["last_error"])
 	require.Equal(t, "signup.created", failedFor[broken.id]["event_type"])
-	require.True(t, strings.HasPrefix(failedFor[broken.id]["delivery_id"].(string), "dlv_"))
+	var brokenDelivery int64
+	require.NoError(t, b.db.Get(&brokenDelivery, `SELECT id FROM relay.deliveries WHERE subscription_id = $1 AND event_id = $2`, broken.id, eventID))
+	require.Equal(t, relaytest.DeliveryIDs(t, b.db).Format(brokenDelivery), failedFor[broken.id]["delivery_id"], "the ID the API shows")
 	require.Len(t, disabled, 1)
 	require.Equal(t, gone.id, disabled[0]["subscription_id"])
 	require.Contains(t, disabled[0]["reason"], "410 Gone")
@@ -794,7 +797,7 @@ func TestAFullFanOutWithTheClaimCallsBacklog(t *testing.T) {
 	db, _ := relaytest.NewDB(t)
 	rc := relaytest.NewReceiver(t)
 	backlog := make(chan struct{}, 1)
-	del, err := deliver.New(deliver.Config{DB: db, Owner: "test", UserAgent: "outbox-relay/test", BatchSize: 5,
+	del, err := deliver.New(deliver.Config{DB: db, DeliveryIDs: relaytest.DeliveryIDs(t, db), Owner: "test", UserAgent: "outbox-relay/test", BatchSize: 5,
 		PollInterval: time.Hour, Logger: zerolog.Nop(), Backlog: func() {
 			select {
 			case backlog <- struct{}{}:

@@ -148,6 +148,7 @@ func newAnswerHarness(tb testing.TB, db *sqlx.DB) *answerHarness {
 
 	h.d, err = New(Config{
 		DB:              db,
+		DeliveryIDs:     relaytest.DeliveryIDs(tb, db),
 		Owner:           "hostile-" + ids.NewSubscriptionID(),
 		UserAgent:       "outbox-relay/test",
 		Workers:         1,

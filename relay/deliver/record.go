@@ -12,7 +12,6 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/pgerr"
 	"github.com/referralloop/outbox-relay/internal/retry"
-	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 )
 
@@ -173,7 +172,7 @@ func (d *Deliverer) localFault(r *result) {
 	d.localFaultAt.Store(time.Now().UnixNano())
 	d.cfg.Metrics.LocalFault(r.localFault, 1)
 	d.log.Error().Str("event_id", r.job.eventID).
-		Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).
+		Str("delivery_id", d.cfg.DeliveryIDs.Format(r.job.deliveryID)).
 		Str("subscription_id", r.job.subscriptionID).
 		Str("error", r.err).Dur("due_in", localFaultRetry).
 		Msg("request failed for a reason of this process, not of the receiver: the delivery waits, no attempt is recorded")
@@ -188,14 +187,14 @@ func (d *Deliverer) writeAlone(r result) {
 		return
 	}
 	d.cfg.Metrics.LocalFault(metrics.FaultRecordRefused, 1)
-	d.log.Error().Err(err).Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).
+	d.log.Error().Err(err).Str("delivery_id", d.cfg.DeliveryIDs.Format(r.job.deliveryID)).
 		Str("subscription_id", r.job.subscriptionID).Int("attempt", r.job.attempt).
 		Msg("the database refused an attempt's result for its data: recording it with its texts replaced")
 	r.err = fmt.Sprintf("the attempt's error text could not be stored (SQLSTATE %s); status %d", pgerr.Code(err), r.statusCode)
 	r.response = ""
 	if err := d.writeRetrying([]result{r}); err != nil {
 		// Not written: its lease ends, and the delivery is sent again later.
-		d.log.Error().Err(err).Str("delivery_id", ids.FormatDelivery(r.job.deliveryID)).Msg("giving up recording an attempt")
+		d.log.Error().Err(err).Str("delivery_id", d.cfg.DeliveryIDs.Format(r.job.deliveryID)).Msg("giving up recording an attempt")
 	}
 }
 
@@ -497,7 +496,7 @@ func (d *Deliverer) publishOperational(ctx context.Context, q queryer, batch []r
 				status = r.statusCode
 			}
 			add(EventDeliveryFailed+":"+strconv.FormatInt(j.deliveryID, 10), EventDeliveryFailed, j.subscriptionTenant, map[string]any{
-				"delivery_id": ids.FormatDelivery(j.deliveryID), "event_id": j.eventID, "event_type": j.eventType,
+				"delivery_id": d.cfg.DeliveryIDs.Format(j.deliveryID), "event_id": j.eventID, "event_type": j.eventType,
 				"subscription_id": j.subscriptionID, "attempts": j.attempt, "last_status_code": status, "last_error": r.err,
 			})
 		}

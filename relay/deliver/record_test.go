@@ -36,7 +36,7 @@ func claimedEvents(t *testing.T, n int) (*sqlx.DB, *Deliverer, []*job) {
 	_, err = disp.DispatchOnce(ctx)
 	require.NoError(t, err)
 
-	d, err := New(Config{DB: db, Owner: "test", UserAgent: "outbox-relay/test", Logger: zerolog.Nop()})
+	d, err := New(Config{DB: db, DeliveryIDs: relaytest.DeliveryIDs(t, db), Owner: "test", UserAgent: "outbox-relay/test", Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	jobs, err := d.claim(ctx, 10)
 	require.NoError(t, err)

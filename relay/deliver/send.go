@@ -22,7 +22,6 @@ import (
 
 	"github.com/referralloop/outbox-relay/internal/pgtext"
 	"github.com/referralloop/outbox-relay/relay/egress"
-	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
@@ -127,7 +126,7 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 				attribute.String("http.request.method", http.MethodPost),
 				attribute.String("messaging.message.id", j.eventID),
 				attribute.String("outbox_relay.event_type", j.eventType),
-				attribute.String("outbox_relay.delivery_id", ids.FormatDelivery(j.deliveryID)),
+				attribute.String("outbox_relay.delivery_id", d.cfg.DeliveryIDs.Format(j.deliveryID)),
 				attribute.String("outbox_relay.subscription_id", j.subscriptionID),
 				attribute.Int("outbox_relay.attempt", j.attempt),
 			))

@@ -20,9 +20,10 @@ func TestTenantIsolationWithRealAPI(t *testing.T) {
 	t.Parallel()
 	db, _ := relaytest.NewDB(t)
 	a, err := api.New(api.Config{
-		DB:      db,
-		Targets: targets.Policy{AllowHTTP: true, AllowPrivate: true},
-		Logger:  zerolog.New(zerolog.NewTestWriter(t)),
+		DB:          db,
+		DeliveryIDs: relaytest.DeliveryIDs(t, db),
+		Targets:     targets.Policy{AllowHTTP: true, AllowPrivate: true},
+		Logger:      zerolog.New(zerolog.NewTestWriter(t)),
 	})
 	require.NoError(t, err)
 	b := setup(t, env{api: a.Handler()})
