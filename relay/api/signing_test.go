@@ -32,7 +32,7 @@ func whsec(t *testing.T, n int) string {
 	return "whsec_" + base64.StdEncoding.EncodeToString(key)
 }
 
-// sealedBox answers a Box with a fixed key, and the API set up to seal with it.
+// setupSealed is setup with secrets sealed by a Box of a fixed key, which it answers too.
 func setupSealed(t *testing.T, opts ...func(*api.Config)) (*bundle, *secrets.Box) {
 	t.Helper()
 	box, err := secrets.New(bytes.Repeat([]byte{9}, 32), nil)
@@ -214,9 +214,9 @@ func TestSignatureSchemeV1a(t *testing.T) {
 
 	// The scheme cannot be changed, nor a secret set.
 	for body, code := range map[string]string{
-		`{"signature_scheme": "v1"}`:                 "invalid_signature_scheme",
-		`{"signature_scheme": "v1a"}`:                "invalid_signature_scheme",
-		`{"secret": "` + whsec(t, 32) + `"}`:         "invalid_secret",
+		`{"signature_scheme": "v1"}`:                "invalid_signature_scheme",
+		`{"signature_scheme": "v1a"}`:               "invalid_signature_scheme",
+		`{"secret": "` + whsec(t, 32) + `"}`:        "invalid_secret",
 		`{"description": "x", "secret": "whsec_A"}`: "invalid_secret",
 	} {
 		res := b.call(t, http.MethodPatch, "/v1/subscriptions/"+id, "t1", body)
