@@ -112,7 +112,7 @@ Commands:
   serve      run the relay (the default)
   migrate    create or upgrade the database schema, then exit
   receive    run a local receiver that verifies and prints webhooks:
-             outbox-relay receive --addr :3000 --secret whsec_...
+             outbox-relay receive --addr :3000 --secret whsec_... (or whpk_... for v1a)
   version    print the version
   help       print this help
 
@@ -242,13 +242,13 @@ func receive(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	for i, s := range secrets {
-		if _, err := signature.DecodeSecret(s); err != nil {
+		if _, err := signature.NewVerifier(s); err != nil {
 			// The value is never repeated: it may be a real secret, mistyped.
 			which := source
 			if len(secrets) > 1 {
 				which = fmt.Sprintf("%s number %d", source, i+1)
 			}
-			return fmt.Errorf("receive: %s is not a signing secret: want whsec_ followed by base64, as the API returns it when a subscription is created", which)
+			return fmt.Errorf("receive: %s is not a signing secret: want whsec_ followed by base64, or for a v1a subscription its whpk_ public key, as the API returns them", which)
 		}
 	}
 	ctx, stop := signalContext()

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -38,7 +39,11 @@ func TestMigrateConcurrentCallers(t *testing.T) {
 		require.Equal(t, outbox.LatestVersion(), results[i].Version)
 		applied += len(results[i].Applied)
 	}
-	require.Equal(t, outbox.LatestVersion(), applied, "each migration ran exactly once")
+	// Counted from the files: version numbers may have gaps (branches merged with their
+	// own numbers), so the latest version is not the number of migrations.
+	files, err := filepath.Glob("migrations/*.sql")
+	require.NoError(t, err)
+	require.Equal(t, len(files), applied, "each migration ran exactly once")
 
 	v, err := outbox.SchemaVersion(ctx, db.DB, outbox.DefaultSchema)
 	require.NoError(t, err)

@@ -87,9 +87,10 @@ func parseReplay(body []byte) (replayRequest, error) {
 	return in, nil
 }
 
-// rotateSecret is POST /v1/subscriptions/{id}/rotate-secret: a new secret signs from now on;
-// the current one becomes the previous secret and signs beside it (two signatures in
-// webhook-signature) for SecretRotationOverlap. Answers the new secret.
+// rotateSecret is POST /v1/subscriptions/{id}/rotate-secret: a new secret (for v1a, a new
+// ed25519 key pair) signs from now on; the current one becomes the previous secret and signs
+// beside it (two signatures in webhook-signature) for SecretRotationOverlap. Answers the new
+// secret, or for v1a the new public key.
 func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, s scope) error {
 	id, body, err := subscriptionRequest(w, r)
 	if err != nil {
@@ -98,22 +99,28 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, s scope) erro
 	if err := parseNoBody(body); err != nil {
 		return err
 	}
-	plain, stored, err := a.newSecret()
-	if err != nil {
-		return err
-	}
-	var got string
-	err = a.db.GetContext(r.Context(), &got, a.q.rotateSecret, id, s.sqlTenant(), stored, a.overlap.Milliseconds())
+	var scheme string
+	err = a.db.GetContext(r.Context(), &scheme, a.q.getScheme, id, s.sqlTenant())
 	if errors.Is(err, sql.ErrNoRows) {
 		return notFound("subscription")
 	}
 	if err != nil {
+		return fmt.Errorf("reading signature scheme: %w", err)
+	}
+	shown, stored, err := a.newSecret(scheme)
+	if err != nil {
+		return err
+	}
+	var got string
+	err = a.db.GetContext(r.Context(), &got, a.q.rotateSecret, id, s.sqlTenant(), stored, a.overlap.Milliseconds(), scheme)
+	if errors.Is(err, sql.ErrNoRows) {
+		return notFound("subscription") // deleted in between: the scheme itself never changes
+	}
+	if err != nil {
 		return fmt.Errorf("rotating secret: %w", err)
 	}
-	a.log.Info().Str("subscription_id", id).Dur("overlap", a.overlap).Msg("subscription secret rotated")
-	writeJSON(w, http.StatusOK, struct {
-		Secret string `json:"secret"`
-	}{plain})
+	a.log.Info().Str("subscription_id", id).Str("signature_scheme", scheme).Dur("overlap", a.overlap).Msg("subscription secret rotated")
+	writeJSON(w, http.StatusOK, newSecretAnswer(scheme, shown))
 	return nil
 }
 

@@ -159,16 +159,39 @@ func New(cfg Config) (*API, error) {
 	return a, nil
 }
 
-// newSecret makes a signing secret: plain ("whsec_...", shown once) and stored (sealed for
-// the database).
-func (a *API) newSecret() (plain, stored string, err error) {
-	if plain, err = signature.NewSecret(); err != nil {
-		return "", "", err
+// newSecret makes a signing secret for scheme: shown is what the caller gets (a "whsec_..."
+// secret for v1; for v1a the "whpk_..." public key, the private key never leaving the relay)
+// and stored is the secret or private key sealed for the database.
+func (a *API) newSecret(scheme string) (shown, stored string, err error) {
+	var plain string
+	if scheme == signature.SchemeEd25519 {
+		if plain, shown, err = signature.NewKeyPair(); err != nil {
+			return "", "", err
+		}
+	} else {
+		if plain, err = signature.NewSecret(); err != nil {
+			return "", "", err
+		}
+		shown = plain
 	}
 	if stored, err = a.sealSecret(plain); err != nil {
 		return "", "", fmt.Errorf("sealing secret: %w", err)
 	}
-	return plain, stored, nil
+	return shown, stored, nil
+}
+
+// secretAnswer is what the routes that hand out a subscription's key answer (GET .../secret,
+// rotate-secret): the secret of a v1 subscription, the public key of a v1a one.
+type secretAnswer struct {
+	Secret    string `json:"secret,omitempty"`
+	PublicKey string `json:"public_key,omitempty"`
+}
+
+func newSecretAnswer(scheme, shown string) secretAnswer {
+	if scheme == signature.SchemeEd25519 {
+		return secretAnswer{PublicKey: shown}
+	}
+	return secretAnswer{Secret: shown}
 }
 
 // handlerFunc is one route's handler. It writes its own success answer; an error it returns is

@@ -60,7 +60,7 @@ func TestBlockedReasonPhrases(t *testing.T) {
 		{"DoesNotDecrypt", problem(box(1, 0).Open, altered),
 			[]string{"does not decrypt", "altered, or sealed with another key of the same id"}},
 		{"NotWhsec", problem(nil, "plain-but-not-whsec"),
-			[]string{"not a whsec_ value"}},
+			[]string{"not a whsec_ or whsk_ value"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := blockedReason(tc.problem)

@@ -160,6 +160,16 @@
 // one previous secret: a rotation during an overlap drops the older one. Answers carry
 // Cache-Control: no-store, and nothing is logged but IDs.
 //
+// A creation may bring its own secret ("secret": whsec_ and the padded standard base64 of a
+// 24- to 64-byte key), stored exactly like a made one; a bad one is 422 invalid_secret with a
+// message that never quotes it. With "signature_scheme": "v1a" the secret column holds the
+// sealed whsk_ ed25519 private key instead (signature.NewKeyPair), and every route that would
+// show a v1 secret shows {"public_key": "whpk_..."}: GET .../secret takes the public half of
+// the opened private key, so nothing else needs storing. The deliverer reads the scheme from
+// the opened key's prefix; the signature_scheme column is for the API (GET shows it, and
+// rotate-secret makes the matching kind of key, guarded on it). Both fields are fixed at
+// creation: PATCH refuses them with 422 naming the field.
+//
 // # Custom header values
 //
 // Custom headers are often credentials (Authorization: Bearer ...), so they are treated like

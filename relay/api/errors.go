@@ -29,6 +29,8 @@ const (
 	codeInvalidHeaders        = "invalid_headers"
 	codeInvalidMetadata       = "invalid_metadata"
 	codeInvalidDescription    = "invalid_description"
+	codeInvalidSecret         = "invalid_secret"           // 422: a supplied secret that is not usable, or given where none is taken
+	codeInvalidScheme         = "invalid_signature_scheme" // 422: signature_scheme other than v1 or v1a, or in a PATCH
 	codeInvalidLimit          = "invalid_limit"
 	codeInvalidCursor         = "invalid_cursor"
 	codeInvalidStatus         = "invalid_status"
@@ -52,7 +54,8 @@ var errorCodes = []string{
 	codeInvalidJSON, codeUnknownField, codeInvalidTenantID, codeUnauthorized, codeNotFound,
 	codeMethodNotAllowed, codeDuplicate, codeBodyTooLarge, codeUnsupportedMediaType,
 	codeInvalidTargetURL, codeInvalidEventTypes, codeInvalidEventType, codeInvalidFilter,
-	codeInvalidHeaders, codeInvalidMetadata, codeInvalidDescription, codeInvalidLimit,
+	codeInvalidHeaders, codeInvalidMetadata, codeInvalidDescription, codeInvalidSecret,
+	codeInvalidScheme, codeInvalidLimit,
 	codeInvalidCursor, codeInvalidStatus, codeInvalidSince, codeInvalidIdempotency,
 	codeIdempotencyReused, codeIdempotencyInUse, codeNotActive, codeSubscriptionDeleted,
 	codeDeliveryInFlight, codeInternal, codeDatabaseUnavailable, codeInvalidReveal,

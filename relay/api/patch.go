@@ -15,7 +15,8 @@ import (
 // settableStatuses are the statuses a PATCH may set; disabled is the relay's own verdict.
 var settableStatuses = []string{"active", "paused"}
 
-var patchFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered", "status"}
+var patchFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered", "status",
+	"secret", "signature_scheme"}
 
 // subscriptionPatch is a validated PATCH request. A nil pointer (or nil slice) leaves the
 // field as it is.
@@ -48,6 +49,14 @@ func parsePatchSubscription(body []byte) (subscriptionPatch, error) {
 		return p, err
 	}
 	has := func(name string) bool { _, ok := obj[name]; return ok }
+
+	// Known, so not 400 unknown_field, but fixed at creation: a 422 that says what to do.
+	if has("secret") {
+		return p, invalid(codeInvalidSecret, "secret cannot be changed by PATCH; use POST /v1/subscriptions/{id}/rotate-secret, or create a subscription with the secret")
+	}
+	if has("signature_scheme") {
+		return p, invalid(codeInvalidScheme, "signature_scheme cannot be changed by PATCH; create a new subscription with the scheme wanted")
+	}
 
 	if has("target_url") {
 		v, ok, err := field[string](obj, "target_url", "a string")

@@ -11,14 +11,16 @@ import "github.com/referralloop/outbox-relay/outbox"
 // tenant's, and what it cannot see answers "no row", hence 404.
 
 const subscriptionColumns = `seq, id, tenant_id, target_url, event_types, filter, headers,
-    description, metadata, ordered, status, disabled_reason, created_at, updated_at`
+    description, metadata, ordered, status, disabled_reason, signature_scheme, created_at, updated_at`
 
 // sqlInsertSubscription: $1 id, $2 tenant or NULL, $3 target URL, $4 event types, $5 filter
-// (jsonb text or NULL), $6 headers, $7 description, $8 metadata, $9 ordered, $10 stored secret.
+// (jsonb text or NULL), $6 headers, $7 description, $8 metadata, $9 ordered, $10 stored secret
+// (a whsec_ secret or, for v1a, a whsk_ private key, sealed), $11 signature scheme.
 const sqlInsertSubscription = `
 INSERT INTO {{schema}}.subscriptions
-    (id, tenant_id, target_url, event_types, filter, headers, description, metadata, ordered, secret)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb, $9, $10)
+    (id, tenant_id, target_url, event_types, filter, headers, description, metadata, ordered, secret,
+     signature_scheme)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb, $9, $10, $11)
 RETURNING ` + subscriptionColumns
 
 // sqlFindDuplicate finds the live subscription subscriptions_duplicate_idx compared an insert
@@ -66,15 +68,22 @@ RETURNING ` + subscriptionColumns
 // sqlRotateSecret makes $3 (stored form) the secret of live subscription $1 within tenant
 // scope $2; the current one becomes the previous secret, which the deliverer still signs
 // with for $4 milliseconds. A rotation during an overlap drops the older previous secret:
-// there is only ever one.
+// there is only ever one. $5 is the scheme $3 was made for: the row must still have it (it
+// cannot change, but a v1 secret must never replace a v1a key).
 const sqlRotateSecret = `
 UPDATE {{schema}}.subscriptions
 SET previous_secret = secret,
     previous_secret_expires_at = now() + $4 * interval '1 millisecond',
     secret = $3,
     updated_at = now()
-WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)
+WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2) AND signature_scheme = $5
 RETURNING id`
+
+// sqlGetScheme: $1 id, $2 tenant scope.
+const sqlGetScheme = `
+SELECT signature_scheme
+FROM {{schema}}.subscriptions
+WHERE id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR tenant_id = $2)`
 
 // sqlSendTest writes a webhook.test event for live subscription $1 (tenant scope $2) and its
 // one delivery, due now, in one statement, but only when the subscription is active. The
@@ -334,7 +343,7 @@ LIMIT $7`
 
 // queries holds the SQL above with the schema filled in.
 type queries struct {
-	insertSubscription, findDuplicate, getSubscription, getSecret, listSubscriptions,
+	insertSubscription, findDuplicate, getSubscription, getSecret, getScheme, listSubscriptions,
 	deleteSubscription, getDelivery, listSubscriptionDeliveries, listAttempts, getEvent,
 	listEventDeliveries, lockSubscription, updateSubscription, rotateSecret, sendTest, replay,
 	lockDelivery, retryDelivery, claimIdempotencyKey, getIdempotencyKey, storeIdempotencyKey,
@@ -348,6 +357,7 @@ func newQueries(schema string) queries {
 		findDuplicate:              q(sqlFindDuplicate),
 		getSubscription:            q(sqlGetSubscription),
 		getSecret:                  q(sqlGetSecret),
+		getScheme:                  q(sqlGetScheme),
 		listSubscriptions:          q(sqlListSubscriptions),
 		deleteSubscription:         q(sqlDeleteSubscription),
 		getDelivery:                q(sqlGetDelivery),

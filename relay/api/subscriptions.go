@@ -2,6 +2,7 @@ package api
 
 import (
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/referralloop/outbox-relay/outbox"
 	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/signature"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -53,6 +55,7 @@ type subscriptionRow struct {
 	Ordered        bool           `db:"ordered"`
 	Status         string         `db:"status"`
 	DisabledReason sql.NullString `db:"disabled_reason"`
+	Scheme         string         `db:"signature_scheme"`
 	CreatedAt      time.Time      `db:"created_at"`
 	UpdatedAt      time.Time      `db:"updated_at"`
 }
@@ -72,6 +75,7 @@ type subscriptionJSON struct {
 	Status         string          `json:"status"`
 	DisabledReason *string         `json:"disabled_reason"`
 	BlockedReason  *string         `json:"blocked_reason"`
+	Scheme         string          `json:"signature_scheme"`
 	CreatedAt      time.Time       `json:"created_at"`
 	UpdatedAt      time.Time       `json:"updated_at"`
 }
@@ -91,6 +95,7 @@ func (a *API) show(r subscriptionRow) subscriptionJSON {
 		Status:         r.Status,
 		DisabledReason: nullable(r.DisabledReason),
 		BlockedReason:  blockedReason(a.keyProblem(r.ID)),
+		Scheme:         r.Scheme,
 		CreatedAt:      r.CreatedAt.UTC(),
 		UpdatedAt:      r.UpdatedAt.UTC(),
 	}
@@ -119,9 +124,48 @@ type newSubscription struct {
 	Description string
 	Metadata    json.RawMessage
 	Ordered     bool
+	// Secret is the caller's own whsec_ secret, or "" to have one made.
+	Secret string
+	// Scheme is signature.SchemeHMAC (v1) or signature.SchemeEd25519 (v1a).
+	Scheme string
 }
 
-var createFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered"}
+var createFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered",
+	"secret", "signature_scheme"}
+
+// signatureSchemes are the values of signature_scheme.
+var signatureSchemes = []string{signature.SchemeHMAC, signature.SchemeEd25519}
+
+// Bounds of a supplied secret's key, in bytes. 24 admits the secrets Svix and others make
+// (the shortest in use); 64 is the HMAC-SHA256 block size, beyond which HMAC hashes the key
+// down anyway.
+const (
+	minSecretKeyBytes = 24
+	maxSecretKeyBytes = 64
+)
+
+// checkSecret checks a secret brought by the caller: "whsec_" and the standard base64 (with
+// padding, no whitespace) of a key of minSecretKeyBytes to maxSecretKeyBytes. Messages never
+// quote the value: it is a credential.
+func checkSecret(secret string) error {
+	encoded, ok := strings.CutPrefix(secret, signature.SecretPrefix)
+	if !ok {
+		return invalid(codeInvalidSecret, "secret must start with %s", signature.SecretPrefix)
+	}
+	for i := 0; i < len(encoded); i++ {
+		if c := encoded[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return invalid(codeInvalidSecret, "secret must be %s followed by standard base64 (A-Z, a-z, 0-9, +, /, = padding)", signature.SecretPrefix)
+		}
+	}
+	key, err := base64.StdEncoding.Strict().DecodeString(encoded)
+	if err != nil {
+		return invalid(codeInvalidSecret, "secret must be %s followed by standard base64 with padding; the part after %s does not decode", signature.SecretPrefix, signature.SecretPrefix)
+	}
+	if len(key) < minSecretKeyBytes || len(key) > maxSecretKeyBytes {
+		return invalid(codeInvalidSecret, "secret's key is %d bytes; it must be %d to %d bytes (base64-decoded)", len(key), minSecretKeyBytes, maxSecretKeyBytes)
+	}
+	return nil
+}
 
 // parseCreateSubscription decodes and checks a POST /v1/subscriptions body. It is pure: the
 // target URL is checked for syntax only by the Policy afterwards, with DNS. Errors are
@@ -191,6 +235,30 @@ func parseCreateSubscription(body []byte) (newSubscription, error) {
 	}
 	if in.Ordered, _, err = field[bool](obj, "ordered", "true or false"); err != nil {
 		return in, err
+	}
+	scheme, ok, err := field[string](obj, "signature_scheme", "a string")
+	if err != nil {
+		return in, err
+	}
+	in.Scheme = signature.SchemeHMAC
+	if ok {
+		if !slices.Contains(signatureSchemes, scheme) {
+			return in, invalid(codeInvalidScheme, "signature_scheme must be one of %s", strings.Join(signatureSchemes, ", "))
+		}
+		in.Scheme = scheme
+	}
+	secret, hasSecret, err := field[string](obj, "secret", "a string")
+	if err != nil {
+		return in, err
+	}
+	if hasSecret {
+		if in.Scheme == signature.SchemeEd25519 {
+			return in, invalid(codeInvalidSecret, "secret cannot be given with signature_scheme %s: the relay makes the ed25519 key pair and keeps the private key", signature.SchemeEd25519)
+		}
+		if err := checkSecret(secret); err != nil {
+			return in, err
+		}
+		in.Secret = secret
 	}
 	return in, nil
 }
@@ -313,9 +381,15 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 		return fmt.Errorf("validating target URL: %w", err)
 	}
 
-	plain, stored, err := a.newSecret()
+	shown, stored, err := a.newSecret(in.Scheme)
 	if err != nil {
 		return err
+	}
+	if in.Secret != "" {
+		shown = in.Secret
+		if stored, err = a.sealSecret(in.Secret); err != nil {
+			return fmt.Errorf("sealing secret: %w", err)
+		}
 	}
 	headers, err := a.sealHeaders(in.Headers)
 	if err != nil {
@@ -334,13 +408,14 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 		var row subscriptionRow
 		err = a.db.GetContext(r.Context(), &row, a.q.insertSubscription,
 			ids.NewSubscriptionID(), s.sqlTenant(), in.TargetURL, eventTypes, filter,
-			string(headers), in.Description, string(metadata), in.Ordered, stored)
+			string(headers), in.Description, string(metadata), in.Ordered, stored, in.Scheme)
 		if err == nil {
-			a.log.Info().Str("subscription_id", row.ID).Str("tenant_id", s.tenant).Msg("subscription created")
+			a.log.Info().Str("subscription_id", row.ID).Str("tenant_id", s.tenant).Str("signature_scheme", in.Scheme).
+				Bool("secret_supplied", in.Secret != "").Msg("subscription created")
 			writeJSON(w, http.StatusCreated, struct {
 				subscriptionJSON
-				Secret string `json:"secret"`
-			}{a.show(row), plain})
+				secretAnswer
+			}{a.show(row), newSecretAnswer(in.Scheme, shown)})
 			return nil
 		}
 		if !isDuplicate(err) {
@@ -467,9 +542,16 @@ func (a *API) getSecret(w http.ResponseWriter, r *http.Request, s scope) error {
 		a.log.Error().Err(err).Str("subscription_id", id).Msg("opening signing secret")
 		return errSecretUnavailable("the signing secret")
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Secret string `json:"secret"`
-	}{plain})
+	// The key says its scheme: an ed25519 private key is never shown, only its public half.
+	if strings.HasPrefix(plain, signature.PrivateKeyPrefix) {
+		public, err := signature.PublicKeyOf(plain)
+		if err != nil {
+			return fmt.Errorf("subscription %s: reading the public key of its signing key: %w", id, err)
+		}
+		writeJSON(w, http.StatusOK, newSecretAnswer(signature.SchemeEd25519, public))
+		return nil
+	}
+	writeJSON(w, http.StatusOK, newSecretAnswer(signature.SchemeHMAC, plain))
 	return nil
 }
 

@@ -42,7 +42,7 @@ func TestCreateSubscriptionValidation(t *testing.T) {
 		{"Array", `[]`, 400, "invalid_json", "object"},
 		{"Null", `null`, 400, "invalid_json", "object"},
 		{"String", `"x"`, 400, "invalid_json", "object"},
-		{"UnknownField", valid(`, "secret": "whsec_x"`), 400, "unknown_field", `"secret"`},
+		{"UnknownField", valid(`, "signing_secret": "whsec_x"`), 400, "unknown_field", `"signing_secret"`},
 		{"FieldWrongCase", `{"Target_URL": "https://hooks.example.com/", "event_types": ["*"]}`, 400, "unknown_field", "Target_URL"},
 		{"DuplicateField", `{"target_url": "https://a.example.com/", "target_url": "https://b.example.com/", "event_types": ["*"]}`, 400, "invalid_json", "more than once"},
 		{"TargetURLNumber", `{"target_url": 42, "event_types": ["*"]}`, 400, "invalid_json", `"target_url"`},
@@ -181,7 +181,7 @@ func TestCreateSubscription(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ts.After(before), "%s %s", k, ts)
 	}
-	require.Len(t, sub, 15, "the subscription fields plus secret: %v", sub)
+	require.Len(t, sub, 16, "the subscription fields plus secret: %v", sub)
 
 	// GET shows the same, without the secret.
 	res := b.call(t, http.MethodGet, "/v1/subscriptions/"+id, "", "")

@@ -112,13 +112,14 @@ func (c *Console) createSubscription(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var created struct {
-		ID     string `json:"id"`
-		Secret string `json:"secret"`
+		ID        string `json:"id"`
+		Secret    string `json:"secret"`
+		PublicKey string `json:"public_key"`
 	}
 	_ = json.Unmarshal(ans.body, &created)
 	// The secret is shown this once, on the new subscription's page.
 	r.SetPathValue("id", created.ID)
-	c.showSubscription(w, r, http.StatusCreated, pageData{Notice: notices["created"], Secret: created.Secret})
+	c.showSubscription(w, r, http.StatusCreated, pageData{Notice: notices["created"], Secret: created.Secret, PublicKey: created.PublicKey})
 }
 
 func (c *Console) editSubscription(w http.ResponseWriter, r *http.Request) {
@@ -187,8 +188,10 @@ func (c *Console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
 			ans = c.callAPI(r, http.MethodDelete, "/v1/subscriptions/"+id, nil)
 		}
 		if ans.ok() && action != "delete" {
+			// A v1 subscription answers its secret, a v1a one its public key.
 			var s struct {
-				Secret string `json:"secret"`
+				Secret    string `json:"secret"`
+				PublicKey string `json:"public_key"`
 			}
 			_ = json.Unmarshal(ans.body, &s)
 			notice := ""
@@ -196,7 +199,7 @@ func (c *Console) subscriptionAction(w http.ResponseWriter, r *http.Request) {
 				notice = notices["rotated"]
 			}
 			c.log.Info().Str("subscription_id", id).Str("action", action).Msg("console: signing secret shown")
-			c.showSubscription(w, r, http.StatusOK, pageData{Notice: notice, Secret: s.Secret})
+			c.showSubscription(w, r, http.StatusOK, pageData{Notice: notice, Secret: s.Secret, PublicKey: s.PublicKey})
 			return
 		}
 		if ans.ok() {

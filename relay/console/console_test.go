@@ -2,6 +2,7 @@ package console
 
 import (
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -17,6 +18,7 @@ import (
 	"github.com/referralloop/outbox-relay/internal/relaytest"
 	"github.com/referralloop/outbox-relay/relay/api"
 	"github.com/referralloop/outbox-relay/relay/ids"
+	"github.com/referralloop/outbox-relay/relay/signature"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -469,4 +471,50 @@ func TestThousandSubscriptionsArePaged(t *testing.T) {
 	require.Equal(t, 20, pages)
 	require.Len(t, seen, 1000)
 	require.False(t, seen[fmt.Sprintf("%026d", 1001)], "another tenant's")
+}
+
+// A v1a subscription's secret page shows its public key, never the private key, on reveal
+// and on rotation; its facts and its requests say the scheme.
+func TestV1aSubscriptionShowsItsPublicKey(t *testing.T) {
+	s := newSite(t, Operator)
+	c := s.signIn(t)
+	private, public, err := signature.NewKeyPair()
+	require.NoError(t, err)
+	sub := s.subscription(t, "", "http://127.0.0.1:9/v1a", "ed")
+	_, err = s.db.Exec(`UPDATE relay.subscriptions SET secret = $2, signature_scheme = 'v1a' WHERE id = $1`, sub, private)
+	require.NoError(t, err)
+
+	status, _, body := s.do(t, c, http.MethodGet, "/subscriptions/"+sub, nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, body, `<dd id="signature-scheme">v1a (ed25519)</dd>`)
+	require.Contains(t, body, "Reveal public key")
+
+	status, _, body = s.do(t, c, http.MethodPost, "/subscriptions/"+sub+"/reveal-secret", url.Values{"confirm": {"yes"}})
+	require.Equal(t, http.StatusOK, status, body)
+	// html/template writes + as &#43;; the browser shows the key itself.
+	require.Equal(t, public, html.UnescapeString(between(body, `<code id="public-key">`, "<")))
+	require.NotContains(t, body, `id="secret"`)
+	require.NotContains(t, body, private[5:30])
+
+	status, _, body = s.do(t, c, http.MethodPost, "/subscriptions/"+sub+"/rotate-secret", url.Values{"confirm": {"yes"}})
+	require.Equal(t, http.StatusOK, status, body)
+	rotated := html.UnescapeString(between(body, `<code id="public-key">`, "<"))
+	require.True(t, strings.HasPrefix(rotated, "whpk_"), rotated)
+	require.NotEqual(t, public, rotated)
+	var stored string
+	require.NoError(t, s.db.Get(&stored, `SELECT secret FROM relay.subscriptions WHERE id = $1`, sub))
+	got, err := signature.PublicKeyOf(stored)
+	require.NoError(t, err)
+	require.Equal(t, rotated, got, "the key shown is the public half of the key that signs")
+	require.NotContains(t, body, stored[5:30])
+
+	dlv := s.delivery(t, "", sub, `{}`, "nope")
+	status, _, body = s.do(t, c, http.MethodGet, "/deliveries/"+dlv, nil)
+	require.Equal(t, http.StatusOK, status)
+	require.Contains(t, body, "v1a,… (ed25519 signature")
+
+	// A v1 subscription still says v1.
+	v1 := s.subscription(t, "", "http://127.0.0.1:9/v1", "hmac")
+	_, _, body = s.do(t, c, http.MethodGet, "/subscriptions/"+v1, nil)
+	require.Contains(t, body, `<dd id="signature-scheme">v1 (HMAC-SHA256)</dd>`)
 }

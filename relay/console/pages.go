@@ -33,6 +33,7 @@ type subscriptionRow struct {
 	DisabledReason sql.NullString `db:"disabled_reason"`
 	FailingSince   sql.NullTime   `db:"failing_since"`
 	Ordered        bool           `db:"ordered"`
+	Scheme         string         `db:"signature_scheme"`
 	CreatedAt      time.Time      `db:"created_at"`
 	Ended24h       int64          `db:"ended_24h"`
 	OK24h          int64          `db:"ok_24h"`
@@ -188,7 +189,7 @@ func (c *Console) showSubscription(w http.ResponseWriter, r *http.Request, statu
 		return
 	}
 	pd.Title = "Subscription " + s.ID
-	pd.Data = map[string]any{"Sub": s, "Recent": recent, "Form": pd.Form, "Secret": pd.Secret}
+	pd.Data = map[string]any{"Sub": s, "Recent": recent, "Form": pd.Form, "Secret": pd.Secret, "PublicKey": pd.PublicKey}
 	c.render(w, r, status, "subscription", pd)
 }
 
@@ -302,6 +303,7 @@ func (c *Console) delivery(w http.ResponseWriter, r *http.Request) {
 		EventTenantID  sql.NullString `db:"event_tenant_id"`
 		EventCreatedAt time.Time      `db:"event_created_at"`
 		HeaderNames    pq.StringArray `db:"header_names"`
+		Scheme         string         `db:"signature_scheme"`
 	}
 	err := c.db.GetContext(ctx, &d, c.q(sqlDelivery), id, tenantArg(r.Context()))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -316,7 +318,7 @@ func (c *Console) delivery(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	req := requestAsSent(d.deliveryRow, d.EventCreatedAt, d.EventTenantID.String, d.Payload, d.HeaderNames, attempts)
+	req := requestAsSent(d.deliveryRow, d.EventCreatedAt, d.EventTenantID.String, d.Payload, d.HeaderNames, d.Scheme, attempts)
 	c.render(w, r, http.StatusOK, "delivery", pageData{Title: "Delivery " + c.ids.Format(d.ID), Data: map[string]any{
 		"D": d.deliveryRow, "Attempts": attempts, "Request": req,
 	}})

@@ -25,7 +25,10 @@ type pageData struct {
 	Notice  string // what the last action did (from ?done=)
 	Form    map[string]string
 	Secret  string // a signing secret to show once, after a confirmation
-	Data    any
+	// PublicKey is a v1a subscription's public key, shown where a v1 one's secret would be:
+	// the private key never leaves the relay.
+	PublicKey string
+	Data      any
 
 	// Set by render.
 	App      string // Config.Title
@@ -200,6 +203,14 @@ func indentJSON(s string) string {
 	return b.String()
 }
 
+// sentSignature says what webhook-signature held, which is not kept.
+func sentSignature(scheme string) string {
+	if scheme == "v1a" {
+		return "v1a,… (ed25519 signature of id.timestamp.body with the subscription's private key; not kept)"
+	}
+	return "v1,… (HMAC-SHA256 of id.timestamp.body with the subscription's secret; not kept)"
+}
+
 // sentRequest is a delivery's request as the relay sends it.
 type sentRequest struct {
 	Headers [][2]string
@@ -208,9 +219,9 @@ type sentRequest struct {
 
 // requestAsSent rebuilds the request of a delivery's latest attempt: the body byte for byte
 // (deliver.Body), the headers as the deliverer sets them. What is not kept is said so: the
-// signature (an HMAC with the subscription's secret) and the values of the subscription's
-// own headers, which may be credentials.
-func requestAsSent(d deliveryRow, createdAt time.Time, tenantID, payload string, headerNames []string, attempts []attemptRow) sentRequest {
+// signature (an HMAC with the subscription's secret, or for the v1a scheme an ed25519
+// signature) and the values of the subscription's own headers, which may be credentials.
+func requestAsSent(d deliveryRow, createdAt time.Time, tenantID, payload string, headerNames []string, scheme string, attempts []attemptRow) sentRequest {
 	ts := "the Unix time of each attempt's start"
 	attempt := strconv.Itoa(max(1, d.AttemptCount))
 	if n := len(attempts); n > 0 {
@@ -221,7 +232,7 @@ func requestAsSent(d deliveryRow, createdAt time.Time, tenantID, payload string,
 		{"Content-Type", "application/json"},
 		{"webhook-id", d.EventID},
 		{"webhook-timestamp", ts},
-		{"webhook-signature", "v1,… (HMAC-SHA256 of id.timestamp.body with the subscription's secret; not kept)"},
+		{"webhook-signature", sentSignature(scheme)},
 		{"X-Webhook-Signature", "the same as webhook-signature"},
 		{"X-Webhook-Event", d.EventType},
 		{"X-Webhook-Attempt", attempt},

@@ -48,7 +48,7 @@ day AS (
     GROUP BY d.subscription_id
 )
 SELECT s.seq, s.id, s.tenant_id, s.target_url, s.event_types, s.description, s.status, s.disabled_reason,
-       s.failing_since, s.ordered, s.created_at,
+       s.failing_since, s.ordered, s.signature_scheme, s.created_at,
        coalesce(day.ended, 0) AS ended_24h, coalesce(day.ok, 0) AS ok_24h,
        last.started_at AS last_attempt_at, last.status_code AS last_status, last.error AS last_error,
        (SELECT count(*) FROM {{schema}}.deliveries x
@@ -125,7 +125,8 @@ LIMIT $8`
 const sqlDelivery = `
 SELECT ` + deliveryColumns + `, o.payload::text AS payload, o.tenant_id AS event_tenant_id,
     o.created_at AS event_created_at,
-    ARRAY(SELECT k FROM jsonb_object_keys(s.headers) k ORDER BY k) AS header_names
+    ARRAY(SELECT k FROM jsonb_object_keys(s.headers) k ORDER BY k) AS header_names,
+    s.signature_scheme
 FROM {{schema}}.deliveries d` + deliveryJoins + `
 WHERE d.id = $1 AND ($2::text IS NULL OR d.tenant_key = $2)`
 

@@ -25,6 +25,7 @@ import (
 	"github.com/referralloop/outbox-relay/relay/ids"
 	"github.com/referralloop/outbox-relay/relay/metrics"
 	"github.com/referralloop/outbox-relay/relay/secrets"
+	"github.com/referralloop/outbox-relay/relay/signature"
 	"github.com/referralloop/outbox-relay/relay/targets"
 )
 
@@ -816,7 +817,7 @@ func (d *Deliverer) newJob(c claimedColumns, claimedAt time.Time) *job {
 			j.keyProblem = fmt.Errorf("custom headers: %w", err)
 		}
 	}
-	if j.keys, err = d.keys(c.secret, c.previousSecret); err != nil {
+	if j.signers, err = d.signers(c.secret, c.previousSecret); err != nil {
 		j.keyProblem = err
 	}
 	switch {
@@ -841,20 +842,22 @@ func (d *Deliverer) openSecret(stored string) (string, error) {
 	return d.cfg.OpenSecret(stored)
 }
 
-// keys opens and decodes the current secret and, during a rotation, the previous one.
-func (d *Deliverer) keys(current string, previous sql.NullString) ([][]byte, error) {
-	k, err := secrets.SigningKey(current, d.cfg.OpenSecret)
+// signers opens and decodes the current secret and, during a rotation, the previous one,
+// once per job, so sending parses nothing. The stored text says the scheme (whsec_ HMAC,
+// whsk_ ed25519), so the claim needs no column for it.
+func (d *Deliverer) signers(current string, previous sql.NullString) ([]signature.Signer, error) {
+	s, err := secrets.SigningKey(current, d.cfg.OpenSecret)
 	if err != nil {
 		return nil, err
 	}
-	keys := [][]byte{k}
+	signers := []signature.Signer{s}
 	if previous.Valid && previous.String != "" {
-		if k, err = secrets.SigningKey(previous.String, d.cfg.OpenSecret); err != nil {
+		if s, err = secrets.SigningKey(previous.String, d.cfg.OpenSecret); err != nil {
 			return nil, fmt.Errorf("previous secret: %w", err)
 		}
-		keys = append(keys, k)
+		signers = append(signers, s)
 	}
-	return keys, nil
+	return signers, nil
 }
 
 // release gives back claims that were never sent.

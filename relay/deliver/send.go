@@ -56,7 +56,7 @@ type job struct {
 	ordered   bool
 	targetURL string
 	headers   map[string]string
-	keys      [][]byte
+	signers   []signature.Signer
 	body      []byte
 	// payloadSize is set, and body empty, when the payload exceeds MaxPayloadBytes.
 	payloadSize int
@@ -142,7 +142,7 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 		req.Header.Set(k, v)
 	}
 	ts := res.startedAt.Unix()
-	sig := signature.SignatureHeader(j.keys, j.eventID, ts, j.body)
+	sig := signature.SignatureHeader(j.signers, j.eventID, ts, j.body)
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", d.cfg.UserAgent)

@@ -40,8 +40,9 @@ type Config struct {
 	// port). Optional: defaults to ":3000".
 	Addr string
 
-	// Secrets are the subscription's signing secrets ("whsec_..."). A request is accepted
-	// when it is signed with any of them; give two during a rotation. Required: at least one.
+	// Secrets are the subscription's signing secrets ("whsec_...") or, for a v1a
+	// subscription, its public keys ("whpk_..."). A request is accepted when it is signed
+	// with any of them; give two during a rotation. Required: at least one.
 	Secrets []string
 
 	// Out receives the listening line and one block per request. Optional: defaults to

@@ -8,11 +8,12 @@ import (
 	"github.com/referralloop/outbox-relay/relay/signature"
 )
 
-// SigningKey turns a subscription's signing secret, as stored, into its HMAC key: opened with
+// SigningKey turns a subscription's signing secret, as stored, into its Signer: opened with
 // open when sealed (open is a Box's Open; nil means every value is stored in clear), then
-// decoded from its whsec_ form. The deliverer signs with it, and the key check at start-up
-// tries it on every active subscription, so both agree on what "cannot be opened" means.
-func SigningKey(stored string, open func(string) (string, error)) ([]byte, error) {
+// decoded from its whsec_ form (an HMAC secret, v1) or whsk_ form (an ed25519 private key,
+// v1a). The deliverer signs with it, and the key check at start-up tries it on every active
+// subscription, so both agree on what "cannot be opened" means.
+func SigningKey(stored string, open func(string) (string, error)) (signature.Signer, error) {
 	plain := stored
 	if open != nil {
 		var err error
@@ -20,11 +21,11 @@ func SigningKey(stored string, open func(string) (string, error)) ([]byte, error
 			return nil, fmt.Errorf("opening the signing secret: %w", err)
 		}
 	}
-	key, err := signature.DecodeSecret(plain)
+	s, err := signature.ParseSigningKey(plain)
 	if err != nil {
-		return nil, fmt.Errorf("the signing secret is not a whsec_ value: %w", err)
+		return nil, fmt.Errorf("the signing secret is not a whsec_ or whsk_ value: %w", err)
 	}
-	return key, nil
+	return s, nil
 }
 
 // KeyIDOf answers the id of the key that sealed stored, or "" when stored is not a sealed

@@ -1,6 +1,7 @@
 package signature
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -63,8 +64,8 @@ var (
 	// ErrTimestampOutOfTolerance means the timestamp is too old or too far in the future:
 	// a replayed request or a badly wrong clock on one side.
 	ErrTimestampOutOfTolerance = errors.New("webhook timestamp out of tolerance")
-	// ErrNoMatchingSignature means no v1 signature matched any key: a wrong secret or a
-	// request altered on the way.
+	// ErrNoMatchingSignature means no v1 or v1a signature matched any key: a wrong secret or
+	// public key, or a request altered on the way.
 	ErrNoMatchingSignature = errors.New("no matching signature")
 )
 
@@ -106,34 +107,11 @@ func Sign(key []byte, msgID string, timestamp int64, body []byte) string {
 	return b.String()
 }
 
-// SignatureHeader returns the webhook-signature value for a request signed with every key in
-// keys, space-separated. During a rotation keys holds the new and the old key, so receivers
-// that have either accept the request.
-func SignatureHeader(keys [][]byte, msgID string, timestamp int64, body []byte) string {
-	if len(keys) == 0 {
-		return ""
-	}
-	var b strings.Builder
-	b.Grow(len(keys)*(len(versionPrefix)+encodedMACLen+1) - 1)
-	var sum [sha256.Size]byte
-	for i, key := range keys {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		mac(&sum, key, msgID, timestamp, body)
-		writeSignature(&b, &sum)
-	}
-	return b.String()
-}
-
 // mac writes HMAC-SHA256(key, "<msgID>.<timestamp>.<body>") into sum. The body is hashed in
 // place rather than copied into one big message.
 func mac(sum *[sha256.Size]byte, key []byte, msgID string, timestamp int64, body []byte) {
 	s := scratchPool.Get().(*scratch)
-	p := append(s.prefix[:0], msgID...)
-	p = append(p, '.')
-	p = strconv.AppendInt(p, timestamp, 10)
-	p = append(p, '.')
+	p := appendSignedPrefix(s.prefix[:0], msgID, timestamp)
 	h := hmac.New(sha256.New, key)
 	h.Write(p)
 	h.Write(body)
@@ -143,6 +121,14 @@ func mac(sum *[sha256.Size]byte, key []byte, msgID string, timestamp int64, body
 		s.prefix = p[:0]
 	}
 	scratchPool.Put(s)
+}
+
+// appendSignedPrefix appends "<msgID>.<timestamp>.", what both schemes sign before the body.
+func appendSignedPrefix(p []byte, msgID string, timestamp int64) []byte {
+	p = append(p, msgID...)
+	p = append(p, '.')
+	p = strconv.AppendInt(p, timestamp, 10)
+	return append(p, '.')
 }
 
 // scratch is the space mac needs besides the HMAC state. hash.Hash is an interface, so every
@@ -165,11 +151,13 @@ func writeSignature(b *strings.Builder, sum *[sha256.Size]byte) {
 	b.Write(enc[:])
 }
 
-// Verifier checks signed requests against one or more secrets. Make it with NewVerifier: the
-// zero value holds no keys and rejects every request. Its fields may be changed after
-// NewVerifier and before the first Verify; Verify itself is safe for concurrent use.
+// Verifier checks signed requests against one or more secrets or public keys. Make it with
+// NewVerifier: the zero value holds no keys and rejects every request. Its fields may be
+// changed after NewVerifier and before the first Verify; Verify itself is safe for
+// concurrent use.
 type Verifier struct {
-	keys [][]byte
+	keys       [][]byte            // HMAC keys, for v1 signatures
+	publicKeys []ed25519.PublicKey // for v1a signatures
 
 	// Tolerance is how far webhook-timestamp may be from Now, in either direction, in whole
 	// seconds (rounded down). Zero or negative means DefaultTolerance, so a forgotten field
@@ -181,29 +169,44 @@ type Verifier struct {
 	Now func() time.Time
 }
 
-// NewVerifier returns a Verifier that accepts requests signed with any of secrets. Pass the
-// old and the new secret during a rotation.
+// NewVerifier returns a Verifier that accepts requests signed with any of secrets: whsec_
+// secrets check v1 (HMAC) signatures, whpk_ public keys check v1a (ed25519) ones. Pass the
+// old and the new secret or public key during a rotation.
 func NewVerifier(secrets ...string) (*Verifier, error) {
 	if len(secrets) == 0 {
 		return nil, fmt.Errorf("creating verifier: %w: no secrets", ErrInvalidSecret)
 	}
-	keys := make([][]byte, 0, len(secrets))
+	v := &Verifier{Tolerance: DefaultTolerance}
 	for i, s := range secrets {
+		if strings.HasPrefix(s, PublicKeyPrefix) {
+			k, err := DecodePublicKey(s)
+			if err != nil {
+				return nil, fmt.Errorf("secret %d: %w", i+1, err)
+			}
+			v.publicKeys = append(v.publicKeys, k)
+			continue
+		}
 		k, err := DecodeSecret(s)
 		if err != nil {
 			return nil, fmt.Errorf("secret %d: %w", i+1, err)
 		}
-		keys = append(keys, k)
+		v.keys = append(v.keys, k)
 	}
-	return &Verifier{keys: keys, Tolerance: DefaultTolerance}, nil
+	return v, nil
 }
+
+// maxAsymmetricChecks bounds the v1a signatures one request may make Verify check: an
+// ed25519 verification costs about as much as a thousand HMACs, and the header comes from
+// anyone. A rotation sends two.
+const maxAsymmetricChecks = 8
 
 // Verify checks that h and body form a request signed with one of the verifier's secrets,
 // stamped within Tolerance of Now. It returns nil or an error wrapping ErrMissingHeaders,
 // ErrInvalidTimestamp, ErrTimestampOutOfTolerance or ErrNoMatchingSignature.
 //
 // The timestamp is checked before any signature so that a stale request costs no HMAC work.
-// Signatures with a version other than v1 are skipped.
+// v1 signatures are checked against the secrets, v1a ones against the public keys (at most
+// maxAsymmetricChecks of them); other versions are skipped.
 func (v *Verifier) Verify(h http.Header, body []byte) error {
 	msgID := h.Get(canonicalID)
 	rawTS := h.Get(canonicalTimestamp)
@@ -235,9 +238,38 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 		expectedSpace [2][sha256.Size]byte  // a rotation's two keys, without a heap allocation
 		got           [sha256.Size + 1]byte // Decode wants room for DecodedLen(44) = 33 bytes
 	)
+	var (
+		msg        *message // "<msgID>.<timestamp>.<body>", built for the first v1a signature
+		asymmetric int
+		edSig      [ed25519.SignatureSize + 2]byte // DecodedLen(88) = 66
+	)
+	defer func() {
+		if msg != nil {
+			msg.release()
+		}
+	}()
 	for sig := range strings.FieldsSeq(sigs) {
+		if encoded, ok := strings.CutPrefix(sig, asymmetricPrefix); ok {
+			if len(v.publicKeys) == 0 || len(encoded) != encodedEd25519Len || asymmetric == maxAsymmetricChecks {
+				continue
+			}
+			asymmetric++
+			n, err := base64.StdEncoding.Decode(edSig[:], []byte(encoded))
+			if err != nil || n != ed25519.SignatureSize {
+				continue
+			}
+			if msg == nil {
+				msg = signedMessage(msgID, ts, body)
+			}
+			for _, k := range v.publicKeys {
+				if ed25519.Verify(k, msg.buf, edSig[:n]) {
+					return nil
+				}
+			}
+			continue
+		}
 		encoded, ok := strings.CutPrefix(sig, versionPrefix)
-		if !ok || len(encoded) != encodedMACLen {
+		if !ok || len(encoded) != encodedMACLen || len(v.keys) == 0 {
 			continue
 		}
 		n, err := base64.StdEncoding.Decode(got[:], []byte(encoded))

@@ -99,12 +99,14 @@ func TestSignatureHeader(t *testing.T) {
 	k1, k2 := mustKey(t, vectorSecret), []byte("another key")
 	body := []byte(vectorBody)
 
+	s1, s2 := signature.NewHMACSigner(k1), signature.NewHMACSigner(k2)
+
 	require.Empty(t, signature.SignatureHeader(nil, vectorID, vectorTimestamp, body))
 	require.Equal(t, vectorSignature,
-		signature.SignatureHeader([][]byte{k1}, vectorID, vectorTimestamp, body))
+		signature.SignatureHeader([]signature.Signer{s1}, vectorID, vectorTimestamp, body))
 	require.Equal(t,
 		vectorSignature+" "+signature.Sign(k2, vectorID, vectorTimestamp, body),
-		signature.SignatureHeader([][]byte{k1, k2}, vectorID, vectorTimestamp, body))
+		signature.SignatureHeader([]signature.Signer{s1, s2}, vectorID, vectorTimestamp, body))
 }
 
 func TestNewVerifier(t *testing.T) {
@@ -133,7 +135,7 @@ func TestVerify(t *testing.T) {
 	sign := func(key []byte, id string, ts int64, b string) string {
 		return signature.Sign(key, id, ts, []byte(b))
 	}
-	rotation := signature.SignatureHeader([][]byte{newKey, oldKey}, vectorID, now, body)
+	rotation := signature.SignatureHeader([]signature.Signer{signature.NewHMACSigner(newKey), signature.NewHMACSigner(oldKey)}, vectorID, now, body)
 
 	for _, tt := range []struct {
 		name    string
