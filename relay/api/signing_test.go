@@ -256,7 +256,7 @@ func TestSigningWithDeliverer(t *testing.T) {
 	mu.Lock()
 	var err error
 	d, err = deliver.New(deliver.Config{
-		DB: b.db, Owner: "api-test", UserAgent: "outbox-relay/test", PollInterval: time.Second,
+		DB: b.db, DeliveryIDs: b.ids, Owner: "api-test", UserAgent: "outbox-relay/test", PollInterval: time.Second,
 		OpenSecret: box.Open, Logger: zerolog.New(zerolog.NewTestWriter(t)),
 	})
 	mu.Unlock()
