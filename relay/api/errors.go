@@ -32,6 +32,8 @@ const (
 	codeInvalidLimit         = "invalid_limit"
 	codeInvalidCursor        = "invalid_cursor"
 	codeInvalidStatus        = "invalid_status"
+	codeInvalidRateLimit     = "invalid_rate_limit"
+	codeInvalidTimeout       = "invalid_timeout"
 	codeInvalidSince         = "invalid_since"           // 422: replay's since
 	codeInvalidIdempotency   = "invalid_idempotency_key" // 400: Idempotency-Key empty, too long, repeated
 	codeIdempotencyReused    = "idempotency_key_reused"  // 422: same key, another request
@@ -54,7 +56,7 @@ var errorCodes = []string{
 	codeInvalidCursor, codeInvalidStatus, codeInvalidSince, codeInvalidIdempotency,
 	codeIdempotencyReused, codeIdempotencyInUse, codeNotActive, codeSubscriptionDeleted,
 	codeDeliveryInFlight, codeInternal, codeDatabaseUnavailable, codeInvalidReveal,
-	codeSecretUnavailable,
+	codeSecretUnavailable, codeInvalidRateLimit, codeInvalidTimeout,
 }
 
 // apiError is an answer for the caller: its status, code and message are sent as they are.
