@@ -388,8 +388,9 @@ func (l *limiter) lease(ctx context.Context, q string, args []any) (leased, erro
 	defer rows.Close()
 	l.leases.Add(1)
 	var out leased
-	// delivery_id, attempt, then 13 more: event_id ... subscription_tenant_id.
-	cols := make([]sql.RawBytes, 13)
+	// delivery_id, attempt, then 15 more: event_id ... subscription_tenant_id, timeout_ms,
+	// rate_limit.
+	cols := make([]sql.RawBytes, 15)
 	var id, attempt int64
 	dest := []any{&id, &attempt}
 	for i := range cols {

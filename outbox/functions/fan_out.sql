@@ -1,4 +1,4 @@
--- version: 1
+-- version: 2
 -- The current definition of fan_out, applied with CREATE OR REPLACE after the migrations
 -- (outbox/migrate.go) whenever this version is newer than the one the database has: a change
 -- to the function is a change to this file and a higher version line.
@@ -15,7 +15,10 @@
 -- a subscription held by another replica, or in p_skip, gets none; a subscription gets no
 -- more than its free leases (p_max_in_flight, or p_max_leased when in p_ahead, less those
 -- it holds). Deliveries with an ordering key are never leased here: the oldest of its line
--- goes first, which lease_due decides. Those left unleased are lease_due's as usual.
+-- goes first, which lease_due decides; nor are those of a subscription with a rate_limit:
+-- its token bucket is lease_due's to read and charge. Those left unleased are lease_due's as
+-- usual. A subscription with its own timeout_seconds is leased that much longer (as in
+-- lease_due).
 --
 -- "*" matches every event but the relay's own operational events (delivery.failed,
 -- subscription.disabled): those go only to subscriptions that name them (or a prefix of
@@ -69,6 +72,7 @@ WITH claimed AS (
 ), matched AS (
     SELECT c.event_id, c.id AS outbox_id, s.id AS subscription_id, coalesce(s.tenant_id, '') AS tenant_key,
            CASE WHEN s.ordered THEN c.ordering_key END AS ordering_key,
+           s.rate_limit IS NOT NULL AS limited, coalesce(s.timeout_seconds, 0) AS timeout_s,
            row_number() OVER (PARTITION BY s.id ORDER BY c.id) AS nth
     FROM claimed c
     JOIN {{schema}}.subscriptions s
@@ -92,7 +96,7 @@ WITH claimed AS (
     GROUP BY x.subscription_id
 ), may AS (
     SELECT m.*,
-           p_lease_max > 0 AND m.ordering_key IS NULL AND NOT m.subscription_id = ANY (p_skip)
+           p_lease_max > 0 AND m.ordering_key IS NULL AND NOT m.limited AND NOT m.subscription_id = ANY (p_skip)
            AND NOT coalesce(h.other, false)
            AND m.nth <= CASE WHEN m.subscription_id = ANY (p_ahead) THEN p_max_leased ELSE p_max_in_flight END
                         - coalesce(h.n, 0) AS may
@@ -106,7 +110,7 @@ WITH claimed AS (
         next_attempt_at, attempt_count, lease_owner, lease_until)
     SELECT p.event_id, p.outbox_id, p.subscription_id, p.tenant_key, p.ordering_key, now(),
            CASE WHEN p.lease THEN 1 ELSE 0 END, CASE WHEN p.lease THEN p_owner END,
-           CASE WHEN p.lease THEN now() + p_lease_ms * interval '1 millisecond' END
+           CASE WHEN p.lease THEN now() + (p_lease_ms + p.timeout_s * 1000) * interval '1 millisecond' END
     FROM picked p
     ORDER BY p.outbox_id, p.subscription_id
     ON CONFLICT (event_id, subscription_id) DO NOTHING

@@ -1,4 +1,4 @@
--- version: 2
+-- version: 3
 -- The current definition of fan_out_and_lease_due, applied with CREATE OR REPLACE after the
 -- migrations (outbox/migrate.go) whenever this version is newer than the one the database
 -- has: a change to the function is a change to this file and a higher version line.
@@ -13,8 +13,10 @@
 -- no delivery (delivery_id is null); the leased deliveries follow, their counts null.
 --
 -- Version 1 had no p_sweep and always leased through lease_due; it is dropped (it was never
--- in a release).
+-- in a release). Version 3 answers timeout_ms and rate_limit, as lease_due 2 does; a
+-- function's result type cannot be replaced, hence the second DROP.
 DROP FUNCTION IF EXISTS {{schema}}.fan_out_and_lease_due(integer, integer, text, bigint, integer, integer, integer, text[], text[]);
+DROP FUNCTION IF EXISTS {{schema}}.fan_out_and_lease_due(integer, boolean, integer, text, bigint, integer, integer, integer, text[], text[]);
 CREATE OR REPLACE FUNCTION {{schema}}.fan_out_and_lease_due(
     p_fan_out integer, p_sweep boolean,
     p_limit integer, p_owner text, p_lease_ms bigint, p_max_payload integer,
@@ -23,7 +25,7 @@ RETURNS TABLE (
     delivery_id bigint, attempt integer, event_id uuid, event_type text, event_tenant_id text,
     created_at timestamptz, body text, body_size integer, ordered boolean,
     subscription_id text, target_url text, headers text, secret text, previous_secret text,
-    subscription_tenant_id text, fanned_events bigint, fanned_deliveries bigint)
+    subscription_tenant_id text, timeout_ms integer, rate_limit double precision, fanned_events bigint, fanned_deliveries bigint)
 LANGUAGE plpgsql VOLATILE
 -- Index lookups only, for the reason fan_out gives.
 SET enable_seqscan = off
@@ -40,7 +42,7 @@ BEGIN
     FROM {{schema}}.fan_out(p_fan_out, p_owner, p_lease_ms, p_limit, p_max_in_flight, p_max_leased, p_ahead, p_skip) f;
     RETURN QUERY SELECT NULL::bigint, NULL::integer, NULL::uuid, NULL::text, NULL::text,
         NULL::timestamptz, NULL::text, NULL::integer, NULL::boolean, NULL::text, NULL::text,
-        NULL::text, NULL::text, NULL::text, NULL::text, v_events, v_deliveries;
+        NULL::text, NULL::text, NULL::text, NULL::text, NULL::integer, NULL::double precision, v_events, v_deliveries;
     -- The leased new deliveries, read back by id (they are this transaction's own rows), with
     -- the columns lease_due answers.
     RETURN QUERY
@@ -49,7 +51,7 @@ BEGIN
            CASE WHEN octet_length(b.text) <= p_max_payload THEN b.text END, octet_length(b.text),
            false, s.id, s.target_url, s.headers::text, s.secret,
            CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END,
-           coalesce(s.tenant_id, ''), NULL::bigint, NULL::bigint
+           coalesce(s.tenant_id, ''), s.timeout_seconds * 1000, s.rate_limit, NULL::bigint, NULL::bigint
     FROM {{schema}}.deliveries d
     JOIN {{schema}}.outbox o ON o.id = d.outbox_id
     JOIN {{schema}}.subscriptions s ON s.id = d.subscription_id

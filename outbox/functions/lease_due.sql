@@ -1,4 +1,4 @@
--- version: 1
+-- version: 2
 -- The current definition of lease_due, applied with CREATE OR REPLACE after the migrations
 -- (outbox/migrate.go) whenever this version is newer than the one the database has: a change
 -- to the function is a change to this file and a higher version line.
@@ -20,7 +20,19 @@
 --     (subscription, key) may be sent;
 --   * payloads over p_max_payload bytes are not read (body is null), only their size;
 --   * created_at is null when the row's is not finite (written before the outbox's CHECK on it,
---     migration 0006).
+--     migration 0006);
+--   * a subscription with a rate_limit gets no more leases than its token bucket
+--     (rate_buckets) holds whole tokens, and each lease spends one, in this transaction: it
+--     is passed over while the bucket holds less than one, so it takes neither a share of
+--     the claim nor a lease before it may be sent. The bucket holds at most one second's
+--     worth (at least one token) and refills at rate_limit per second;
+--   * a subscription with its own timeout_seconds is leased for that much longer than
+--     p_lease_ms (the default timeout plus the margin), so the lease outlasts its request.
+--     Additive rather than exact so that the function needs no second parameter: a lease
+--     a few seconds too long only delays the resending of a dead replica's claim.
+--
+-- Version 2 answers each delivery's timeout_ms and rate_limit (version 1 did not, and a
+-- function's result type cannot be replaced, hence the DROP).
 --
 -- Indexes it relies on: deliveries_turns_idx and deliveries_ordered_turns_idx (pending
 -- deliveries by tenant and subscription), deliveries_leased_idx (live leases).
@@ -36,6 +48,7 @@
 -- So a tenant's new event is claimed by the next claim whatever another tenant's backlog,
 -- a subscription's backlog does not delay another subscription's first delivery, and the
 -- work of a claim is bounded by p_limit, not by the number of subscriptions.
+DROP FUNCTION IF EXISTS {{schema}}.lease_due(integer, text, bigint, integer, integer, integer, text[], text[]);
 CREATE OR REPLACE FUNCTION {{schema}}.lease_due(
     p_limit integer, p_owner text, p_lease_ms bigint, p_max_payload integer,
     p_max_in_flight integer, p_max_leased integer, p_ahead text[], p_skip text[])
@@ -43,7 +56,7 @@ RETURNS TABLE (
     delivery_id bigint, attempt integer, event_id uuid, event_type text, event_tenant_id text,
     created_at timestamptz, body text, body_size integer, ordered boolean,
     subscription_id text, target_url text, headers text, secret text, previous_secret text,
-    subscription_tenant_id text)
+    subscription_tenant_id text, timeout_ms integer, rate_limit double precision)
 LANGUAGE plpgsql VOLATILE
 -- Every step is an index lookup by design. On a queue table the statistics are often far
 -- from the truth (a fresh database, a burst of thousands of rows before autovacuum
@@ -71,6 +84,8 @@ DECLARE
     v_pass_tenants  text[];
     v_pass_unordered boolean[];
     v_pass_ordered  boolean[];
+    v_pass_allow    integer[];
+    v_sub_allow     integer[] := '{}';
     v_walk_after    text;
     v_walk_upto     text;
     v_walk_visits   integer;
@@ -185,10 +200,11 @@ BEGIN
             WITH RECURSIVE walk AS (
                 -- From after v_walk_after, or after '' (every id is longer): visit 0 is no visit.
                 SELECT coalesce(v_walk_after, '') AS subscription_id, false AS ok, 0 AS visit, 0 AS found,
-                       false AS has_unordered, false AS has_ordered
+                       false AS has_unordered, false AS has_ordered, NULL::integer AS allow
                 UNION ALL
                 SELECT n.subscription_id, q.ok, w.visit + 1, w.found + q.ok::integer,
-                       coalesce(u.subscription_id = n.subscription_id, false), coalesce(o.subscription_id = n.subscription_id, false)
+                       coalesce(u.subscription_id = n.subscription_id, false), coalesce(o.subscription_id = n.subscription_id, false),
+                       sa.allow
                 FROM walk w
                 LEFT JOIN LATERAL (
                     SELECT d.subscription_id, d.next_attempt_at FROM {{schema}}.deliveries d
@@ -203,16 +219,26 @@ BEGIN
                     ORDER BY d.subscription_id LIMIT 1
                 ) o ON true
                 CROSS JOIN LATERAL (SELECT least(u.subscription_id, o.subscription_id) AS subscription_id) n
+                -- The subscription, looked up by id alone (with its status in the condition
+                -- the planner may walk subscriptions_active_idx), and for a rate-limited one
+                -- the whole tokens its bucket holds now (its row read only then).
+                LEFT JOIN LATERAL (
+                    SELECT s.status = 'active' AND s.deleted_at IS NULL AS active,
+                           CASE WHEN s.rate_limit IS NOT NULL THEN floor(least(greatest(1, s.rate_limit),
+                               coalesce((SELECT b.tokens + s.rate_limit * extract(epoch FROM now() - b.at)::float8
+                                         FROM {{schema}}.rate_buckets b
+                                         WHERE s.rate_limit IS NOT NULL AND b.subscription_id = s.id),
+                                        greatest(1, s.rate_limit))))::integer END AS allow
+                    FROM {{schema}}.subscriptions s WHERE s.id = n.subscription_id
+                ) sa ON true
                 CROSS JOIN LATERAL (
                     -- May be claimed for now: an unordered delivery due or an ordered line pending
-                    -- (its heads decide), active (looked up by id alone: with its status in the
-                    -- condition the planner may walk subscriptions_active_idx), neither busy nor
-                    -- skipped.
+                    -- (its heads decide), active, neither busy nor skipped, and with a token
+                    -- when rate-limited.
                     SELECT ((u.subscription_id = n.subscription_id AND u.next_attempt_at <= now())
                             OR o.subscription_id = n.subscription_id)
                        AND NOT n.subscription_id = ANY (v_busy) AND NOT n.subscription_id = ANY (p_skip)
-                       AND coalesce((SELECT s.status = 'active' AND s.deleted_at IS NULL
-                                     FROM {{schema}}.subscriptions s WHERE s.id = n.subscription_id), false) AS ok
+                       AND coalesce(sa.active, false) AND coalesce(sa.allow >= 1, true) AS ok
                 ) q
                 WHERE n.subscription_id IS NOT NULL
                   AND w.visit < v_walk_visits AND w.found < v_walk_share
@@ -221,13 +247,15 @@ BEGIN
             SELECT coalesce(array_agg(w.subscription_id ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
                    coalesce(array_agg(w.has_unordered ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
                    coalesce(array_agg(w.has_ordered ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
+                   coalesce(array_agg(w.allow ORDER BY w.visit) FILTER (WHERE w.ok), '{}'),
                    (array_agg(w.subscription_id ORDER BY w.visit DESC))[1],
                    count(*), count(*) FILTER (WHERE w.ok)
-            INTO v_pass_subs, v_pass_unordered, v_pass_ordered, v_pass_last, v_pass_visits, v_pass_found
+            INTO v_pass_subs, v_pass_unordered, v_pass_ordered, v_pass_allow, v_pass_last, v_pass_visits, v_pass_found
             FROM walk w WHERE w.visit > 0;
             v_subs := v_subs || v_pass_subs;
             v_sub_unordered := v_sub_unordered || v_pass_unordered;
             v_sub_ordered := v_sub_ordered || v_pass_ordered;
+            v_sub_allow := v_sub_allow || v_pass_allow;
             v_sub_tenants := v_sub_tenants || array_fill(v_tenant, ARRAY[cardinality(v_pass_subs)]);
             v_sub := coalesce(v_pass_last, v_sub);
             v_visits := v_visits + v_pass_visits;
@@ -247,12 +275,13 @@ BEGIN
     END IF;
 
     -- 3. Lease from the chosen subscriptions, round-robin between tenants, then between a
-    --    tenant's subscriptions.
+    --    tenant's subscriptions. A rate-limited subscription gets no more than its whole
+    --    tokens (allow), and its bucket is charged for what it got.
     RETURN QUERY
     WITH chosen AS (
-        SELECT c.id, c.tenant_key, c.has_unordered, c.has_ordered, c.turn
-        FROM unnest(v_subs, v_sub_tenants, v_sub_unordered, v_sub_ordered)
-             WITH ORDINALITY AS c(id, tenant_key, has_unordered, has_ordered, turn)
+        SELECT c.id, c.tenant_key, c.has_unordered, c.has_ordered, c.allow, c.turn
+        FROM unnest(v_subs, v_sub_tenants, v_sub_unordered, v_sub_ordered, v_sub_allow)
+             WITH ORDINALITY AS c(id, tenant_key, has_unordered, has_ordered, allow, turn)
     ), leased AS (
         SELECT x.subscription_id, count(*) AS n
         FROM {{schema}}.deliveries x
@@ -260,8 +289,8 @@ BEGIN
         GROUP BY x.subscription_id
     ), open_subs AS (
         SELECT c.id, c.tenant_key, c.turn, c.has_unordered, c.has_ordered,
-               CASE WHEN c.id = ANY (p_ahead) THEN p_max_leased ELSE p_max_in_flight END
-               - coalesce(l.n, 0) AS free
+               least(CASE WHEN c.id = ANY (p_ahead) THEN p_max_leased ELSE p_max_in_flight END
+                     - coalesce(l.n, 0), coalesce(c.allow, p_max_leased)) AS free
         FROM chosen c
         LEFT JOIN leased l ON l.subscription_id = c.id
     ), unordered AS (
@@ -324,11 +353,11 @@ BEGIN
         WHERE s.slot <= s.free
     ), picked AS (
         SELECT r.id FROM ranked r ORDER BY r.tenant_slot, r.turn LIMIT p_limit
-    )
+    ), leased_now AS (
     UPDATE {{schema}}.deliveries d
     SET attempt_count = d.attempt_count + 1,
         lease_owner = p_owner,
-        lease_until = now() + p_lease_ms * interval '1 millisecond',
+        lease_until = now() + (p_lease_ms + coalesce(s.timeout_seconds, 0) * 1000) * interval '1 millisecond',
         updated_at = now()
     FROM {{schema}}.outbox o, {{schema}}.subscriptions s,
          LATERAL (SELECT o.payload::text AS text) b
@@ -341,11 +370,31 @@ BEGIN
       -- deliveries_turns_idx instead of looking the picked ids up.
       AND (d.status = 'pending' AND d.next_attempt_at <= now()
            AND (d.lease_until IS NULL OR d.lease_until <= now())) IS TRUE
-    RETURNING d.id, d.attempt_count, o.event_id, o.event_type, coalesce(o.tenant_id, ''),
-              CASE WHEN isfinite(o.created_at) THEN o.created_at END,
-              CASE WHEN octet_length(b.text) <= p_max_payload THEN b.text END, octet_length(b.text),
-              d.ordering_key IS NOT NULL, s.id, s.target_url, s.headers::text, s.secret,
-              CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END,
-              coalesce(s.tenant_id, '');
+    RETURNING d.id AS l_id, d.attempt_count AS l_attempt, o.event_id AS l_event_id, o.event_type AS l_event_type,
+              coalesce(o.tenant_id, '') AS l_event_tenant,
+              CASE WHEN isfinite(o.created_at) THEN o.created_at END AS l_created_at,
+              CASE WHEN octet_length(b.text) <= p_max_payload THEN b.text END AS l_body, octet_length(b.text) AS l_size,
+              d.ordering_key IS NOT NULL AS l_ordered, s.id AS l_sub, s.target_url AS l_url, s.headers::text AS l_headers,
+              s.secret AS l_secret,
+              CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS l_previous,
+              coalesce(s.tenant_id, '') AS l_sub_tenant, s.timeout_seconds * 1000 AS l_timeout_ms, s.rate_limit AS l_rate
+    ), spent AS (
+        -- Rate-limited subscriptions pay a token per lease: the bucket as it is now (as
+        -- the walk read it: only claims write it, and they hold the claim lock), less what
+        -- was leased. Nothing to do, and no row read, for unlimited ones.
+        INSERT INTO {{schema}}.rate_buckets AS rb (subscription_id, tokens, at)
+        SELECT c.id, least(greatest(1, u.rate), c.allow_exact) - u.n, now()
+        FROM (SELECT l.l_sub AS sub, min(l.l_rate) AS rate, count(*) AS n
+              FROM leased_now l WHERE l.l_rate IS NOT NULL GROUP BY l.l_sub) u
+        CROSS JOIN LATERAL (
+            SELECT u.sub AS id, coalesce((SELECT b.tokens + u.rate * extract(epoch FROM now() - b.at)::float8
+                                          FROM {{schema}}.rate_buckets b WHERE b.subscription_id = u.sub),
+                                         greatest(1, u.rate)) AS allow_exact
+        ) c
+        ON CONFLICT (subscription_id) DO UPDATE SET tokens = excluded.tokens, at = excluded.at
+    )
+    SELECT l.l_id, l.l_attempt, l.l_event_id, l.l_event_type, l.l_event_tenant, l.l_created_at, l.l_body, l.l_size,
+           l.l_ordered, l.l_sub, l.l_url, l.l_headers, l.l_secret, l.l_previous, l.l_sub_tenant, l.l_timeout_ms, l.l_rate
+    FROM leased_now l;
 END
 $$;

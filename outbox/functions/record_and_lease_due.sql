@@ -1,4 +1,4 @@
--- version: 1
+-- version: 2
 -- The current definition of record_and_lease_due, applied with CREATE OR REPLACE after the migrations
 -- (outbox/migrate.go) whenever this version is newer than the one the database has: a change
 -- to the function is a change to this file and a higher version line.
@@ -6,6 +6,11 @@
 -- record_and_lease_due records a batch of results as record_attempts does, then leases as
 -- lease_due does (nothing when p_limit is 0), in one round trip. The lease sees the leases
 -- the record just ended (same transaction, fresh snapshot).
+--
+-- Version 2 answers timeout_ms and rate_limit, as lease_due 2 does; a function's result
+-- type cannot be replaced, hence the DROP.
+DROP FUNCTION IF EXISTS {{schema}}.record_and_lease_due(bigint[], integer[], timestamptz[], integer[], integer[], text[], text[], text[], bigint[],
+    text, text[], text[], bigint, integer, bigint, integer, integer, integer, text[], text[]);
 CREATE OR REPLACE FUNCTION {{schema}}.record_and_lease_due(
     p_ids bigint[], p_attempts integer[], p_started timestamptz[], p_durations integer[],
     p_statuses integer[], p_errors text[], p_responses text[], p_outcomes text[], p_delays bigint[],
@@ -16,7 +21,7 @@ RETURNS TABLE (
     delivery_id bigint, attempt integer, event_id uuid, event_type text, event_tenant_id text,
     created_at timestamptz, body text, body_size integer, ordered boolean,
     subscription_id text, target_url text, headers text, secret text, previous_secret text,
-    subscription_tenant_id text)
+    subscription_tenant_id text, timeout_ms integer, rate_limit double precision)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     -- The record must survive a crash: the session's setting, restored after the lease.

@@ -109,15 +109,20 @@
 //
 // PATCH takes the creation's fields plus status, each validated by the same rules, and
 // changes only those present; null resets an optional field to its default (no filter, no
-// headers, {} metadata, "" description, not ordered) and is refused for target_url,
+// headers, {} metadata, "" description, not ordered, no rate_limit, the relay's timeout) and
+// is refused for target_url,
 // event_types and status. The row is locked (SELECT ... FOR UPDATE) while the patch is
 // merged, so a concurrent change by the deliverer (a 410 or RELAY_DISABLE_AFTER disabling
 // it) is never silently overwritten. status takes active or paused; disabled is the relay's
 // verdict (422 invalid_status). Setting active on a paused or disabled subscription clears
 // disabled_reason and failing_since: the auto-disable window starts afresh. A patch that
 // makes it an exact duplicate of another live subscription is 409 duplicate_subscription
-// with existing_id. New target URLs and headers apply to pending deliveries too; ordered
-// applies to events fanned out afterwards.
+// with existing_id. New target URLs, headers, rate_limit and timeout apply to pending
+// deliveries too (from their next claim); ordered applies to events fanned out afterwards.
+//
+// rate_limit (requests per second, 0.001 to 10000) and timeout (whole seconds, 1 to 30) are
+// refused with 422 invalid_rate_limit or invalid_timeout for anything else, a string or
+// another JSON type included: the message says what the field takes.
 //
 // # Deleting
 //

@@ -31,6 +31,8 @@ const (
 	codeInvalidDescription    = "invalid_description"
 	codeInvalidSecret         = "invalid_secret"           // 422: a supplied secret that is not usable, or given where none is taken
 	codeInvalidScheme         = "invalid_signature_scheme" // 422: signature_scheme other than v1 or v1a, or in a PATCH
+	codeInvalidRateLimit      = "invalid_rate_limit"       // 422: rate_limit not a number in range
+	codeInvalidTimeout        = "invalid_timeout"          // 422: timeout not whole seconds 1 to 30
 	codeInvalidLimit          = "invalid_limit"
 	codeInvalidCursor         = "invalid_cursor"
 	codeInvalidStatus         = "invalid_status"
@@ -60,6 +62,7 @@ var errorCodes = []string{
 	codeIdempotencyReused, codeIdempotencyInUse, codeNotActive, codeSubscriptionDeleted,
 	codeDeliveryInFlight, codeInternal, codeDatabaseUnavailable, codeInvalidReveal,
 	codeSecretUnavailable, codeInvalidUntil, codeInvalidSubscriptionID,
+	codeInvalidRateLimit, codeInvalidTimeout,
 }
 
 // apiError is an answer for the caller: its status, code and message are sent as they are.

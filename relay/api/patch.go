@@ -16,7 +16,7 @@ import (
 var settableStatuses = []string{"active", "paused"}
 
 var patchFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered", "status",
-	"secret", "signature_scheme"}
+	"secret", "signature_scheme", "rate_limit", "timeout"}
 
 // subscriptionPatch is a validated PATCH request. A nil pointer (or nil slice) leaves the
 // field as it is.
@@ -32,12 +32,15 @@ type subscriptionPatch struct {
 	Metadata *json.RawMessage
 	Ordered  *bool
 	Status   *string // active or paused
+	// RateLimit and Timeout point to their new value; an invalid one (null) clears it.
+	RateLimit *sql.NullFloat64
+	Timeout   *sql.NullInt64
 }
 
 // parsePatchSubscription decodes and checks a PATCH /v1/subscriptions/{id} body, with the
 // rules of parseCreateSubscription for each field present. Absent fields stay unchanged; null
 // resets an optional field to its default (filter: none; headers and metadata: {};
-// description: ""; ordered: false) and is refused for target_url, event_types and status,
+// description: ""; ordered: false; rate_limit: none; timeout: RELAY_DELIVERY_TIMEOUT) and is refused for target_url, event_types and status,
 // which a subscription cannot be without. Pure: the target URL's DNS check comes later.
 func parsePatchSubscription(body []byte) (subscriptionPatch, error) {
 	var p subscriptionPatch
@@ -143,6 +146,20 @@ func parsePatchSubscription(body []byte) (subscriptionPatch, error) {
 		}
 		p.Ordered = &o
 	}
+	if has("rate_limit") {
+		v, err := parseRateLimit(obj)
+		if err != nil {
+			return p, err
+		}
+		p.RateLimit = &v
+	}
+	if has("timeout") {
+		v, err := parseTimeout(obj)
+		if err != nil {
+			return p, err
+		}
+		p.Timeout = &v
+	}
 	if has("status") {
 		st, ok, err := field[string](obj, "status", "a string")
 		if err != nil {
@@ -222,13 +239,19 @@ func (a *API) patchSubscription(w http.ResponseWriter, r *http.Request, s scope)
 	if p.Status != nil {
 		next.Status = *p.Status
 	}
+	if p.RateLimit != nil {
+		next.RateLimit = *p.RateLimit
+	}
+	if p.Timeout != nil {
+		next.TimeoutSeconds = *p.Timeout
+	}
 	reactivated := p.Status != nil && next.Status == "active" && cur.Status != "active"
 	filter := sql.NullString{String: string(next.Filter), Valid: next.Filter != nil}
 
 	var row subscriptionRow
 	err = tx.GetContext(r.Context(), &row, a.q.updateSubscription, id, next.TargetURL, next.EventTypes,
 		filter, string(jsonOr(next.Headers, "{}")), next.Description, string(jsonOr(next.Metadata, "{}")),
-		next.Ordered, next.Status, p.Status != nil, reactivated)
+		next.Ordered, next.Status, p.Status != nil, reactivated, next.RateLimit, next.TimeoutSeconds)
 	if isDuplicate(err) {
 		_ = tx.Rollback()
 		aerr := errorf(http.StatusConflict, codeDuplicate, "another subscription has the same target_url, event_types and filter")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -27,6 +28,13 @@ const (
 	maxHeaders           = 50
 	maxHeaderNameLength  = 256
 	maxHeaderValueLength = 4096 // bytes
+	// A rate limit is requests per second: at least one per 1,000 s, at most 10,000 a
+	// second (more is no limit worth a token bucket).
+	minRateLimit = 0.001
+	maxRateLimit = 10000
+	// A timeout is whole seconds, 1 to 30.
+	minTimeout = 1
+	maxTimeout = 30
 )
 
 // subscriptionStatuses are the values of subscriptions.status.
@@ -43,21 +51,23 @@ var reservedHeaders = []string{
 
 // subscriptionRow is one subscriptions row as the API reads it (never the secret).
 type subscriptionRow struct {
-	Seq            int64          `db:"seq"`
-	ID             string         `db:"id"`
-	TenantID       sql.NullString `db:"tenant_id"`
-	TargetURL      string         `db:"target_url"`
-	EventTypes     pq.StringArray `db:"event_types"`
-	Filter         []byte         `db:"filter"`
-	Headers        []byte         `db:"headers"`
-	Description    string         `db:"description"`
-	Metadata       []byte         `db:"metadata"`
-	Ordered        bool           `db:"ordered"`
-	Status         string         `db:"status"`
-	DisabledReason sql.NullString `db:"disabled_reason"`
-	Scheme         string         `db:"signature_scheme"`
-	CreatedAt      time.Time      `db:"created_at"`
-	UpdatedAt      time.Time      `db:"updated_at"`
+	Seq            int64           `db:"seq"`
+	ID             string          `db:"id"`
+	TenantID       sql.NullString  `db:"tenant_id"`
+	TargetURL      string          `db:"target_url"`
+	EventTypes     pq.StringArray  `db:"event_types"`
+	Filter         []byte          `db:"filter"`
+	Headers        []byte          `db:"headers"`
+	Description    string          `db:"description"`
+	Metadata       []byte          `db:"metadata"`
+	Ordered        bool            `db:"ordered"`
+	RateLimit      sql.NullFloat64 `db:"rate_limit"`
+	TimeoutSeconds sql.NullInt64   `db:"timeout_seconds"`
+	Status         string          `db:"status"`
+	DisabledReason sql.NullString  `db:"disabled_reason"`
+	Scheme         string          `db:"signature_scheme"`
+	CreatedAt      time.Time       `db:"created_at"`
+	UpdatedAt      time.Time       `db:"updated_at"`
 }
 
 // subscriptionJSON is a subscription as the API shows it. Header values are masked
@@ -72,6 +82,8 @@ type subscriptionJSON struct {
 	Description    string          `json:"description"`
 	Metadata       json.RawMessage `json:"metadata"`
 	Ordered        bool            `json:"ordered"`
+	RateLimit      *float64        `json:"rate_limit"`
+	Timeout        *int64          `json:"timeout"`
 	Status         string          `json:"status"`
 	DisabledReason *string         `json:"disabled_reason"`
 	BlockedReason  *string         `json:"blocked_reason"`
@@ -92,6 +104,8 @@ func (a *API) show(r subscriptionRow) subscriptionJSON {
 		Description:    r.Description,
 		Metadata:       jsonOr(r.Metadata, "{}"),
 		Ordered:        r.Ordered,
+		RateLimit:      nullableFloat(r.RateLimit),
+		Timeout:        nullableInt(r.TimeoutSeconds),
 		Status:         r.Status,
 		DisabledReason: nullable(r.DisabledReason),
 		BlockedReason:  blockedReason(a.keyProblem(r.ID)),
@@ -106,6 +120,20 @@ func nullable(s sql.NullString) *string {
 		return nil
 	}
 	return &s.String
+}
+
+func nullableFloat(f sql.NullFloat64) *float64 {
+	if !f.Valid {
+		return nil
+	}
+	return &f.Float64
+}
+
+func nullableInt(n sql.NullInt64) *int64 {
+	if !n.Valid {
+		return nil
+	}
+	return &n.Int64
 }
 
 func jsonOr(b []byte, def string) json.RawMessage {
@@ -127,11 +155,13 @@ type newSubscription struct {
 	// Secret is the caller's own whsec_ secret, or "" to have one made.
 	Secret string
 	// Scheme is signature.SchemeHMAC (v1) or signature.SchemeEd25519 (v1a).
-	Scheme string
+	Scheme    string
+	RateLimit sql.NullFloat64
+	Timeout   sql.NullInt64 // seconds
 }
 
 var createFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered",
-	"secret", "signature_scheme"}
+	"secret", "signature_scheme", "rate_limit", "timeout"}
 
 // signatureSchemes are the values of signature_scheme.
 var signatureSchemes = []string{signature.SchemeHMAC, signature.SchemeEd25519}
@@ -260,7 +290,44 @@ func parseCreateSubscription(body []byte) (newSubscription, error) {
 		}
 		in.Secret = secret
 	}
+	if in.RateLimit, err = parseRateLimit(obj); err != nil {
+		return in, err
+	}
+	if in.Timeout, err = parseTimeout(obj); err != nil {
+		return in, err
+	}
 	return in, nil
+}
+
+// parseRateLimit reads rate_limit: requests per second, a number from minRateLimit to
+// maxRateLimit (fractions allowed: 0.5 is one request every two seconds); absent or null
+// for none. Anything else, a string "5" included, is 422 invalid_rate_limit.
+func parseRateLimit(obj jsonObject) (sql.NullFloat64, error) {
+	raw := obj["rate_limit"]
+	if isNull(raw) {
+		return sql.NullFloat64{}, nil
+	}
+	var v float64
+	if err := json.Unmarshal(raw, &v); err != nil || v < minRateLimit || v > maxRateLimit {
+		return sql.NullFloat64{}, invalid(codeInvalidRateLimit,
+			"rate_limit must be a number of requests per second from %g to %d (e.g. 0.5 or 10), or null for none", minRateLimit, maxRateLimit)
+	}
+	return sql.NullFloat64{Float64: v, Valid: true}, nil
+}
+
+// parseTimeout reads timeout: whole seconds from minTimeout to maxTimeout; absent or null
+// for RELAY_DELIVERY_TIMEOUT. Anything else is 422 invalid_timeout.
+func parseTimeout(obj jsonObject) (sql.NullInt64, error) {
+	raw := obj["timeout"]
+	if isNull(raw) {
+		return sql.NullInt64{}, nil
+	}
+	var v float64
+	if err := json.Unmarshal(raw, &v); err != nil || v != math.Trunc(v) || v < minTimeout || v > maxTimeout {
+		return sql.NullInt64{}, invalid(codeInvalidTimeout,
+			"timeout must be a whole number of seconds from %d to %d, or null for the relay's default (RELAY_DELIVERY_TIMEOUT)", minTimeout, maxTimeout)
+	}
+	return sql.NullInt64{Int64: int64(v), Valid: true}, nil
 }
 
 // validEventPattern reports whether p may be in a subscription's event_types: "*", an exact
@@ -408,7 +475,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 		var row subscriptionRow
 		err = a.db.GetContext(r.Context(), &row, a.q.insertSubscription,
 			ids.NewSubscriptionID(), s.sqlTenant(), in.TargetURL, eventTypes, filter,
-			string(headers), in.Description, string(metadata), in.Ordered, stored, in.Scheme)
+			string(headers), in.Description, string(metadata), in.Ordered, stored, in.Scheme, in.RateLimit, in.Timeout)
 		if err == nil {
 			a.log.Info().Str("subscription_id", row.ID).Str("tenant_id", s.tenant).Str("signature_scheme", in.Scheme).
 				Bool("secret_supplied", in.Secret != "").Msg("subscription created")

@@ -181,7 +181,11 @@ func TestCreateSubscription(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ts.After(before), "%s %s", k, ts)
 	}
-	require.Len(t, sub, 16, "the subscription fields plus secret: %v", sub)
+	for _, k := range []string{"rate_limit", "timeout"} {
+		require.Contains(t, sub, k)
+		require.Nil(t, sub[k], k)
+	}
+	require.Len(t, sub, 18, "the subscription fields plus secret: %v", sub)
 
 	// GET shows the same, without the secret.
 	res := b.call(t, http.MethodGet, "/v1/subscriptions/"+id, "", "")

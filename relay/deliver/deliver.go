@@ -544,6 +544,35 @@ func (d *Deliverer) queue(js []*job) {
 	if refused := d.lanes.add(sendable); len(refused) > 0 {
 		d.release(refused)
 	}
+	d.paceRateLimited(sendable)
+}
+
+// paceRateLimited schedules a claim for when each rate-limited subscription in js has
+// earned its next token. A claim takes only the whole tokens a subscription's bucket holds
+// (lease_due), and spends them, so after it the bucket holds less than one; one interval
+// (1/rate_limit) later it holds at least one, and the claim made then takes it. Each claim
+// that leases for the subscription schedules the next, so a backlog goes out at the rate,
+// evenly, and stops scheduling once it is empty; the poll catches up after a hand-over or
+// a restart. Nothing is claimed before it may be sent, so nothing waits in a lane for
+// tokens: no worker, lease or slot is held by a subscription that may not send yet.
+func (d *Deliverer) paceRateLimited(js []*job) {
+	var seen map[string]bool
+	for _, j := range js {
+		if j.rateLimit <= 0 || seen[j.subscriptionID] {
+			continue
+		}
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		seen[j.subscriptionID] = true
+		time.AfterFunc(tokenInterval(j.rateLimit), d.kick)
+	}
+}
+
+// tokenInterval is how long a bucket filling at rate tokens per second takes to earn one,
+// with a millisecond to spare for the database's clock running ahead of this process's.
+func tokenInterval(rate float64) time.Duration {
+	return time.Duration(float64(time.Second)/rate) + time.Millisecond
 }
 
 // keyProblemRecheck is how long this replica passes over a subscription whose secret it
@@ -715,8 +744,8 @@ func (d *Deliverer) fanOutAndClaim(ctx context.Context, n int, sweep bool) ([]*j
 		return nil, errors.New("fanning out and claiming deliveries: no counts row")
 	}
 	var ignore any
-	dest := make([]any, 0, 17)
-	for range 15 {
+	dest := make([]any, 0, 19)
+	for range 17 {
 		dest = append(dest, &ignore)
 	}
 	if err := rows.Scan(append(dest, &events, &deliveries)...); err != nil {
@@ -766,6 +795,10 @@ type claimedColumns struct {
 	headers, secret           string
 	previousSecret            sql.NullString
 	subscriptionTenant        string
+	// timeoutMs is the subscription's own timeout (null: DeliveryTimeout), rateLimit its
+	// requests per second (null: none).
+	timeoutMs sql.NullInt64
+	rateLimit sql.NullFloat64
 }
 
 // scanJobs turns the rows of a claim made at start into jobs, and closes them. A row that
@@ -779,12 +812,12 @@ func (d *Deliverer) scanJobs(rows *sql.Rows, start time.Time, extra ...any) ([]*
 		var c claimedColumns
 		err := rows.Scan(append([]any{&c.deliveryID, &c.attempt, &c.eventID, &c.eventType, &c.tenantID, &c.createdAt,
 			&c.payload, &c.payloadSize, &c.ordered, &c.subscriptionID, &c.targetURL, &c.headers, &c.secret,
-			&c.previousSecret, &c.subscriptionTenant}, extra...)...)
+			&c.previousSecret, &c.subscriptionTenant, &c.timeoutMs, &c.rateLimit}, extra...)...)
 		if err != nil {
 			// database/sql scans the same row again: at least which delivery it is.
 			var ignore any
 			if err2 := rows.Scan(append([]any{&c.deliveryID, &c.attempt, &ignore, &ignore, &ignore, &ignore, &ignore, &ignore,
-				&ignore, &c.subscriptionID, &ignore, &ignore, &ignore, &ignore, &ignore}, extra...)...); err2 != nil {
+				&ignore, &c.subscriptionID, &ignore, &ignore, &ignore, &ignore, &ignore, &ignore, &ignore}, extra...)...); err2 != nil {
 				return nil, fmt.Errorf("reading claimed delivery: %w", err)
 			}
 			d.cfg.Metrics.LocalFault(metrics.FaultRowUnreadable, 1)
@@ -806,6 +839,12 @@ func (d *Deliverer) newJob(c claimedColumns, claimedAt time.Time) *job {
 		deliveryID: c.deliveryID, attempt: c.attempt, eventID: c.eventID, eventType: c.eventType,
 		tenantID: c.tenantID, ordered: c.ordered, subscriptionID: c.subscriptionID, targetURL: c.targetURL,
 		subscriptionTenant: c.subscriptionTenant, sendBy: claimedAt.Add(d.sendWithin),
+		timeout: d.cfg.DeliveryTimeout, rateLimit: c.rateLimit.Float64,
+	}
+	// The claim leased this delivery for its own timeout on top of the usual lease
+	// (lease_due), so sendBy stands: the rest of the lease still covers the request.
+	if c.timeoutMs.Valid && c.timeoutMs.Int64 > 0 {
+		j.timeout = time.Duration(c.timeoutMs.Int64) * time.Millisecond
 	}
 	var err error
 	if c.headers != "" && c.headers != "{}" {

@@ -10,6 +10,14 @@
 // free again once its lease ends (DeliveryTimeout plus a margin), and the next claim sends it
 // again with the next attempt number: at-least-once, never lost.
 //
+// A subscription may have its own timeout (1 to 30 seconds), which bounds its requests
+// instead of DeliveryTimeout. The claim functions lease its deliveries for that much longer
+// (DeliveryTimeout + margin + its timeout), so a request that may take 30s under a 5s
+// default cannot outlive its lease and be sent again by another replica meanwhile. The lease
+// is computed per row in the database rather than by the relay for the largest timeout,
+// which would have made every crash's claims wait the longest lease. sendBy (half the margin
+// after the claim) needs no change: the rest of such a lease still covers the request.
+//
 // The claim also enforces, inside the database and so across replicas:
 //   - a subscription is leased to one replica at a time: while another replica holds a live
 //     lease on it, it is skipped. The holder sends at most MaxInFlightPerSubscription of its
@@ -20,6 +28,34 @@
 //     has succeeded, failed for good or been cancelled;
 //   - only deliveries of active subscriptions are sent: a paused subscription's pending
 //     deliveries wait until it is active again.
+//
+// # Rate limits
+//
+// A subscription may have a rate_limit (requests per second, fractions allowed). It is a
+// token bucket of one second's worth (at least one token) that refills continuously, kept
+// in the database (rate_buckets) and spent by the claim itself: lease_due gives a
+// rate-limited subscription no more leases than its whole tokens and charges them in the
+// same transaction, under the claim lock. So:
+//   - the limit holds across replicas and hand-overs: a new active relay, or two relays
+//     that both believe they are active for a moment, continue the same bucket, and a
+//     leader change lets no burst through. (A bucket in the active relay's memory would
+//     start full on every hand-over, or need a rule to start empty that throttles a
+//     subscription that was idle.) A claim lost in a database crash (claims commit without
+//     waiting for the flush) loses its charge too, and may let one second's worth through;
+//   - a subscription waiting for tokens holds nothing: its deliveries stay pending in the
+//     database, unleased, so it takes no worker, lane slot, lease or share of a claim (the
+//     turn walk passes over a subscription without a whole token), and no lease of it runs
+//     out while it waits;
+//   - the notification's claim (fan_out) never leases a rate-limited subscription's new
+//     deliveries at insert; lease_due does, from the bucket.
+//
+// Claims are made when something calls for them (a notification, a record, a poll), not
+// when a token is earned, so each claim that leases for a rate-limited subscription
+// schedules a claim for one token interval (1/rate_limit) later (paceRateLimited): the
+// claim empties the bucket of whole tokens, so by then it holds one. A backlog thus goes
+// out evenly at the rate, and the chain ends when the claim finds nothing more; the poll
+// restarts it after a restart or a hand-over. Unlimited subscriptions pay nothing for
+// this: the bucket is read only for a subscription with a rate_limit.
 //
 // # Turns
 //

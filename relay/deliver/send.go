@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -74,6 +75,11 @@ type job struct {
 	// sendBy is the last moment the job may be sent: after it, the rest of its lease might
 	// not cover the request.
 	sendBy time.Time
+	// timeout bounds the request, connection to last byte: the subscription's own, or
+	// DeliveryTimeout.
+	timeout time.Duration
+	// rateLimit is the subscription's requests per second; zero for none.
+	rateLimit float64
 	// quick is set when the job's request is expected to end soon (its lane answers fast):
 	// the recorder waits for quick requests to batch their results, never for others.
 	quick bool
@@ -117,7 +123,8 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 		return res
 	}
 
-	reqCtx, cancel := context.WithTimeout(ctx, d.cfg.DeliveryTimeout)
+	timeout := cmp.Or(j.timeout, d.cfg.DeliveryTimeout)
+	reqCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var span trace.Span
 	if d.cfg.Tracer != nil {
@@ -162,7 +169,7 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 		if ctx.Err() != nil {
 			res.aborted = true
 		}
-		res.err = describeError(err, d.cfg.DeliveryTimeout)
+		res.err = describeError(err, timeout)
 		res.class = metrics.OutcomeOf(0, isTimeout(err), true)
 		if isLocalFault(err) {
 			res.localFault = metrics.FaultResources
