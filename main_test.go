@@ -324,7 +324,7 @@ func TestCommandsTakeHelpNotStrayArguments(t *testing.T) {
 	cmd.Env = os.Environ()
 	out, err = cmd.CombinedOutput()
 	require.Error(t, err)
-	require.Equal(t, "outbox-relay: receive: --secret is not a signing secret: want whsec_ followed by base64, as the API returns it when a subscription is created\n", string(out))
+	require.Equal(t, "outbox-relay: receive: --secret is not a signing secret: want whsec_ followed by base64, or for a v1a subscription its whpk_ public key, as the API returns them\n", string(out))
 	require.NotContains(t, string(out), "hunter2", "a mistyped secret is never repeated")
 }
 
