@@ -653,25 +653,41 @@ type DurationList []time.Duration
 
 // Decode implements envconfig.Decoder.
 func (l *DurationList) Decode(value string) error {
+	const want = "want comma-separated durations, e.g. 1m,5m,15m,1h"
+	out, err := decodeList(value, "delay", want, func(p string, pos int) (time.Duration, error) {
+		d, err := time.ParseDuration(p)
+		if err != nil {
+			return 0, decodeErrorf("invalid duration %q in position %d (%s)", p, pos, want)
+		}
+		return d, nil
+	})
+	if err == nil {
+		*l = out
+	}
+	return err
+}
+
+// decodeList parses a comma-separated value, each element trimmed and given to parse with
+// its position (from 1); an empty element is an error naming it as noun, and a value of
+// spaces only is the empty list. Every list variable is read by it.
+func decodeList[T any](value, noun, want string, parse func(p string, pos int) (T, error)) ([]T, error) {
 	if strings.TrimSpace(value) == "" {
-		*l = DurationList{}
-		return nil
+		return []T{}, nil
 	}
 	parts := strings.Split(value, ",")
-	out := make(DurationList, 0, len(parts))
+	out := make([]T, 0, len(parts))
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
 		if p == "" {
-			return decodeErrorf("delay %d is empty (want comma-separated durations, e.g. 1m,5m,15m,1h)", i+1)
+			return nil, decodeErrorf("%s %d is empty (%s)", noun, i+1, want)
 		}
-		d, err := time.ParseDuration(p)
+		v, err := parse(p, i+1)
 		if err != nil {
-			return decodeErrorf("invalid duration %q in position %d (want comma-separated durations, e.g. 1m,5m,15m,1h)", p, i+1)
+			return nil, err
 		}
-		out = append(out, d)
+		out = append(out, v)
 	}
-	*l = out
-	return nil
+	return out, nil
 }
 
 // String formats the list as it is written in the environment.
@@ -691,25 +707,17 @@ type CIDRList []netip.Prefix
 
 // Decode implements envconfig.Decoder.
 func (l *CIDRList) Decode(value string) error {
-	if strings.TrimSpace(value) == "" {
-		*l = CIDRList{}
-		return nil
-	}
-	parts := strings.Split(value, ",")
-	out := make(CIDRList, 0, len(parts))
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			return decodeErrorf("CIDR %d is empty (want comma-separated CIDRs, e.g. 10.20.0.0/16,192.168.7.0/24)", i+1)
-		}
+	out, err := decodeList(value, "CIDR", "want comma-separated CIDRs, e.g. 10.20.0.0/16,192.168.7.0/24", func(p string, _ int) (netip.Prefix, error) {
 		pfx, err := targets.CheckAllowedCIDR(p)
 		if err != nil {
-			return decodeErrorf("%s", err)
+			return netip.Prefix{}, decodeErrorf("%s", err)
 		}
-		out = append(out, pfx)
+		return pfx, nil
+	})
+	if err == nil {
+		*l = out
 	}
-	*l = out
-	return nil
+	return err
 }
 
 // String formats the list as it is written in the environment.
