@@ -16,7 +16,7 @@ import (
 // (given to the API, its key sealed with RELAY_ENCRYPTION_KEY) is delivered, and the
 // receiver saw the certificate's subject. A relay without the key that sealed it sends
 // nothing for that subscription, not even without the certificate: it is blocked, and says
-// so in blocked_reason.
+// so in /readyz and blocked_reason.
 func TestClientCertificates(t *testing.T) {
 	db, dsn := relaytest.Open(t, relaytest.Migrated)
 	ca := relaytest.NewPrivateCA(t)
@@ -54,7 +54,11 @@ func TestClientCertificates(t *testing.T) {
 		_, err := db.Exec(`UPDATE relay.subscriptions SET secret = $2 WHERE id = $1`, s["id"], s["secret"])
 		require.NoError(t, err)
 	}
-	q := startRelay(t, dsn, caFile, "RELAY_RETRY_SCHEDULE=1h")
+	q := launchRelay(t, dsn, caFile, "RELAY_RETRY_SCHEDULE=1h")
+	relaytest.Eventually(t, 15*time.Second, func() bool {
+		status, body := q.readyz(t)
+		return status == http.StatusServiceUnavailable && strings.Contains(body, mtlsID)
+	}, "/readyz did not report the unopenable key:\n%s", tail(q.Output(), 20))
 	insertEvents(t, db, 1, 1)
 	relaytest.Eventually(t, 15*time.Second, func() bool {
 		_, got := q.call(t, http.MethodGet, "/v1/subscriptions/"+mtlsID, nil)
