@@ -44,7 +44,8 @@ type subscriptionPatch struct {
 // parsePatchSubscription decodes and checks a PATCH /v1/subscriptions/{id} body, with the
 // rules of parseCreateSubscription for each field present. Absent fields stay unchanged; null
 // resets an optional field to its default (filter: none; headers and metadata: {};
-// description: ""; ordered: false; rate_limit: none; timeout: RELAY_DELIVERY_TIMEOUT) and is refused for target_url, event_types and status,
+// description: ""; ordered: false; rate_limit: none; timeout: RELAY_DELIVERY_TIMEOUT;
+// client_certificate: none) and is refused for target_url, event_types and status,
 // which a subscription cannot be without. Pure: the target URL's DNS check comes later.
 func parsePatchSubscription(body []byte) (subscriptionPatch, error) {
 	var p subscriptionPatch
