@@ -65,6 +65,7 @@ func TestClientCertificates(t *testing.T) {
 		return got["blocked_reason"] != nil
 	}, "the subscription was never blocked:\n%s", tail(q.Output(), 20))
 	_, got := q.call(t, http.MethodGet, "/v1/subscriptions/"+mtlsID, nil)
+	require.Contains(t, got["blocked_reason"], "the relay cannot present this subscription's client certificate")
 	require.Contains(t, got["blocked_reason"], "RELAY_ENCRYPTION_KEY")
 	require.Len(t, attemptErrors(t, db, mtlsID), 1, "no attempt for the blocked subscription")
 	require.Len(t, rc.Requests(), 1, "nothing sent without the certificate")

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrBadClientCertificate means a client certificate and key, as given or as stored, are
@@ -50,15 +51,26 @@ func ClientCertificate(chain, storedKey string, open func(string) (string, error
 	if open != nil {
 		var err error
 		if plain, err = open(storedKey); err != nil {
-			return tls.Certificate{}, fmt.Errorf("opening the client certificate's key: %w", err)
+			return tls.Certificate{}, fmt.Errorf(openingClientKey+"%w", err)
 		}
 	}
 	pair, err := tls.X509KeyPair([]byte(chain), []byte(plain))
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("client certificate: %w: %s", ErrBadClientCertificate, err.Error())
+		return tls.Certificate{}, fmt.Errorf(clientCertPrefix+"%w: %s", ErrBadClientCertificate, err.Error())
 	}
 	return pair, nil
 }
+
+// IsClientCertificateProblem reports whether problem, the text of an error, is one of
+// ClientCertificate's: for messages made far from the error, such as blocked_reason.
+func IsClientCertificateProblem(problem string) bool {
+	return strings.HasPrefix(problem, openingClientKey) || strings.HasPrefix(problem, clientCertPrefix)
+}
+
+const (
+	openingClientKey = "opening the client certificate's key: "
+	clientCertPrefix = "client certificate: "
+)
 
 // LeafOf answers the first certificate of a PEM chain, for showing its subject and expiry.
 func LeafOf(chain string) (*x509.Certificate, error) {
