@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -141,24 +142,26 @@ func (r *Relay) startTracing(ctx context.Context) (trace.Tracer, error) {
 }
 
 // egressClient makes the client webhooks leave through, from the egress settings: the
-// address guard, the proxy and the root CAs.
-func egressClient(cfg config.Config, policy targets.Policy) (*http.Client, error) {
+// address guard, the proxy and the root CAs. It answers the egress.Config too, from which
+// the deliverer makes the clients of subscriptions with a client certificate.
+func egressClient(cfg config.Config, policy targets.Policy) (*http.Client, egress.Config, error) {
 	ecfg := egress.Config{Workers: cfg.Workers, Policy: policy, ProxyEnforcesSSRF: cfg.EgressProxyEnforcesSSRF}
 	if cfg.EgressProxy != "" {
 		u, err := url.Parse(cfg.EgressProxy)
 		if err != nil {
-			return nil, fmt.Errorf("RELAY_EGRESS_PROXY: invalid URL")
+			return nil, ecfg, fmt.Errorf("RELAY_EGRESS_PROXY: invalid URL")
 		}
 		ecfg.Proxy = u
 	}
 	if cfg.CAFile != "" {
 		roots, err := egress.LoadRoots(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("RELAY_CA_FILE: %w", err)
+			return nil, ecfg, fmt.Errorf("RELAY_CA_FILE: %w", err)
 		}
 		ecfg.RootCAs = roots
 	}
-	return egress.New(ecfg)
+	client, err := egress.New(ecfg)
+	return client, ecfg, err
 }
 
 // build makes the components and wires them together.
@@ -176,7 +179,7 @@ func (r *Relay) build(tracer trace.Tracer) error {
 	log.Info().Str("owner", owner).Str("schema", cfg.Schema).Msg("starting")
 	log.Info().Fields(cfg.LogFields()).Msg("configuration")
 
-	client, err := egressClient(cfg, policy)
+	client, ecfg, err := egressClient(cfg, policy)
 	if err != nil {
 		return err
 	}
@@ -208,13 +211,18 @@ func (r *Relay) build(tracer trace.Tracer) error {
 		ShutdownGrace:              cfg.ShutdownGrace,
 		UserAgent:                  "outbox-relay/" + r.opts.Version,
 		Client:                     client,
-		Metrics:                    m,
-		Active:                     r.leader,
-		Backlog:                    func() { r.dispatcher.Kick() },
-		Tracer:                     tracer,
-		OpenSecret:                 r.box.Open,
-		KeyProblems:                r.keys,
-		Logger:                     log.With().Str("component", "deliver").Logger(),
+		ClientWithCertificate: func(cert tls.Certificate) (*http.Client, error) {
+			c := ecfg
+			c.ClientCertificate = &cert
+			return egress.New(c)
+		},
+		Metrics:     m,
+		Active:      r.leader,
+		Backlog:     func() { r.dispatcher.Kick() },
+		Tracer:      tracer,
+		OpenSecret:  r.box.Open,
+		KeyProblems: r.keys,
+		Logger:      log.With().Str("component", "deliver").Logger(),
 	}); err != nil {
 		return err
 	}

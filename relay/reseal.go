@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	selectSecrets = `SELECT id, secret, coalesce(previous_secret, ''), headers::text FROM {{schema}}.subscriptions`
+	selectSecrets = `SELECT id, secret, coalesce(previous_secret, ''), headers::text, coalesce(client_key, '') FROM {{schema}}.subscriptions`
 	// The updates only apply if nobody changed what they rewrite since it was read (a
 	// rotation or a PATCH through the API, another replica resealing at the same time).
 	// Secrets and headers are guarded apart, so that a PATCH of the headers does not hold
@@ -22,14 +22,19 @@ WHERE id = $1 AND secret = $4 AND coalesce(previous_secret, '') = $5`
 	updateHeaders = `UPDATE {{schema}}.subscriptions
 SET headers = $2::jsonb
 WHERE id = $1 AND headers = $3::jsonb`
+	updateClientKey = `UPDATE {{schema}}.subscriptions
+SET client_key = $2
+WHERE id = $1 AND client_key = $3`
 )
 
-// sealedRow is what resealing reads of one subscription: its stored secrets and headers.
+// sealedRow is what resealing reads of one subscription: its stored secrets, headers and
+// client certificate key ("" for none).
 type sealedRow struct {
-	id, secret, previous, headers string
+	id, secret, previous, headers, clientKey string
 }
 
-// resealSecrets seals every subscription secret and custom header value stored in clear or
+// resealSecrets seals every subscription secret, custom header value and client certificate
+// key stored in clear or
 // under a key other than RELAY_ENCRYPTION_KEY with that key, and answers how many
 // subscriptions it rewrote. It runs at start-up when a key is set, so that after a key
 // rotation (new key, old one as RELAY_ENCRYPTION_KEY_PREVIOUS) and a restart, the old key
@@ -70,10 +75,11 @@ func readStale(ctx context.Context, db *sqlx.DB, schema string, box *secrets.Box
 	var stale []sealedRow
 	for rows.Next() {
 		var r sealedRow
-		if err := rows.Scan(&r.id, &r.secret, &r.previous, &r.headers); err != nil {
+		if err := rows.Scan(&r.id, &r.secret, &r.previous, &r.headers, &r.clientKey); err != nil {
 			return nil, fmt.Errorf("reading secrets: %w", err)
 		}
-		if box.NeedsReseal(r.secret) || (r.previous != "" && box.NeedsReseal(r.previous)) || headersNeedReseal(box, r.headers) {
+		if box.NeedsReseal(r.secret) || (r.previous != "" && box.NeedsReseal(r.previous)) || headersNeedReseal(box, r.headers) ||
+			(r.clientKey != "" && box.NeedsReseal(r.clientKey)) {
 			stale = append(stale, r)
 		}
 	}
@@ -114,6 +120,19 @@ func resealRow(ctx context.Context, db *sqlx.DB, schema string, box *secrets.Box
 		res, err := db.ExecContext(ctx, outbox.Qualify(schema, updateHeaders), r.id, string(headers), r.headers)
 		if err != nil {
 			return changed, fmt.Errorf("storing the resealed headers of %s: %w", r.id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			changed = true
+		}
+	}
+	if r.clientKey != "" && box.NeedsReseal(r.clientKey) {
+		key, err := reseal(box, r.clientKey)
+		if err != nil {
+			return changed, fmt.Errorf("resealing the client certificate key of %s: %w", r.id, err)
+		}
+		res, err := db.ExecContext(ctx, outbox.Qualify(schema, updateClientKey), r.id, key, r.clientKey)
+		if err != nil {
+			return changed, fmt.Errorf("storing the resealed client certificate key of %s: %w", r.id, err)
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
 			changed = true

@@ -185,3 +185,46 @@ func TestResealHeadersUnknownKey(t *testing.T) {
 	require.NoError(t, db.Get(&headers, `SELECT headers::text FROM relay.subscriptions WHERE id = 'sub_ok'`))
 	require.NotContains(t, headers, "Bearer ok", "the others are sealed")
 }
+
+// TestResealClientKey: a client certificate key in clear or under the previous key is
+// sealed under the current one; one already current is left alone, and so is the
+// certificate, which is public.
+func TestResealClientKey(t *testing.T) {
+	t.Parallel()
+	db := resealDB(t)
+	oldBox := testBox(t, 1, 0)
+	newBox := testBox(t, 2, 1)
+	onlyNew := testBox(t, 2, 0)
+	secret, err := onlyNew.Seal("whsec_a")
+	require.NoError(t, err)
+	const keyPEM = "-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n"
+	oldKey, err := oldBox.Seal(keyPEM)
+	require.NoError(t, err)
+	currentKey, err := onlyNew.Seal(keyPEM)
+	require.NoError(t, err)
+	for id, key := range map[string]string{"sub_clear": keyPEM, "sub_old": oldKey, "sub_current": currentKey} {
+		insertSubscription(t, db, id, secret, `{}`)
+		_, err := db.Exec(`UPDATE relay.subscriptions SET client_cert = 'CERT', client_key = $2 WHERE id = $1`, id, key)
+		require.NoError(t, err)
+	}
+	insertSubscription(t, db, "sub_none", secret, `{}`)
+
+	n, _, err := resealSecrets(context.Background(), db, "relay", newBox)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "sub_clear and sub_old")
+	for _, id := range []string{"sub_clear", "sub_old", "sub_current"} {
+		var cert, key string
+		require.NoError(t, db.QueryRow(`SELECT client_cert, client_key FROM relay.subscriptions WHERE id = $1`, id).Scan(&cert, &key))
+		require.Equal(t, "CERT", cert)
+		require.False(t, newBox.NeedsReseal(key), id)
+		plain, err := onlyNew.Open(key)
+		require.NoError(t, err, id)
+		require.Equal(t, keyPEM, plain, id)
+	}
+	var stillCurrent string
+	require.NoError(t, db.Get(&stillCurrent, `SELECT client_key FROM relay.subscriptions WHERE id = 'sub_current'`))
+	require.Equal(t, currentKey, stillCurrent, "a current value is not rewritten")
+	var none sql.NullString
+	require.NoError(t, db.Get(&none, `SELECT client_key FROM relay.subscriptions WHERE id = 'sub_none'`))
+	require.False(t, none.Valid)
+}

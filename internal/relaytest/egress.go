@@ -153,6 +153,17 @@ func NewPrivateCA(t testing.TB) *PrivateCA {
 // localhost, the CA signed; closed when the test ends.
 func (ca *PrivateCA) NewTLSServer(t testing.TB, h http.Handler) *httptest.Server {
 	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = ca.serverTLS(t)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// serverTLS answers a server configuration with a certificate the CA signed for 127.0.0.1
+// and localhost.
+func (ca *PrivateCA) serverTLS(t testing.TB) *tls.Config {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	tpl := &x509.Certificate{
@@ -167,11 +178,7 @@ func (ca *PrivateCA) NewTLSServer(t testing.TB, h http.Handler) *httptest.Server
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, &key.PublicKey, ca.key)
 	require.NoError(t, err)
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	return srv
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 // NewReceiver starts a Receiver over HTTPS whose certificate the CA signed (see
@@ -180,5 +187,45 @@ func (ca *PrivateCA) NewReceiver(t testing.TB) *Receiver {
 	t.Helper()
 	rc := newReceiver()
 	rc.Server = ca.NewTLSServer(t, rc.handler())
+	return rc
+}
+
+// NewClientCertificate makes a client certificate for commonName, signed by the CA and
+// valid until notAfter, and answers it and its private key in PEM (PKCS #8).
+func (ca *PrivateCA) NewClientCertificate(t testing.TB, commonName string, notAfter time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"outbox-relay tests"}},
+		NotBefore:    time.Now().Add(-48 * time.Hour),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, &key.PublicKey, ca.key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+}
+
+// NewMTLSReceiver is NewReceiver for a receiver that requires a client certificate the CA
+// signed (tls.RequireAndVerifyClientCert): a request without one fails in the handshake.
+// The Receiver's handler sees the certificate in r.TLS.
+func (ca *PrivateCA) NewMTLSReceiver(t testing.TB) *Receiver {
+	t.Helper()
+	rc := newReceiver()
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	srv := httptest.NewUnstartedServer(rc.handler())
+	srv.TLS = ca.serverTLS(t)
+	srv.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	srv.TLS.ClientCAs = pool
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	rc.Server = srv
 	return rc
 }

@@ -62,6 +62,8 @@ type Request struct {
 	Header http.Header
 	Body   []byte
 	At     time.Time
+	// ClientSubject is the subject of the client certificate presented, "" without one.
+	ClientSubject string
 }
 
 // Receiver is a real HTTP server that records requests and answers with Respond.
@@ -88,7 +90,11 @@ func (rc *Receiver) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
-		rc.requests = append(rc.requests, Request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()})
+		req := Request{Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()}
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			req.ClientSubject = r.TLS.PeerCertificates[0].Subject.String()
+		}
+		rc.requests = append(rc.requests, req)
 		respond := rc.Respond
 		rc.mu.Unlock()
 		select {

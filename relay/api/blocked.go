@@ -33,6 +33,10 @@ func blockedReason(problem string) *string {
 	default:
 		remedy = "."
 	}
-	reason := "the relay cannot sign for this subscription: " + problem + remedy + blockedWait
+	what := "the relay cannot sign for this subscription: "
+	if secrets.IsClientCertificateProblem(problem) {
+		what = "the relay cannot present this subscription's client certificate: "
+	}
+	reason := what + problem + remedy + blockedWait
 	return &reason
 }

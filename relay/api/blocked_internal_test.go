@@ -76,4 +76,12 @@ func TestBlockedReasonPhrases(t *testing.T) {
 		})
 	}
 	require.Nil(t, blockedReason(""))
+
+	// A client certificate's key says so, with the same remedy.
+	_, err = secrets.ClientCertificate("CERT", sealed, box(0, 0).Open)
+	require.Error(t, err)
+	got := blockedReason(err.Error())
+	require.NotNil(t, got)
+	require.True(t, strings.HasPrefix(*got, "the relay cannot present this subscription's client certificate: opening the client certificate's key: "), *got)
+	require.Contains(t, *got, "set RELAY_ENCRYPTION_KEY to the key it was sealed with")
 }

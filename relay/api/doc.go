@@ -109,8 +109,8 @@
 //
 // PATCH takes the creation's fields plus status, each validated by the same rules, and
 // changes only those present; null resets an optional field to its default (no filter, no
-// headers, {} metadata, "" description, not ordered, no rate_limit, the relay's timeout) and
-// is refused for target_url,
+// headers, {} metadata, "" description, not ordered, no rate_limit, the relay's timeout, no
+// client certificate) and is refused for target_url,
 // event_types and status. The row is locked (SELECT ... FOR UPDATE) while the patch is
 // merged, so a concurrent change by the deliverer (a 410 or RELAY_DISABLE_AFTER disabling
 // it) is never silently overwritten. status takes active or paused; disabled is the relay's
@@ -192,12 +192,21 @@
 // relay's configuration, not the request, must change, so it is not a 503. Headers take no
 // part in the duplicate check.
 //
+// # Client certificates
+//
+// client_certificate ({"cert_pem", "key_pem"}, on creation and PATCH) is a PEM chain, leaf
+// first, and the leaf's private key, checked with tls.X509KeyPair and stored re-encoded: the
+// chain in clear, the key through Config.SealSecret like the signing secret. Anything else
+// is 422 invalid_client_certificate, whose message never quotes the key. An expired
+// certificate is accepted; answers show {"subject", "not_after"} of the leaf and nothing
+// else, so a client sees the expiry coming. No route shows the PEMs again.
+//
 // # Blocked subscriptions
 //
-// The deliverer sends nothing for a subscription whose signing secret or a sealed header
-// value no configured key opens; its deliveries wait. Every subscription the API answers
-// carries blocked_reason, so the owner sees why without reading the relay's logs: null, or
-// Config.KeyProblem's answer phrased with the setting that fixes it (blockedReason). The API
+// The deliverer sends nothing for a subscription whose signing secret, a sealed header
+// value or client certificate key no configured key opens; its deliveries wait. Every
+// subscription the API answers carries blocked_reason, so the owner sees why without
+// reading the relay's logs: null, or Config.KeyProblem's answer phrased with the setting that fixes it (blockedReason). The API
 // does not open secrets to decide this itself: the key check (relay/keycheck) and the
 // deliverer decide, and the API shows what they found, which is what this relay process
 // knows (replicas configured alike agree). A list costs no extra query.

@@ -13,42 +13,43 @@ import (
 // Error codes, the "code" of an error answer. They are part of the API: clients branch on
 // them, so existing codes never change meaning.
 const (
-	codeInvalidJSON           = "invalid_json"           // 400: not JSON, trailing data, duplicate field, wrong JSON type
-	codeUnknownField          = "unknown_field"          // 400
-	codeInvalidTenantID       = "invalid_tenant_id"      // 400: X-Tenant-ID (or the caller's tenant) unusable
-	codeUnauthorized          = "unauthorized"           // 401
-	codeNotFound              = "not_found"              // 404: missing, malformed ID, another tenant's
-	codeMethodNotAllowed      = "method_not_allowed"     // 405
-	codeDuplicate             = "duplicate_subscription" // 409
-	codeBodyTooLarge          = "body_too_large"         // 413
-	codeUnsupportedMediaType  = "unsupported_media_type" // 415
-	codeInvalidTargetURL      = targets.CodeInvalidTargetURL
-	codeInvalidEventTypes     = "invalid_event_types"
-	codeInvalidEventType      = "invalid_event_type" // the event_type list filter
-	codeInvalidFilter         = "invalid_filter"
-	codeInvalidHeaders        = "invalid_headers"
-	codeInvalidMetadata       = "invalid_metadata"
-	codeInvalidDescription    = "invalid_description"
-	codeInvalidSecret         = "invalid_secret"           // 422: a supplied secret that is not usable, or given where none is taken
-	codeInvalidScheme         = "invalid_signature_scheme" // 422: signature_scheme other than v1 or v1a, or in a PATCH
-	codeInvalidRateLimit      = "invalid_rate_limit"       // 422: rate_limit not a number in range
-	codeInvalidTimeout        = "invalid_timeout"          // 422: timeout not whole seconds 1 to 30
-	codeInvalidLimit          = "invalid_limit"
-	codeInvalidCursor         = "invalid_cursor"
-	codeInvalidStatus         = "invalid_status"
-	codeInvalidSince          = "invalid_since"           // 422: replay's since, the lists' since
-	codeInvalidUntil          = "invalid_until"           // 422: GET /v1/events?until=
-	codeInvalidSubscriptionID = "invalid_subscription_id" // 422: GET /v1/deliveries?subscription_id=
-	codeInvalidIdempotency    = "invalid_idempotency_key" // 400: Idempotency-Key empty, too long, repeated
-	codeIdempotencyReused     = "idempotency_key_reused"  // 422: same key, another request
-	codeIdempotencyInUse      = "idempotency_key_in_use"  // 409: the first request with the key is still running
-	codeNotActive             = "subscription_not_active" // 409: test of a paused or disabled subscription
-	codeSubscriptionDeleted   = "subscription_deleted"    // 409: retry of a deleted subscription's delivery
-	codeDeliveryInFlight      = "delivery_in_flight"      // 409: retry of a delivery being sent right now
-	codeInternal              = "internal_error"          // 500, never with detail
-	codeDatabaseUnavailable   = "database_unavailable"    // 503 with Retry-After: the database cannot be reached or takes no work
-	codeInvalidReveal         = "invalid_reveal"          // 422: GET /v1/subscriptions/{id}?reveal= other than headers
-	codeSecretUnavailable     = "secret_unavailable"      // 500: a stored secret or header value is sealed under a key the relay lacks
+	codeInvalidJSON              = "invalid_json"           // 400: not JSON, trailing data, duplicate field, wrong JSON type
+	codeUnknownField             = "unknown_field"          // 400
+	codeInvalidTenantID          = "invalid_tenant_id"      // 400: X-Tenant-ID (or the caller's tenant) unusable
+	codeUnauthorized             = "unauthorized"           // 401
+	codeNotFound                 = "not_found"              // 404: missing, malformed ID, another tenant's
+	codeMethodNotAllowed         = "method_not_allowed"     // 405
+	codeDuplicate                = "duplicate_subscription" // 409
+	codeBodyTooLarge             = "body_too_large"         // 413
+	codeUnsupportedMediaType     = "unsupported_media_type" // 415
+	codeInvalidTargetURL         = targets.CodeInvalidTargetURL
+	codeInvalidEventTypes        = "invalid_event_types"
+	codeInvalidEventType         = "invalid_event_type" // the event_type list filter
+	codeInvalidFilter            = "invalid_filter"
+	codeInvalidHeaders           = "invalid_headers"
+	codeInvalidMetadata          = "invalid_metadata"
+	codeInvalidDescription       = "invalid_description"
+	codeInvalidSecret            = "invalid_secret"           // 422: a supplied secret that is not usable, or given where none is taken
+	codeInvalidScheme            = "invalid_signature_scheme" // 422: signature_scheme other than v1 or v1a, or in a PATCH
+	codeInvalidRateLimit         = "invalid_rate_limit"       // 422: rate_limit not a number in range
+	codeInvalidTimeout           = "invalid_timeout"          // 422: timeout not whole seconds 1 to 30
+	codeInvalidLimit             = "invalid_limit"
+	codeInvalidCursor            = "invalid_cursor"
+	codeInvalidStatus            = "invalid_status"
+	codeInvalidSince             = "invalid_since"              // 422: replay's since, the lists' since
+	codeInvalidUntil             = "invalid_until"              // 422: GET /v1/events?until=
+	codeInvalidSubscriptionID    = "invalid_subscription_id"    // 422: GET /v1/deliveries?subscription_id=
+	codeInvalidIdempotency       = "invalid_idempotency_key"    // 400: Idempotency-Key empty, too long, repeated
+	codeIdempotencyReused        = "idempotency_key_reused"     // 422: same key, another request
+	codeIdempotencyInUse         = "idempotency_key_in_use"     // 409: the first request with the key is still running
+	codeNotActive                = "subscription_not_active"    // 409: test of a paused or disabled subscription
+	codeSubscriptionDeleted      = "subscription_deleted"       // 409: retry of a deleted subscription's delivery
+	codeDeliveryInFlight         = "delivery_in_flight"         // 409: retry of a delivery being sent right now
+	codeInternal                 = "internal_error"             // 500, never with detail
+	codeDatabaseUnavailable      = "database_unavailable"       // 503 with Retry-After: the database cannot be reached or takes no work
+	codeInvalidReveal            = "invalid_reveal"             // 422: GET /v1/subscriptions/{id}?reveal= other than headers
+	codeInvalidClientCertificate = "invalid_client_certificate" // 422: client_certificate not a PEM chain with its leaf's key
+	codeSecretUnavailable        = "secret_unavailable"         // 500: a stored secret or header value is sealed under a key the relay lacks
 )
 
 // errorCodes lists every code above, for the OpenAPI document's check.
@@ -62,7 +63,7 @@ var errorCodes = []string{
 	codeIdempotencyReused, codeIdempotencyInUse, codeNotActive, codeSubscriptionDeleted,
 	codeDeliveryInFlight, codeInternal, codeDatabaseUnavailable, codeInvalidReveal,
 	codeSecretUnavailable, codeInvalidUntil, codeInvalidSubscriptionID,
-	codeInvalidRateLimit, codeInvalidTimeout,
+	codeInvalidRateLimit, codeInvalidTimeout, codeInvalidClientCertificate,
 }
 
 // apiError is an answer for the caller: its status, code and message are sent as they are.

@@ -16,7 +16,7 @@ import (
 var settableStatuses = []string{"active", "paused"}
 
 var patchFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered", "status",
-	"secret", "signature_scheme", "rate_limit", "timeout"}
+	"secret", "signature_scheme", "rate_limit", "timeout", "client_certificate"}
 
 // subscriptionPatch is a validated PATCH request. A nil pointer (or nil slice) leaves the
 // field as it is.
@@ -35,12 +35,17 @@ type subscriptionPatch struct {
 	// RateLimit and Timeout point to their new value; an invalid one (null) clears it.
 	RateLimit *sql.NullFloat64
 	Timeout   *sql.NullInt64
+	// SetClientCertificate says client_certificate was given: ClientCertificate replaces
+	// the stored one, nil removing it.
+	SetClientCertificate bool
+	ClientCertificate    *clientCertificate
 }
 
 // parsePatchSubscription decodes and checks a PATCH /v1/subscriptions/{id} body, with the
 // rules of parseCreateSubscription for each field present. Absent fields stay unchanged; null
 // resets an optional field to its default (filter: none; headers and metadata: {};
-// description: ""; ordered: false; rate_limit: none; timeout: RELAY_DELIVERY_TIMEOUT) and is refused for target_url, event_types and status,
+// description: ""; ordered: false; rate_limit: none; timeout: RELAY_DELIVERY_TIMEOUT;
+// client_certificate: none) and is refused for target_url, event_types and status,
 // which a subscription cannot be without. Pure: the target URL's DNS check comes later.
 func parsePatchSubscription(body []byte) (subscriptionPatch, error) {
 	var p subscriptionPatch
@@ -160,6 +165,13 @@ func parsePatchSubscription(body []byte) (subscriptionPatch, error) {
 		}
 		p.Timeout = &v
 	}
+	if has("client_certificate") {
+		c, err := parseClientCertificate(obj)
+		if err != nil {
+			return p, err
+		}
+		p.SetClientCertificate, p.ClientCertificate = true, c
+	}
 	if has("status") {
 		st, ok, err := field[string](obj, "status", "a string")
 		if err != nil {
@@ -245,13 +257,18 @@ func (a *API) patchSubscription(w http.ResponseWriter, r *http.Request, s scope)
 	if p.Timeout != nil {
 		next.TimeoutSeconds = *p.Timeout
 	}
+	certChain, certKey, err := a.sealClientCertificate(p.ClientCertificate)
+	if err != nil {
+		return fmt.Errorf("sealing client certificate key: %w", err)
+	}
 	reactivated := p.Status != nil && next.Status == "active" && cur.Status != "active"
 	filter := sql.NullString{String: string(next.Filter), Valid: next.Filter != nil}
 
 	var row subscriptionRow
 	err = tx.GetContext(r.Context(), &row, a.q.updateSubscription, id, next.TargetURL, next.EventTypes,
 		filter, string(jsonOr(next.Headers, "{}")), next.Description, string(jsonOr(next.Metadata, "{}")),
-		next.Ordered, next.Status, p.Status != nil, reactivated, next.RateLimit, next.TimeoutSeconds)
+		next.Ordered, next.Status, p.Status != nil, reactivated, next.RateLimit, next.TimeoutSeconds,
+		p.SetClientCertificate, certChain, certKey)
 	if isDuplicate(err) {
 		_ = tx.Rollback()
 		aerr := errorf(http.StatusConflict, codeDuplicate, "another subscription has the same target_url, event_types and filter")

@@ -11,17 +11,18 @@ import "github.com/referralloop/outbox-relay/outbox"
 // tenant's, and what it cannot see answers "no row", hence 404.
 
 const subscriptionColumns = `seq, id, tenant_id, target_url, event_types, filter, headers,
-    description, metadata, ordered, rate_limit, timeout_seconds, status, disabled_reason, signature_scheme, created_at, updated_at`
+    description, metadata, ordered, rate_limit, timeout_seconds, status, disabled_reason, signature_scheme, client_cert, created_at, updated_at`
 
 // sqlInsertSubscription: $1 id, $2 tenant or NULL, $3 target URL, $4 event types, $5 filter
 // (jsonb text or NULL), $6 headers, $7 description, $8 metadata, $9 ordered, $10 stored secret
 // (a whsec_ secret or, for v1a, a whsk_ private key, sealed), $11 signature scheme, $12 rate
-// limit or NULL, $13 timeout in seconds or NULL.
+// limit or NULL, $13 timeout in seconds or NULL, $14 client certificate chain or NULL, $15 its
+// key (sealed) or NULL.
 const sqlInsertSubscription = `
 INSERT INTO {{schema}}.subscriptions
     (id, tenant_id, target_url, event_types, filter, headers, description, metadata, ordered, secret,
-     signature_scheme, rate_limit, timeout_seconds)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb, $9, $10, $11, $12, $13)
+     signature_scheme, rate_limit, timeout_seconds, client_cert, client_key)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15)
 RETURNING ` + subscriptionColumns
 
 // sqlFindDuplicate finds the live subscription subscriptions_duplicate_idx compared an insert
@@ -55,11 +56,14 @@ FOR UPDATE`
 // $2 target URL, $3 event types, $4 filter or NULL, $5 headers, $6 description, $7 metadata,
 // $8 ordered, $9 status, $10 true to clear disabled_reason (the status was set), $11 true
 // to clear failing_since (the subscription becomes active again, so the auto-disable window
-// starts afresh), $12 rate limit or NULL, $13 timeout in seconds or NULL.
+// starts afresh), $12 rate limit or NULL, $13 timeout in seconds or NULL, $14 true to set the
+// client certificate to $15 (chain or NULL) and $16 (sealed key or NULL); false keeps it.
 const sqlUpdateSubscription = `
 UPDATE {{schema}}.subscriptions
 SET target_url = $2, event_types = $3, filter = $4::jsonb, headers = $5::jsonb, description = $6,
     metadata = $7::jsonb, ordered = $8, status = $9, rate_limit = $12, timeout_seconds = $13,
+    client_cert = CASE WHEN $14::boolean THEN $15::text ELSE client_cert END,
+    client_key = CASE WHEN $14::boolean THEN $16::text ELSE client_key END,
     disabled_reason = CASE WHEN $10::boolean THEN NULL ELSE disabled_reason END,
     failing_since = CASE WHEN $11::boolean THEN NULL ELSE failing_since END,
     updated_at = now()

@@ -66,8 +66,10 @@ type subscriptionRow struct {
 	Status         string          `db:"status"`
 	DisabledReason sql.NullString  `db:"disabled_reason"`
 	Scheme         string          `db:"signature_scheme"`
-	CreatedAt      time.Time       `db:"created_at"`
-	UpdatedAt      time.Time       `db:"updated_at"`
+	// ClientCert is the client certificate's PEM chain (never its key), NULL for none.
+	ClientCert sql.NullString `db:"client_cert"`
+	CreatedAt  time.Time      `db:"created_at"`
+	UpdatedAt  time.Time      `db:"updated_at"`
 }
 
 // subscriptionJSON is a subscription as the API shows it. Header values are masked
@@ -88,30 +90,33 @@ type subscriptionJSON struct {
 	DisabledReason *string         `json:"disabled_reason"`
 	BlockedReason  *string         `json:"blocked_reason"`
 	Scheme         string          `json:"signature_scheme"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
+	// ClientCertificate shows the leaf's subject and expiry only, never the PEMs.
+	ClientCertificate *clientCertificateJSON `json:"client_certificate"`
+	CreatedAt         time.Time              `json:"created_at"`
+	UpdatedAt         time.Time              `json:"updated_at"`
 }
 
 // show answers r as the API shows it, with what Config.KeyProblem knows of it.
 func (a *API) show(r subscriptionRow) subscriptionJSON {
 	return subscriptionJSON{
-		ID:             r.ID,
-		TenantID:       nullable(r.TenantID),
-		TargetURL:      r.TargetURL,
-		EventTypes:     []string(r.EventTypes),
-		Filter:         json.RawMessage(r.Filter), // nil, hence null, when unset
-		Headers:        maskHeaders(r.Headers),
-		Description:    r.Description,
-		Metadata:       jsonOr(r.Metadata, "{}"),
-		Ordered:        r.Ordered,
-		RateLimit:      nullableFloat(r.RateLimit),
-		Timeout:        nullableInt(r.TimeoutSeconds),
-		Status:         r.Status,
-		DisabledReason: nullable(r.DisabledReason),
-		BlockedReason:  blockedReason(a.keyProblem(r.ID)),
-		Scheme:         r.Scheme,
-		CreatedAt:      r.CreatedAt.UTC(),
-		UpdatedAt:      r.UpdatedAt.UTC(),
+		ID:                r.ID,
+		TenantID:          nullable(r.TenantID),
+		TargetURL:         r.TargetURL,
+		EventTypes:        []string(r.EventTypes),
+		Filter:            json.RawMessage(r.Filter), // nil, hence null, when unset
+		Headers:           maskHeaders(r.Headers),
+		Description:       r.Description,
+		Metadata:          jsonOr(r.Metadata, "{}"),
+		Ordered:           r.Ordered,
+		RateLimit:         nullableFloat(r.RateLimit),
+		Timeout:           nullableInt(r.TimeoutSeconds),
+		Status:            r.Status,
+		DisabledReason:    nullable(r.DisabledReason),
+		BlockedReason:     blockedReason(a.keyProblem(r.ID)),
+		Scheme:            r.Scheme,
+		ClientCertificate: showClientCertificate(r.ClientCert),
+		CreatedAt:         r.CreatedAt.UTC(),
+		UpdatedAt:         r.UpdatedAt.UTC(),
 	}
 }
 
@@ -158,10 +163,12 @@ type newSubscription struct {
 	Scheme    string
 	RateLimit sql.NullFloat64
 	Timeout   sql.NullInt64 // seconds
+	// ClientCertificate is presented to the receiver (mTLS); nil for none.
+	ClientCertificate *clientCertificate
 }
 
 var createFields = []string{"target_url", "event_types", "event_type", "description", "filter", "headers", "metadata", "ordered",
-	"secret", "signature_scheme", "rate_limit", "timeout"}
+	"secret", "signature_scheme", "rate_limit", "timeout", "client_certificate"}
 
 // signatureSchemes are the values of signature_scheme.
 var signatureSchemes = []string{signature.SchemeHMAC, signature.SchemeEd25519}
@@ -294,6 +301,9 @@ func parseCreateSubscription(body []byte) (newSubscription, error) {
 		return in, err
 	}
 	if in.Timeout, err = parseTimeout(obj); err != nil {
+		return in, err
+	}
+	if in.ClientCertificate, err = parseClientCertificate(obj); err != nil {
 		return in, err
 	}
 	return in, nil
@@ -462,6 +472,10 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 	if err != nil {
 		return err
 	}
+	certChain, certKey, err := a.sealClientCertificate(in.ClientCertificate)
+	if err != nil {
+		return fmt.Errorf("sealing client certificate key: %w", err)
+	}
 	metadata := in.Metadata
 	if metadata == nil {
 		metadata = json.RawMessage("{}")
@@ -475,7 +489,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request, s scope
 		var row subscriptionRow
 		err = a.db.GetContext(r.Context(), &row, a.q.insertSubscription,
 			ids.NewSubscriptionID(), s.sqlTenant(), in.TargetURL, eventTypes, filter,
-			string(headers), in.Description, string(metadata), in.Ordered, stored, in.Scheme, in.RateLimit, in.Timeout)
+			string(headers), in.Description, string(metadata), in.Ordered, stored, in.Scheme, in.RateLimit, in.Timeout, certChain, certKey)
 		if err == nil {
 			a.log.Info().Str("subscription_id", row.ID).Str("tenant_id", s.tenant).Str("signature_scheme", in.Scheme).
 				Bool("secret_supplied", in.Secret != "").Msg("subscription created")

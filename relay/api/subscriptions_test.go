@@ -181,11 +181,11 @@ func TestCreateSubscription(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ts.After(before), "%s %s", k, ts)
 	}
-	for _, k := range []string{"rate_limit", "timeout"} {
+	for _, k := range []string{"rate_limit", "timeout", "client_certificate"} {
 		require.Contains(t, sub, k)
 		require.Nil(t, sub[k], k)
 	}
-	require.Len(t, sub, 18, "the subscription fields plus secret: %v", sub)
+	require.Len(t, sub, 19, "the subscription fields plus secret: %v", sub)
 
 	// GET shows the same, without the secret.
 	res := b.call(t, http.MethodGet, "/v1/subscriptions/"+id, "", "")

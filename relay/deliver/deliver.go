@@ -2,10 +2,12 @@ package deliver
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +78,10 @@ type Config struct {
 	// Client sends the requests. Optional: nil means egress.New with no address guard; the
 	// relay passes the client egress.New made from its configuration.
 	Client *http.Client
+	// ClientWithCertificate makes the client for a subscription with a client certificate
+	// (mTLS): Client's settings, presenting cert. Optional: nil means egress.New with no
+	// address guard and the certificate; the relay passes one from its egress settings.
+	ClientWithCertificate func(cert tls.Certificate) (*http.Client, error)
 	// OpenSecret turns a stored secret (or a sealed header value) into its plain value; nil
 	// means stored in clear.
 	OpenSecret func(stored string) (string, error)
@@ -133,6 +139,10 @@ type Deliverer struct {
 	goneQ        string
 	releaseQ     string
 	opEvQ        string
+	certsQ       string
+
+	// certs holds the subscriptions' client certificates and their clients (clientcert.go).
+	certs *certClients
 
 	// lanes queues claimed jobs per subscription and hands them to the workers.
 	lanes *lanes
@@ -202,6 +212,12 @@ func New(cfg Config) (*Deliverer, error) {
 			return nil, err
 		}
 	}
+	if cfg.ClientWithCertificate == nil {
+		workers := cfg.Workers
+		cfg.ClientWithCertificate = func(cert tls.Certificate) (*http.Client, error) {
+			return egress.New(egress.Config{Workers: workers, Policy: targets.Policy{AllowPrivate: true}, ClientCertificate: &cert})
+		}
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -225,6 +241,8 @@ func New(cfg Config) (*Deliverer, error) {
 		goneQ:        outbox.Qualify(cfg.Schema, disableGone),
 		releaseQ:     outbox.Qualify(cfg.Schema, releaseClaims),
 		opEvQ:        outbox.Qualify(cfg.Schema, insertOperationalEvents),
+		certsQ:       outbox.Qualify(cfg.Schema, selectClientCerts),
+		certs:        newCertClients(),
 		wake:         make(chan struct{}, 1),
 		roomFree:     make(chan struct{}, 1),
 		cover:        newClaimCover(),
@@ -529,6 +547,15 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 // whose subscription's secret cannot be opened go back at once, unsent: the subscription
 // is reported, and the next claims pass it over.
 func (d *Deliverer) queue(js []*job) {
+	if unknown := d.resolveCertificates(js); len(unknown) > 0 {
+		// Whether they need a client certificate is not known: not sent now.
+		d.releaseAfter(unknown, time.Second)
+		skip := make(map[*job]bool, len(unknown))
+		for _, j := range unknown {
+			skip[j] = true
+		}
+		js = slices.DeleteFunc(slices.Clone(js), func(j *job) bool { return skip[j] })
+	}
 	var blocked []*job
 	sendable := js[:0:0]
 	for _, j := range js {
@@ -625,7 +652,7 @@ func (d *Deliverer) blocked(js []*job) {
 		problem := errors.Join(j.keyProblem, j.badHeaders)
 		if d.skipped.add(j.subscriptionID, time.Now().Add(keyProblemRecheck)) {
 			d.log.Warn().Str("subscription_id", j.subscriptionID).Str("error", problem.Error()).
-				Msg("subscription's deliveries wait: its secret or custom headers cannot be used as stored (a missing RELAY_ENCRYPTION_KEY or RELAY_ENCRYPTION_KEY_PREVIOUS, or headers written by hand)")
+				Msg("subscription's deliveries wait: its secret, custom headers or client certificate cannot be used as stored (a missing RELAY_ENCRYPTION_KEY or RELAY_ENCRYPTION_KEY_PREVIOUS, or values written by hand)")
 		}
 		if d.cfg.KeyProblems != nil {
 			d.cfg.KeyProblems.Report(j.subscriptionID, problem)

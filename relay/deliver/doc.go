@@ -88,6 +88,16 @@
 // hundreds of deliveries: a record takes up to maxRecordBatch results, and a claim the room
 // they free, up to defaults.BacklogBatches times BatchSize.
 //
+// # Client certificates
+//
+// A subscription with a client certificate (mTLS) is sent to through a client of its own,
+// made by Config.ClientWithCertificate and cached per subscription and certificate; all
+// others share Config.Client. The claims do not carry the certificate: the deliverer looks
+// it up by subscription id, at most once per 15 seconds per subscription and in one query
+// per claim (clientcert.go says why). A key no configured key opens blocks the subscription
+// like an unopenable secret; a subscription never looked up while that query fails is
+// given back unsent rather than sent without a certificate it may need.
+//
 // # Outcomes
 //
 // Any 2xx is success. Everything else fails the attempt: another status (3xx included:

@@ -56,9 +56,12 @@ type job struct {
 	// one of its line becomes claimable.
 	ordered   bool
 	targetURL string
-	headers   map[string]string
-	signers   []signature.Signer
-	body      []byte
+	// client sends the request when the subscription has a client certificate; nil means
+	// the shared client.
+	client  *http.Client
+	headers map[string]string
+	signers []signature.Signer
+	body    []byte
 	// payloadSize is set, and body empty, when the payload exceeds MaxPayloadBytes.
 	payloadSize int
 	// unreadable says why the event's row cannot become a webhook (its created_at is not
@@ -163,7 +166,11 @@ func (d *Deliverer) send(ctx context.Context, j *job) (res result) {
 		propagation.TraceContext{}.Inject(reqCtx, propagation.HeaderCarrier(h))
 	}
 
-	resp, err := d.client.Do(req)
+	client := d.client
+	if j.client != nil {
+		client = j.client
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		res.duration = d.now().Sub(res.startedAt)
 		if ctx.Err() != nil {

@@ -45,6 +45,13 @@
 // 403 Forbidden: denied by egress policy", and the delivery is retried on its schedule. It is
 // not a fault of the relay: other deliveries go on, and readiness is unaffected.
 //
+// # Client certificates
+//
+// Config.ClientCertificate makes a client that presents that certificate to receivers asking
+// for one (mTLS). The deliverer makes one such client per subscription certificate from the
+// relay's Config, so the guard, the proxy and the roots apply to it as to the shared client,
+// which presents none.
+//
 // # Root CAs
 //
 // LoadRoots adds the certificates of a PEM file to the system's roots, for receivers on a

@@ -46,6 +46,10 @@ type Config struct {
 	// RootCAs are the roots receivers' certificates are verified against. Optional: nil
 	// means the system's (see LoadRoots for the system's plus a file's).
 	RootCAs *x509.CertPool
+	// ClientCertificate is presented to receivers that ask for one (mTLS). Optional: nil
+	// presents none. The deliverer makes one client per subscription certificate with it,
+	// from the same Config otherwise, so the guard, proxy and roots apply alike.
+	ClientCertificate *tls.Certificate
 }
 
 // New returns the client webhook requests go out with: no redirects (a 3xx is a failed
@@ -90,6 +94,9 @@ func New(cfg Config) (*http.Client, error) {
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: 0, // the per-request context carries RELAY_DELIVERY_TIMEOUT
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
+	}
+	if cfg.ClientCertificate != nil {
+		transport.TLSClientConfig.Certificates = []tls.Certificate{*cfg.ClientCertificate}
 	}
 	return &http.Client{
 		Transport:     transport,

@@ -1,5 +1,6 @@
 // Package keycheck finds the active subscriptions that this relay cannot sign for: those
-// whose signing secret (or previous secret during a rotation) no configured key opens, so
+// whose signing secret (or previous secret during a rotation), a sealed custom header value
+// or client certificate key no configured key opens, so
 // that a wrong or missing RELAY_ENCRYPTION_KEY is seen at start-up and in readiness, not
 // only as deliveries that never go out.
 //
@@ -60,10 +61,11 @@ type Checker struct {
 }
 
 // activeSecrets reads what a delivery would be signed with (the secret, and the previous
-// one while it still signs beside it) and the custom headers it would carry.
+// one while it still signs beside it), the custom headers it would carry and the client
+// certificate it would present.
 const activeSecrets = `
 SELECT id, secret, CASE WHEN previous_secret_expires_at > now() THEN coalesce(previous_secret, '') ELSE '' END,
-       headers::text
+       headers::text, coalesce(client_cert, ''), coalesce(client_key, '')
 FROM {{schema}}.subscriptions
 WHERE status = 'active' AND deleted_at IS NULL
 ORDER BY id`
@@ -118,11 +120,17 @@ func (c *Checker) Scan(ctx context.Context) error {
 	found := map[string]string{}
 	groups := map[string]*group{}
 	for rows.Next() {
-		var id, secret, previous, headers string
-		if err := rows.Scan(&id, &secret, &previous, &headers); err != nil {
+		var id, secret, previous, headers, certChain, certKey string
+		if err := rows.Scan(&id, &secret, &previous, &headers, &certChain, &certKey); err != nil {
 			return fmt.Errorf("reading subscription secrets: %w", err)
 		}
-		if stored, err := c.check(secret, previous, headers); err != nil {
+		stored, err := c.check(secret, previous, headers)
+		if err == nil && certKey != "" {
+			if _, err = secrets.ClientCertificate(certChain, certKey, c.cfg.Open); err != nil {
+				stored = certKey
+			}
+		}
+		if err != nil {
 			found[id] = err.Error()
 			g := groupOf(groups, err, stored)
 			g.ids = append(g.ids, id)
@@ -208,6 +216,8 @@ func groupOf(groups map[string]*group, err error, stored string) *group {
 		kind, message = "does_not_decrypt", "subscription secrets or header values do not decrypt with the configured key of the same id: altered, or a different key that shares the id"
 	case errors.Is(err, secrets.ErrMalformed):
 		kind, message = "malformed", "subscription secrets are malformed sealed values"
+	case errors.Is(err, secrets.ErrBadClientCertificate):
+		kind, message = "unusable_client_certificate", "subscription client certificates are stored in a form the relay cannot use"
 	case errors.Is(err, secrets.ErrMalformedHeaders):
 		kind, message = "malformed_headers", "subscription custom headers are stored in a form the relay cannot read"
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/rs/zerolog"
@@ -122,4 +123,28 @@ func TestNoKeyConfigured(t *testing.T) {
 	require.Len(t, got, 1)
 	require.Equal(t, "no_key", got[0]["problem"])
 	require.Contains(t, got[0]["message"], "RELAY_ENCRYPTION_KEY is not set")
+}
+
+// TestClientCertificateKey: a client certificate whose key no configured key opens blocks
+// its subscription like its secret would; one that opens does not.
+func TestClientCertificateKey(t *testing.T) {
+	db, _ := relaytest.NewDB(t)
+	current, lost := box(t, 1), box(t, 9)
+	plain, err := signature.NewSecret()
+	require.NoError(t, err)
+	ca := relaytest.NewPrivateCA(t)
+	certPEM, keyPEM := ca.NewClientCertificate(t, "relay", time.Now().Add(time.Hour))
+	for id, key := range map[string]string{"sub_ok": seal(t, current, string(keyPEM)), "sub_lost": seal(t, lost, string(keyPEM))} {
+		insert(t, db, id, "active", plain, `{}`)
+		_, err := db.Exec(`UPDATE relay.subscriptions SET client_cert = $2, client_key = $3 WHERE id = $1`, id, string(certPEM), key)
+		require.NoError(t, err)
+	}
+	var logs bytes.Buffer
+	c, err := keycheck.New(keycheck.Config{DB: db, Open: current.Open, Logger: zerolog.New(&logs)})
+	require.NoError(t, err)
+	require.NoError(t, c.Scan(context.Background()))
+	require.Equal(t, []string{"sub_lost"}, c.Blocked())
+	got := lines(&logs)
+	require.Len(t, got, 1)
+	require.Equal(t, "unknown_key", got[0]["problem"])
 }

@@ -1,5 +1,5 @@
-// Package secrets encrypts subscription signing secrets and custom header values at rest
-// (RELAY_ENCRYPTION_KEY and RELAY_ENCRYPTION_KEY_PREVIOUS).
+// Package secrets encrypts subscription signing secrets, custom header values and client
+// certificate keys at rest (RELAY_ENCRYPTION_KEY and RELAY_ENCRYPTION_KEY_PREVIOUS).
 //
 // # Format
 //
@@ -33,6 +33,13 @@
 // to Open, so a header whose value happens to start with "enc:" is sent as it is.
 // SealHeaderValue, DecodeHeaders and EncodeHeaders write and read the column; OpenHeaders
 // turns it into the headers to send, and is all the deliverer needs.
+//
+// # Client certificates
+//
+// A subscription's client certificate is stored as its PEM chain, in clear (certificates are
+// public), and its private key, a PEM string sealed like a secret. NormalizeClientCertificate
+// checks and re-encodes what the API is given; ClientCertificate opens and parses what is
+// stored, for the deliverer and the key check alike, so both agree on what cannot be used.
 //
 // # Failures
 //
