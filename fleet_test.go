@@ -239,7 +239,12 @@ func TestFleetOneActiveRelayTheOthersStandBy(t *testing.T) {
 
 	distinct, dups := rc.received()
 	require.Equal(t, 346, distinct, "every event arrived")
-	require.LessOrEqual(t, dups, inFlightCap*8, "only requests answered and not recorded at the kill are sent again")
+	// The documented bound (README, Guarantees): duplicates after a crash are bounded by the
+	// leases one subscription may hold, 16 x the in-flight cap, since claims run ahead of
+	// sends and results wait to be recorded together. Half of that used to be asserted here:
+	// on a loaded machine, a record waiting for a slow disk flush holds more answered
+	// results, and a CI run saw 47 with a cap of 4.
+	require.LessOrEqual(t, dups, inFlightCap*16, "only leases held at the kill are sent again")
 	require.LessOrEqual(t, rc.maxOnHand.Load(), int64(inFlightCap), "the in-flight cap held across the hand-overs")
 
 	// The new active relay delivers at once too.
