@@ -548,8 +548,10 @@ func (d *Deliverer) claimLoop(ctx context.Context) {
 // is reported, and the next claims pass it over.
 func (d *Deliverer) queue(js []*job) {
 	if unknown := d.resolveCertificates(js); len(unknown) > 0 {
-		// Whether they need a client certificate is not known: not sent now.
-		d.releaseAfter(unknown, time.Second)
+		// Whether they need a client certificate is not known: not sent now. Given back in the
+		// background: the database is away, and the give-back's retries (up to the lease
+		// margin) must not hold the claim loop, nor a shutdown that begins meanwhile.
+		go d.releaseAfter(unknown, time.Second)
 		skip := make(map[*job]bool, len(unknown))
 		for _, j := range unknown {
 			skip[j] = true
